@@ -1,0 +1,50 @@
+# sparsebench: two commands on a fresh machine, `make sweep` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+SWEEP ?= fmnist_densities
+EXECUTOR ?= auto
+STAMP := $(VENV)/.setup-stamp
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup data sweep test report bench bench-width slurm-up slurm-down clean help
+
+help:
+	@echo "make sweep [SWEEP=name]   run a sweep (default: $(SWEEP)) and write its report"
+	@echo "make test                 set up if needed, then run the whole test suite"
+	@echo "make report SWEEP=name    tables and figures from results/name"
+	@echo "make bench                harness-overhead and sparse-step benchmarks"
+	@echo "make bench-width          always-sparse width-scaling benchmark"
+	@echo "make slurm-up/slurm-down  start/stop a one-node SLURM cluster on localhost"
+
+setup: $(STAMP) data
+
+# torch goes in first and pinned: anything unpinned could pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+# Fashion-MNIST from Debian when no copy is found and apt can be used; never fatal.
+data:
+	@bash scripts/get_fashion_mnist.sh
+
+sweep: setup
+	$(PY) -m sparsebench.sweep $(SWEEP) --executor $(EXECUTOR)
+	$(PY) -m sparsebench.report $(SWEEP)
+
+report: setup
+	$(PY) -m sparsebench.report $(SWEEP)
+
+test: setup
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) benchmarks/harness_overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

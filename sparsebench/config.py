@@ -1,0 +1,306 @@
+"""Typed run configuration: one dataclass per group, YAML plus dotted ``key=value`` overrides.
+
+Every field carries its own validation (``choices`` or a ``check``) beside its default, so the
+error for a bad value names the field and what is allowed. Invalid input raises
+:class:`ConfigError`; the command-line tools turn it into one line on stderr and exit code 2.
+
+Method parameters are not known here (methods are plug-ins): ``method`` holds the name and a
+raw dict, and :mod:`sparsebench.resolve` checks them against the method's own dataclass.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value. ``field`` is the dotted name of the offending field."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+def choice(default: Any, choices: tuple, help: str = "") -> Any:
+    return field(default=default, metadata={"choices": choices, "help": help})
+
+
+def checked(default: Any, check: Callable[[Any], bool], allowed: str, help: str = "") -> Any:
+    """A field whose value must satisfy ``check``; ``allowed`` describes valid values in words."""
+    kw = {"default_factory": default} if callable(default) else {"default": default}
+    return field(**kw, metadata={"check": check, "allowed": allowed, "help": help})
+
+
+def positive(default: Any, help: str = "") -> Any:
+    return checked(default, lambda v: v > 0, "a number > 0", help)
+
+
+def non_negative(default: Any, help: str = "") -> Any:
+    return checked(default, lambda v: v >= 0, "a number >= 0", help)
+
+
+def fraction(default: Any, help: str = "", *, open_low: bool = True) -> Any:
+    if open_low:
+        return checked(default, lambda v: 0 < v <= 1, "a number in (0, 1]", help)
+    return checked(default, lambda v: 0 <= v <= 1, "a number in [0, 1]", help)
+
+
+@dataclass
+class DataConfig:
+    name: str = field(default="fashion_mnist", metadata={"help": "data set name"})
+    batch_size: int = positive(128, "training batch size")
+    test_batch_size: int = positive(1000, "evaluation batch size")
+    augment: bool | None = field(default=None, metadata={"help": "None: the data set's default"})
+    root: str | None = field(default=None, metadata={"help": "the data set's folder; None: search"})
+    train_subset: int | None = checked(None, lambda v: v is None or v > 0, "null or an integer > 0",
+                                       "keep only the first N training examples (smoke tests)")
+
+
+@dataclass
+class ModelConfig:
+    name: str = field(default="mlp", metadata={"help": "model name (see sparsebench.models)"})
+    width: float = positive(1.0, "width multiplier of every layer")
+
+
+@dataclass
+class OptimConfig:
+    name: str = choice("sgd", ("sgd", "adamw"), "optimizer")
+    lr: float = positive(0.1, "peak learning rate")
+    momentum: float = checked(0.9, lambda v: 0 <= v < 1, "a number in [0, 1)", "SGD momentum")
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = non_negative(5e-4)
+    decay_norm_and_bias: bool = field(default=True, metadata={
+        "help": "apply weight decay to 1-D parameters (biases, norm scales) too"})
+    schedule: str = choice("cosine", ("cosine", "step", "constant"), "learning-rate schedule")
+    warmup_epochs: float = non_negative(0.0, "linear warm-up from 0, in epochs")
+    milestones: list[float] = checked(lambda: [0.5, 0.75], lambda v: all(0 < m < 1 for m in v),
+                                      "fractions of training in (0, 1)", "step schedule drops")
+    gamma: float = positive(0.1, "step schedule factor")
+    label_smoothing: float = checked(0.0, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
+@dataclass
+class SparsityConfig:
+    distribution: str = choice("auto", ("auto", "uniform", "er", "erk"),
+                               "layer-wise density; auto: the method's default")
+    dense_first_layer: bool = False
+    dense_last_layer: bool = False
+    engine: str = choice("masked", ("masked", "sparse"), "masked-dense or always-sparse execution")
+
+
+@dataclass
+class MethodConfig:
+    name: str = "static"
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunConfig:
+    sweep: str = field(default="adhoc", metadata={"help": "sweep the run belongs to (results folder)"})
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    density: float = fraction(0.1, "target fraction of nonzero prunable weights")
+    epochs: int = positive(10)
+    seed: int = checked(0, lambda v: v >= 0, "an integer >= 0")
+    device: str = choice("auto", ("auto", "cpu", "cuda"))
+    amp: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (ignored on CPU)"})
+    channels_last: bool = field(default=True, metadata={"help": "channels-last on CUDA"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+
+# Fields that do not change what a run computes, so they stay out of its run_id.
+UNHASHED_FIELDS = ("sweep", "progress")
+
+
+# ---------------------------------------------------------------------------------------------
+# dict <-> dataclass with validation
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _coerce(value: Any, tp: Any, name: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted where floats are."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, name)
+            except ConfigError as err:
+                errors.append(err)
+        raise ConfigError(name, f"expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(name, f"expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(name, f"expected {len(args)} values, got {len(value)}")
+            return tuple(_coerce(v, a, f"{name}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        inner = args[0] if args else Any
+        out = [_coerce(v, inner, f"{name}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(name, f"expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(name, f"expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(name, f"expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(name, f"expected a string, got {value!r}")
+    if tp is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise ConfigError(name, f"expected a mapping, got {value!r}")
+    raise TypeError(f"unsupported config annotation {tp!r} for {name}")
+
+
+def parse_dataclass(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build ``cls`` from a plain dict, validating every field; unknown keys are errors."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(prefix.rstrip("."), f"expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(prefix + str(unknown[0]),
+                          f"unknown field; allowed: {', '.join(sorted(fields))}")
+    values = {}
+    for name, f in fields.items():
+        full = prefix + name
+        if name not in data:
+            continue
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            values[name] = parse_dataclass(tp, data[name], full + ".")
+            continue
+        value = _coerce(data[name], tp, full)
+        validate_field(f, value, full)
+        values[name] = value
+    return cls(**values)
+
+
+def validate_field(f: dataclasses.Field, value: Any, full: str) -> None:
+    choices = f.metadata.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(full, f"got {value!r}; allowed: {', '.join(map(str, choices))}")
+    check = f.metadata.get("check")
+    if check is not None and value is not None and not check(value):
+        raise ConfigError(full, f"got {value!r}; allowed: {f.metadata['allowed']}")
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain nested dict (lists for tuples) of a config dataclass, method params flattened in."""
+    out = dataclasses.asdict(cfg)
+    if isinstance(cfg, RunConfig):
+        method = out.pop("method")
+        out["method"] = {"name": method["name"], **method["params"]}
+    return json.loads(json.dumps(out))  # tuples -> lists, a canonical plain structure
+
+
+def from_dict(data: dict) -> RunConfig:
+    """A RunConfig from a plain dict; the ``method`` section keeps its params raw."""
+    data = dict(data or {})
+    method = data.pop("method", {}) or {}
+    if isinstance(method, str):
+        method = {"name": method}
+    if not isinstance(method, dict):
+        raise ConfigError("method", f"expected a mapping with a name, got {method!r}")
+    method = dict(method)
+    name = method.pop("name", MethodConfig.name)
+    if not isinstance(name, str):
+        raise ConfigError("method.name", f"expected a string, got {name!r}")
+    cfg = parse_dataclass(RunConfig, data)
+    cfg.method = MethodConfig(name=name, params=method)
+    return cfg
+
+
+def run_id(cfg: RunConfig) -> str:
+    """A stable id: hash of the fully resolved config (defaults included, see style.md)."""
+    d = to_dict(cfg)
+    for key in UNHASHED_FIELDS:
+        d.pop(key, None)
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML and overrides
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("", f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError("", f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError("", f"{path}: expected a mapping at the top level")
+    return data
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``a.b=value`` -> ("a.b", parsed value); values are read as YAML scalars or lists."""
+    if "=" not in text:
+        raise ConfigError(text, "an override must look like key=value (e.g. density=0.05)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(text, "empty key in override")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def set_dotted(data: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(".".join(parts[: i + 1]), "is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_overrides(data: dict, overrides: list[str] | dict) -> dict:
+    data = json.loads(json.dumps(data))  # deep copy of plain data
+    items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides)
+    for key, value in items:
+        set_dotted(data, key, value)
+    return data

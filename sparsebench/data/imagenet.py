@@ -1,0 +1,95 @@
+"""ImageNet from an ImageFolder tree (root/train/<class>/*.JPEG, root/val/<class>/*.JPEG).
+
+torchvision is an optional dependency (`pip install -e .[vision]`) and is imported
+only inside load_imagenet, so the rest of sparsebench works without it.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Iterator
+
+import torch
+
+from .loader import epoch_seed
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+class DeviceLoader:
+    """Wraps a DataLoader into the TensorLoader interface; batches are moved to `device`.
+
+    Shuffling and the workers' base seed come from a generator reseeded from
+    (seed, epoch) at every iteration. Workers are not persistent, since persistent
+    workers keep the RNG state of the first epoch and a resumed run would differ.
+    With num_workers > 0 the augmentations are then reproducible too (each worker's
+    torch RNG is seeded from the base seed); with num_workers=0 they use the global RNG.
+    """
+
+    def __init__(self, dataset, batch_size: int, *, shuffle: bool, drop_last: bool,
+                 device: torch.device, seed: int = 0, num_workers: int = 0, classes=()):
+        self.dataset = dataset
+        self.classes = list(classes)
+        self.device = torch.device(device)
+        self.seed, self.epoch = seed, 0
+        self.batch_size = batch_size
+        self.generator = torch.Generator()
+        self.loader = torch.utils.data.DataLoader(
+            dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+            num_workers=num_workers, pin_memory=self.device.type == "cuda",
+            generator=self.generator, persistent_workers=False,
+        )
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.generator.manual_seed(epoch_seed(self.seed, self.epoch))
+        for x, y in self.loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+def load_imagenet(root: str | pathlib.Path, batch_size: int, *, train: bool,
+                  device: torch.device | str = "cpu", seed: int = 0,
+                  num_workers: int | None = None, subset: int | None = None,
+                  augment: bool | None = None) -> DeviceLoader:
+    """A loader over root/train (shuffled, RandomResizedCrop 224 + flip) or root/val
+    (in order, resize 256 + center crop 224).
+
+    augment overrides the choice of pipeline (None: augment iff train). subset keeps
+    the first `subset` images (for smoke tests). Raises RuntimeError when torchvision
+    cannot be imported.
+    """
+    try:
+        from torchvision import datasets, transforms
+    except Exception as e:  # a broken install can fail with more than ImportError
+        raise RuntimeError(
+            "torchvision is needed for ImageNet; install it with `pip install -e .[vision]` "
+            f"(importing it failed: {type(e).__name__}: {e})"
+        ) from e
+    split = pathlib.Path(root) / ("train" if train else "val")
+    if not split.is_dir():
+        raise FileNotFoundError(f"{split}: missing (expected an ImageFolder tree {split}/<class>/*.JPEG)")
+    use_aug = train if augment is None else augment
+    if use_aug:
+        aug = [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip()]
+    else:
+        aug = [transforms.Resize(256), transforms.CenterCrop(224)]
+    tf = transforms.Compose([*aug, transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
+    ds = datasets.ImageFolder(str(split), transform=tf)
+    classes = ds.classes
+    if subset is not None:
+        ds = torch.utils.data.Subset(ds, range(min(subset, len(ds))))
+    if num_workers is None:
+        num_workers = min(8, os.cpu_count() or 1)
+    return DeviceLoader(ds, batch_size, shuffle=train, drop_last=train, device=torch.device(device),
+                        seed=seed, num_workers=num_workers, classes=classes)

@@ -1,0 +1,137 @@
+"""Batching of small data sets that live entirely as tensors on the training device.
+
+The idea follows airbench's CifarLoader: normalize once, then make each batch by
+indexing and augment whole batches with vectorized ops (no per-sample Python loop).
+
+Determinism: all randomness of epoch e (the shuffle and the augmentation) is drawn
+at the start of the epoch from a fresh CPU torch.Generator seeded from (seed, e).
+So a run resumed from an end-of-epoch checkpoint replays exactly the same batches,
+whatever was iterated before, and the global RNG is never touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Iterator, Protocol
+
+import torch
+
+AUGMENTS = (None, "crop_flip")
+
+
+class Loader(Protocol):
+    """What the trainer needs from a loader."""
+
+    def set_epoch(self, epoch: int) -> None: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A 63-bit seed derived from (seed, epoch) by hashing.
+
+    Hashing (instead of e.g. seed * K + epoch) keeps different (seed, epoch) pairs
+    from colliding and decorrelates neighbouring epochs.
+    """
+    digest = hashlib.sha256(f"sparsebench:{int(seed)}:{int(epoch)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A fresh CPU generator for epoch `epoch` of a run with seed `seed`."""
+    return torch.Generator(device="cpu").manual_seed(epoch_seed(seed, epoch))
+
+
+def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, pad: int) -> torch.Tensor:
+    """Crop each image of `x` (B, C, H, W) from its zero-padded version, then maybe flip it.
+
+    Example b is cropped at offset (dy[b], dx[b]) in [0, 2*pad] of the padded image and
+    mirrored horizontally where flip[b]. Offsets (pad, pad) with no flip return x unchanged.
+    Done as one gather with broadcast index tensors, so it is vectorized over the batch.
+    """
+    b, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    rows = dy[:, None] + torch.arange(h, device=x.device)  # (B, H)
+    cols = torch.arange(w, device=x.device).expand(b, w)
+    cols = torch.where(flip[:, None], w - 1 - cols, cols) + dx[:, None]  # (B, W)
+    return padded[
+        torch.arange(b, device=x.device)[:, None, None, None],
+        torch.arange(c, device=x.device)[None, :, None, None],
+        rows[:, None, :, None],
+        cols[:, None, None, :],
+    ]
+
+
+class TensorLoader:
+    """Batches of (x, y) tensors already on the device.
+
+    x: float (N, C, H, W), already normalized; y: int64 (N,), same device.
+    augment: None, or "crop_flip" (random crop with 4-pixel zero padding + random
+    horizontal flip, per example).
+    """
+
+    PAD = 4
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        drop_last: bool,
+        augment: str | None = None,
+        seed: int = 0,
+    ):
+        if x.dim() != 4 or len(x) != len(y):
+            raise ValueError(f"need x (N, C, H, W) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
+        if x.device != y.device:
+            raise ValueError(f"x on {x.device} but y on {y.device}")
+        if augment not in AUGMENTS:
+            raise ValueError(f"unknown augment {augment!r}; choose from {AUGMENTS}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if drop_last and len(x) < batch_size:
+            # An epoch of zero batches would silently train on nothing.
+            raise ValueError(f"drop_last with {len(x)} examples < batch_size {batch_size} gives no batches")
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.x)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose randomness the next iteration uses."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        n, bs = len(self.x), self.batch_size
+        return n // bs if self.drop_last else -(-n // bs)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n, dev = len(self.x), self.device
+        gen = epoch_generator(self.seed, self.epoch)
+        # Draw everything for the whole epoch up front and in a fixed order, so the
+        # batches do not depend on how far a previous iteration got.
+        order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
+        if self.augment == "crop_flip":
+            offsets = torch.randint(0, 2 * self.PAD + 1, (2, n), generator=gen)
+            flips = torch.rand(n, generator=gen) < 0.5
+            offsets, flips = offsets.to(dev), flips.to(dev)
+        order = order.to(dev)
+        for i in range(len(self)):
+            pos = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            idx = order[pos]
+            xb = self.x[idx]
+            if self.augment == "crop_flip":
+                xb = crop_flip(xb, offsets[0, pos], offsets[1, pos], flips[pos], self.PAD)
+            yield xb, self.y[idx]

@@ -1,0 +1,98 @@
+"""Registry of model families, each with a width multiplier.
+
+Every family module registers its builders with :func:`register`; this package
+imports them all (at the bottom of this file), so ``build_model(name, ...)``
+works for every name in :func:`available`.
+
+A builder is any callable (function or class) accepting the keyword arguments
+``num_classes``, ``in_shape`` and ``width`` (plus optional family-specific
+keywords) and returning an ``nn.Module``.
+
+Conventions every model follows (the sparsity engine depends on them):
+
+* all prunable layers are ``nn.Linear`` or ``nn.Conv2d`` modules;
+* modules are created in the order forward uses them, so the first
+  Linear/Conv2d in ``model.named_modules()`` is the input layer and the last
+  is the classifier (``out_features == num_classes``);
+* no weight tying;
+* ``forward`` maps a float tensor ``(N, *in_shape)`` to logits
+  ``(N, num_classes)``;
+* width scaling keeps every layer at least one unit/channel wide
+  (see :func:`scaled`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn as nn
+
+__all__ = ["register", "available", "build_model", "scaled"]
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register(name: str):
+    """Decorator registering a model builder (class or function) under ``name``."""
+
+    def decorator(builder):
+        old = _REGISTRY.get(name)
+        if old is not None and (old.__module__, old.__qualname__) != (
+            builder.__module__,
+            builder.__qualname__,
+        ):
+            raise ValueError(f"model name {name!r} is already registered to {old!r}")
+        _REGISTRY[name] = builder
+        return builder
+
+    return decorator
+
+
+def available() -> list[str]:
+    """Sorted names of all registered models."""
+    return sorted(_REGISTRY)
+
+
+def build_model(
+    name: str,
+    *,
+    num_classes: int,
+    in_shape: tuple[int, ...],
+    width: float = 1.0,
+    **kwargs,
+) -> nn.Module:
+    """Build the registered model ``name``.
+
+    ``in_shape`` is the (C, H, W) shape of one input example; ``width``
+    multiplies every hidden layer's units/channels. Extra keyword arguments
+    are passed to the family's builder (e.g. ``hidden=`` for ``mlp``).
+    Raises ``KeyError`` listing the available names if ``name`` is unknown.
+    """
+    try:
+        builder = _REGISTRY[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown model {name!r}; available models: {', '.join(available())}"
+        ) from None
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if not width > 0:
+        raise ValueError(f"width must be > 0, got {width}")
+    return builder(num_classes=num_classes, in_shape=tuple(in_shape), width=width, **kwargs)
+
+
+def scaled(n: int, width: float, multiple_of: int = 1) -> int:
+    """``n * width`` rounded to a multiple of ``multiple_of``, at least ``multiple_of``."""
+    return max(multiple_of, round(n * width / multiple_of) * multiple_of)
+
+
+def _image_shape(in_shape: tuple[int, ...], model: str) -> tuple[int, int, int]:
+    """Validate a (C, H, W) input shape for an image model."""
+    if len(in_shape) != 3:
+        raise ValueError(f"{model} needs in_shape (C, H, W), got {in_shape}")
+    return tuple(int(s) for s in in_shape)  # type: ignore[return-value]
+
+
+# Import the family modules so that they register themselves (after the
+# definitions above, which they import).
+from . import lenet, mlp, resnet_cifar, resnet_imagenet, vgg, vit  # noqa: E402,F401

@@ -1,0 +1,71 @@
+"""Every file and folder a run or a sweep writes, named in one place (after open_lth's paths.py).
+
+Results live under ``$SPARSEBENCH_RESULTS`` (default ``./results``) so that a cluster user can
+point them at scratch storage::
+
+    results/SWEEP/runs/RUN_ID/{config.yaml, result.json, metrics.jsonl, log, checkpoint.pt}
+    results/SWEEP/{summary.csv, tables/, figures/}
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CONFIG = "config.yaml"
+RESULT = "result.json"
+METRICS = "metrics.jsonl"
+LOG = "log"
+CHECKPOINT = "checkpoint.pt"
+
+
+def results_root() -> Path:
+    return Path(os.environ.get("SPARSEBENCH_RESULTS", "results"))
+
+
+def sweep_dir(sweep: str, root: Path | None = None) -> Path:
+    return (root or results_root()) / sweep
+
+
+def runs_dir(sweep: str, root: Path | None = None) -> Path:
+    return sweep_dir(sweep, root) / "runs"
+
+
+def run_dir(sweep: str, run_id: str, root: Path | None = None) -> Path:
+    return runs_dir(sweep, root) / run_id
+
+
+def summary_csv(sweep: str, root: Path | None = None) -> Path:
+    return sweep_dir(sweep, root) / "summary.csv"
+
+
+def tables_dir(sweep: str, root: Path | None = None) -> Path:
+    return sweep_dir(sweep, root) / "tables"
+
+
+def figures_dir(sweep: str, root: Path | None = None) -> Path:
+    return sweep_dir(sweep, root) / "figures"
+
+
+def submitit_dir(sweep: str, root: Path | None = None) -> Path:
+    """Where submitit keeps its pickles and SLURM logs for a sweep."""
+    return sweep_dir(sweep, root) / "jobs"
+
+
+def benchmarks_dir(root: Path | None = None) -> Path:
+    return (root or results_root()) / "benchmarks"
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def sweeps_dir() -> Path:
+    return repo_root() / "sweeps"
+
+
+def configs_dir() -> Path:
+    return repo_root() / "configs"
+
+
+def methods_dir() -> Path:
+    return repo_root() / "methods"

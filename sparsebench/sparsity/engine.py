@@ -1,0 +1,232 @@
+"""The masked sparsity engine: which weights are prunable, their masks, and the shared moves.
+
+Every method works through this object; none touches masks or optimizer state itself. The
+engine owns:
+
+* the choice of prunable weights (every ``nn.Linear`` and ``nn.Conv2d`` weight, optionally
+  sparing the first and the last layer) and their target number of active connections,
+  from a global density and a layer-wise distribution (:mod:`.distributions`);
+* the invariant that inactive weights are exactly zero and carry no optimizer state. Gradients
+  of inactive weights are zeroed before each optimizer step (after the method has seen the
+  dense gradient, which RigL needs); with a zero gradient, SGD (momentum, Nesterov, weight
+  decay) and AdamW leave a zero weight with zero state at zero, so no per-step rewrite of the
+  weights is needed. Pruning and growing reset the state of the connections they touch;
+* the primitives every method composes: the k smallest active connections by a score, the k
+  largest inactive ones by a score, k random inactive ones, global top-k across layers, and
+  ``prune``/``grow`` (grown weights and their optimizer state start at zero, as in RigL, SET
+  and GSE).
+
+Indices are flat positions in a layer's weight (``weight.view(-1)``), so the same primitive
+vocabulary serves an engine that stores only active connections.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+import torch
+from torch import nn
+
+from .distributions import active_counts, layer_densities
+
+PRUNABLE_TYPES = (nn.Linear, nn.Conv2d)
+
+
+@dataclass
+class MaskedLayer:
+    """One prunable weight, its boolean mask and its target number of active connections."""
+
+    name: str
+    module: nn.Module
+    mask: torch.Tensor
+    target_active: int
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.module.weight
+
+    @property
+    def numel(self) -> int:
+        return self.mask.numel()
+
+    @property
+    def target_density(self) -> float:
+        return self.target_active / self.numel
+
+    def n_active(self) -> int:
+        return int(self.mask.sum())
+
+    def density(self) -> float:
+        return self.n_active() / self.numel
+
+
+def prunable_modules(model: nn.Module, dense_first_layer: bool = False,
+                     dense_last_layer: bool = False) -> list[tuple[str, nn.Module]]:
+    """Linear and conv layers in definition order; models create them in forward order."""
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
+    if dense_last_layer and found:
+        found = found[:-1]
+    if dense_first_layer and found:
+        found = found[1:]
+    return found
+
+
+class SparsityEngine:
+    def __init__(self, layers: list[MaskedLayer]):
+        self.layers = layers
+        self.by_name = {layer.name: layer for layer in layers}
+        self.optimizer: torch.optim.Optimizer | None = None
+        self._masks_changed()
+
+    # ---- construction ------------------------------------------------------------------------
+    @classmethod
+    def for_model(cls, model: nn.Module, density: float, distribution: str, *,
+                  dense_first_layer: bool = False, dense_last_layer: bool = False) -> "SparsityEngine":
+        """Masks all active; targets from ``density`` spread by ``distribution``."""
+        modules = prunable_modules(model, dense_first_layer, dense_last_layer)
+        if not modules:
+            raise ValueError("the model has no prunable (Linear or Conv2d) layers")
+        shapes = {name: tuple(m.weight.shape) for name, m in modules}
+        densities = layer_densities(shapes, density, distribution)
+        counts = active_counts(shapes, densities, total_density=density)
+        layers = [MaskedLayer(name, m, torch.ones_like(m.weight, dtype=torch.bool), counts[name])
+                  for name, m in modules]
+        return cls(layers)
+
+    def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+
+    # ---- per-step invariants -----------------------------------------------------------------
+    def _masks_changed(self) -> None:
+        self.fully_dense = all(bool(layer.mask.all()) for layer in self.layers)
+        self._float_masks = [layer.mask.to(layer.weight.dtype) for layer in self.layers]
+
+    def mask_gradients(self) -> None:
+        """Zero the gradients of inactive weights (one fused multiply over all layers)."""
+        if self.fully_dense:
+            return
+        grads, masks = [], []
+        for layer, mask in zip(self.layers, self._float_masks):
+            if layer.weight.grad is not None:
+                grads.append(layer.weight.grad)
+                masks.append(mask)
+        if grads:
+            torch._foreach_mul_(grads, masks)
+
+    @torch.no_grad()
+    def apply_masks(self) -> None:
+        """Zero inactive weights and their optimizer state (after any change of the masks)."""
+        torch._foreach_mul_([layer.weight for layer in self.layers], self._float_masks)
+        for layer, mask in zip(self.layers, self._float_masks):
+            for state in self._state_tensors(layer):
+                state.mul_(mask)
+
+    def _state_tensors(self, layer: MaskedLayer) -> Iterable[torch.Tensor]:
+        """Optimizer state shaped like the weight: momentum, Adam's moments."""
+        if self.optimizer is None:
+            return ()
+        state = self.optimizer.state.get(layer.weight, {})
+        return [v for v in state.values()
+                if torch.is_tensor(v) and v.shape == layer.weight.shape]
+
+    # ---- reporting ---------------------------------------------------------------------------
+    def layer_densities(self) -> dict[str, float]:
+        return {layer.name: layer.density() for layer in self.layers}
+
+    def global_density(self) -> float:
+        total = sum(layer.numel for layer in self.layers)
+        return sum(layer.n_active() for layer in self.layers) / total
+
+    def target_density(self) -> float:
+        total = sum(layer.numel for layer in self.layers)
+        return sum(layer.target_active for layer in self.layers) / total
+
+    def num_prunable(self) -> int:
+        return sum(layer.numel for layer in self.layers)
+
+    # ---- selection primitives (flat indices) -------------------------------------------------
+    @staticmethod
+    def smallest_active(layer: MaskedLayer, k: int, score: torch.Tensor) -> torch.Tensor:
+        """Flat indices of the ``k`` active connections with the smallest ``score``."""
+        k = min(k, layer.n_active())
+        masked = score.detach().flatten().float().masked_fill(~layer.mask.flatten(), float("inf"))
+        return torch.topk(masked, k, largest=False, sorted=False).indices
+
+    @staticmethod
+    def largest_inactive(layer: MaskedLayer, k: int, score: torch.Tensor) -> torch.Tensor:
+        """Flat indices of the ``k`` inactive connections with the largest ``score``."""
+        k = min(k, layer.numel - layer.n_active())
+        masked = score.detach().flatten().float().masked_fill(layer.mask.flatten(), float("-inf"))
+        return torch.topk(masked, k, largest=True, sorted=False).indices
+
+    @staticmethod
+    def random_inactive(layer: MaskedLayer, k: int, generator: torch.Generator) -> torch.Tensor:
+        """``k`` distinct inactive connections, uniformly at random (a CPU generator)."""
+        inactive = (~layer.mask.flatten()).nonzero().squeeze(1)
+        k = min(k, inactive.numel())
+        pick = torch.randperm(inactive.numel(), generator=generator)[:k].to(inactive.device)
+        return inactive[pick]
+
+    @staticmethod
+    def global_largest(scores: Mapping[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+        """The ``k`` largest entries over several layers' flat scores, split back per layer.
+
+        Entries to exclude should carry ``-inf``; they are never returned.
+        """
+        names = list(scores)
+        flat = torch.cat([scores[n].detach().flatten().float().cpu() for n in names])
+        k = min(k, int(torch.isfinite(flat).sum()) if flat.numel() else 0)
+        top = torch.topk(flat, k, largest=True, sorted=False).indices
+        out, offset = {}, 0
+        for n in names:
+            size = scores[n].numel()
+            sel = top[(top >= offset) & (top < offset + size)] - offset
+            out[n] = sel.to(scores[n].device)
+            offset += size
+        return out
+
+    # ---- topology changes --------------------------------------------------------------------
+    @torch.no_grad()
+    def prune(self, layer: MaskedLayer, idx: torch.Tensor) -> None:
+        """Deactivate ``idx``: weight and optimizer state set to zero."""
+        layer.mask.view(-1)[idx] = False
+        layer.weight.view(-1)[idx] = 0.0
+        for state in self._state_tensors(layer):
+            state.view(-1)[idx] = 0.0
+        self._masks_changed()
+
+    @torch.no_grad()
+    def grow(self, layer: MaskedLayer, idx: torch.Tensor, values: torch.Tensor | None = None) -> None:
+        """Activate ``idx``; weights start at ``values`` (zero by default), optimizer state at zero."""
+        layer.mask.view(-1)[idx] = True
+        layer.weight.view(-1)[idx] = 0.0 if values is None else values.to(layer.weight.dtype)
+        for state in self._state_tensors(layer):
+            state.view(-1)[idx] = 0.0
+        self._masks_changed()
+
+    @torch.no_grad()
+    def set_mask(self, layer: MaskedLayer, mask: torch.Tensor) -> None:
+        """Replace a layer's mask (one-shot methods); newly inactive weights are zeroed."""
+        layer.mask.copy_(mask.to(torch.bool).view_as(layer.mask))
+        self._masks_changed()
+        self.apply_masks()
+
+    @torch.no_grad()
+    def random_masks(self, generator: torch.Generator) -> None:
+        """Each layer keeps ``target_active`` connections chosen uniformly at random."""
+        for layer in self.layers:
+            keep = torch.randperm(layer.numel, generator=generator)[: layer.target_active]
+            mask = torch.zeros(layer.numel, dtype=torch.bool)
+            mask[keep] = True
+            self.set_mask(layer, mask.to(layer.mask.device))
+
+    # ---- checkpoint --------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"masks": {layer.name: layer.mask.clone() for layer in self.layers},
+                "targets": {layer.name: layer.target_active for layer in self.layers}}
+
+    def load_state_dict(self, state: dict) -> None:
+        for layer in self.layers:
+            layer.mask.copy_(state["masks"][layer.name])
+            layer.target_active = int(state["targets"][layer.name])
+        self._masks_changed()

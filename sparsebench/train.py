@@ -1,0 +1,45 @@
+"""One training run: ``python -m sparsebench.train CONFIG.yaml [key=value ...]``.
+
+Writes ``results/<sweep>/runs/<run_id>/{config.yaml,result.json,metrics.jsonl,log}`` and prints
+the run folder as the last line of standard output. A completed run is not repeated (use
+``--force``); an interrupted one resumes from its last epoch checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import resolve
+from .cli import config_errors_exit
+from .trainer import run_folder, train
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sparsebench.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="a run config YAML (e.g. configs/fmnist_mlp.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="dotted overrides, e.g. method.name=static density=0.05 optim.lr=0.05")
+    parser.add_argument("--force", action="store_true", help="train again even if completed")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config and its run folder, then exit")
+    args = parser.parse_args(argv)
+    with config_errors_exit(args.config):
+        cfg = resolve.load(args.config, args.overrides)
+    if args.print_config:
+        from .config import to_dict
+        import yaml
+
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        print(run_folder(cfg))
+        return 0
+    result = train(cfg, force=args.force)
+    summary = {k: result.get(k) for k in ("status", "final_test_acc", "actual_density", "wall_clock_s")}
+    print(json.dumps(summary), file=sys.stderr)
+    print(run_folder(cfg))
+    return 0 if result.get("status") == "completed" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

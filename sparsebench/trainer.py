@@ -1,0 +1,371 @@
+"""The one training loop every method runs under.
+
+One step: ``before_forward`` hook, forward, loss, backward, ``after_backward`` hook (dense
+gradients visible), gradients of inactive weights zeroed by the engine, optimizer step,
+schedule step, ``after_step`` hook. After each epoch: ``end_of_epoch`` hook, evaluation, a
+line in ``metrics.jsonl`` and an atomic checkpoint, from which a restarted run resumes and
+ends with exactly the result an uninterrupted run gets (on CPU; the data order and
+augmentation of an epoch depend only on the seed and the epoch, the rest is in the checkpoint).
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import math
+import platform
+import statistics
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import atomic, methods, paths
+from .config import RunConfig, run_id, to_dict
+from .data import build_data
+from .models import build_model
+from .schedules import build_optimizer, build_scheduler
+from .sparsity.engine import SparsityEngine
+
+# Check for a non-finite loss every this many steps (each check synchronizes a GPU).
+DIVERGENCE_CHECK_EVERY = 25
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite."""
+
+
+@lru_cache(maxsize=1)
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.repo_root(),
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda was asked for but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class RunLog:
+    """Appends timestamped lines to the run's ``log`` file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __call__(self, message: str) -> None:
+        with open(self.path, "a") as f:
+            f.write(f"{now_iso()} {message}\n")
+
+
+@dataclass
+class Progress:
+    """Everything about where a run stands that a checkpoint must carry."""
+
+    epoch: int = 0                  # epochs completed
+    step: int = 0                   # optimizer steps completed
+    elapsed_s: float = 0.0          # training wall-clock over all sessions
+    update_s: float = 0.0           # of which in method hooks (mask updates)
+    best_test_acc: float = -math.inf
+    history: list[dict] = field(default_factory=list)
+    step_times: list[float] = field(default_factory=list)
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, run_dir: Path):
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.log = RunLog(run_dir / paths.LOG)
+        self.device = resolve_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        self.data = build_data(cfg.data.name, batch_size=cfg.data.batch_size,
+                               test_batch_size=cfg.data.test_batch_size, device=self.device,
+                               seed=cfg.seed, augment=cfg.data.augment, root=cfg.data.root,
+                               train_subset=cfg.data.train_subset)
+        info = self.data.info
+        self.model = build_model(cfg.model.name, num_classes=info.num_classes,
+                                 in_shape=info.in_shape, width=cfg.model.width).to(self.device)
+        self.cuda = self.device.type == "cuda"
+        self.channels_last = self.cuda and cfg.channels_last and len(info.in_shape) == 3
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.engine = SparsityEngine.for_model(
+            self.model, cfg.density, cfg.sparsity.distribution,
+            dense_first_layer=cfg.sparsity.dense_first_layer,
+            dense_last_layer=cfg.sparsity.dense_last_layer)
+        self.steps_per_epoch = len(self.data.train)
+        if self.steps_per_epoch == 0:
+            raise ValueError("data.batch_size: larger than the training set, no full batch")
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        method_cls = methods.get(cfg.method.name)
+        self.method = method_cls(method_cls.Params(**cfg.method.params), self.engine,
+                                 total_steps=self.total_steps,
+                                 steps_per_epoch=self.steps_per_epoch, seed=cfg.seed)
+        self.optimizer = build_optimizer(cfg.optim, self.model)
+        self.engine.attach_optimizer(self.optimizer)
+        self.scheduler = build_scheduler(cfg.optim, self.optimizer, self.steps_per_epoch, self.total_steps)
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
+        self.progress = Progress()
+
+    # ---- pieces of the loop ------------------------------------------------------------------
+    def autocast(self):
+        if self.cuda and self.cfg.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _train_batches(self):
+        self.data.train.set_epoch(0)
+        for x, y in self.data.train:
+            yield self._inputs(x), y
+
+    def init_masks(self) -> None:
+        ctx = methods.InitContext(self.model, self._train_batches,
+                                  lambda out, y: self.loss_fn(out, y))
+        self.method.init_masks(ctx)
+        self.engine.apply_masks()
+        self.log(f"initial masks: global density {self.engine.global_density():.5f}, per layer "
+                 + ", ".join(f"{n}={d:.4f}" for n, d in self.engine.layer_densities().items()))
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float]:
+        self.model.eval()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        count = 0
+        for x, y in self.data.test:
+            with self.autocast():
+                out = self.model(self._inputs(x))
+            loss_sum += nn.functional.cross_entropy(out.float(), y, reduction="sum")
+            correct += (out.argmax(1) == y).sum()
+            count += y.numel()
+        self.model.train()
+        return float(loss_sum) / count, 100.0 * float(correct) / count
+
+    def _timed(self, hook, ctx) -> None:
+        t0 = time.perf_counter()
+        hook(ctx)
+        self.progress.update_s += time.perf_counter() - t0
+
+    def train_epoch(self, epoch: int, bar) -> dict:
+        model, opt, sched, method, engine = (self.model, self.optimizer, self.scheduler,
+                                             self.method, self.engine)
+        model.train()
+        self.data.train.set_epoch(epoch)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        ctx = methods.StepContext(step=self.progress.step, epoch=epoch, total_steps=self.total_steps,
+                                  steps_per_epoch=self.steps_per_epoch, model=model)
+        times = []
+        t_epoch = time.perf_counter()
+        for i, (x, y) in enumerate(self.data.train):
+            t0 = time.perf_counter()
+            x = self._inputs(x)
+            ctx.step, ctx.batch = self.progress.step, (x, y)
+            self._timed(method.before_forward, ctx)
+            with self.autocast():
+                out = model(x)
+                loss = self.loss_fn(out, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            ctx.loss = loss
+            self._timed(method.after_backward, ctx)
+            engine.mask_gradients()
+            opt.step()
+            sched.step()
+            self._timed(method.after_step, ctx)
+            loss_sum += loss.detach().float() * y.numel()
+            correct += (out.detach().argmax(1) == y).sum()
+            seen += y.numel()
+            self.progress.step += 1
+            if (i + 1) % DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
+                raise Diverged(f"non-finite training loss at step {self.progress.step}")
+            times.append(time.perf_counter() - t0)
+            if bar is not None:
+                bar.update(1)
+        ctx.batch = ctx.loss = None
+        self._timed(method.end_of_epoch, ctx)
+        if self.cuda:
+            torch.cuda.synchronize()
+        epoch_time = time.perf_counter() - t_epoch
+        if not torch.isfinite(loss_sum):
+            raise Diverged(f"non-finite training loss in epoch {epoch + 1}")
+        self.progress.step_times.extend(times)
+        return {"train_loss": float(loss_sum) / seen, "train_acc": 100.0 * float(correct) / seen,
+                "epoch_time_s": epoch_time}
+
+    # ---- checkpoint --------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / paths.CHECKPOINT
+
+    def save_checkpoint(self) -> None:
+        atomic.torch_save(self.checkpoint_path, {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "engine": self.engine.state_dict(),
+            "method": self.method.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if self.cuda else None,
+            "progress": self.progress.__dict__,
+        })
+
+    def load_checkpoint(self) -> bool:
+        if not self.checkpoint_path.is_file():
+            return False
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.engine.load_state_dict(state["engine"])
+        self.method.load_state_dict(state["method"])
+        torch.set_rng_state(state["rng_cpu"].cpu())
+        if self.cuda and state["rng_cuda"] is not None:
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
+        self.progress = Progress(**state["progress"])
+        self.log(f"resumed from checkpoint after epoch {self.progress.epoch}")
+        return True
+
+    # ---- the run -----------------------------------------------------------------------------
+    def run(self, stop_after_epochs: int | None = None) -> str:
+        """Train to the end (or for ``stop_after_epochs`` more epochs); returns the status."""
+        if not self.load_checkpoint():
+            self.init_masks()
+        cfg, p = self.cfg, self.progress
+        bar = tqdm(total=self.total_steps, initial=p.step, desc=f"{cfg.method.name} d={cfg.density:g}",
+                   unit="step", disable=not cfg.progress, leave=False, dynamic_ncols=True)
+        epochs_this_session = 0
+        try:
+            while p.epoch < cfg.epochs:
+                if stop_after_epochs is not None and epochs_this_session >= stop_after_epochs:
+                    return "interrupted"
+                t0 = time.perf_counter()
+                row = self.train_epoch(p.epoch, bar)
+                test_loss, test_acc = self.evaluate()
+                p.epoch += 1
+                epochs_this_session += 1
+                p.best_test_acc = max(p.best_test_acc, test_acc)
+                row = {"epoch": p.epoch, "step": p.step, **row, "test_loss": test_loss,
+                       "test_acc": test_acc, "lr": self.optimizer.param_groups[0]["lr"],
+                       "density": self.engine.global_density(), "update_time_s": p.update_s}
+                p.history.append(row)
+                p.elapsed_s += time.perf_counter() - t0
+                atomic.write_jsonl(self.run_dir / paths.METRICS, p.history)
+                self.save_checkpoint()
+                self.log(f"epoch {p.epoch}/{cfg.epochs} train_loss {row['train_loss']:.4f} "
+                         f"test_acc {test_acc:.2f}% density {row['density']:.5f}")
+                bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{test_acc:.2f}")
+        finally:
+            bar.close()
+        return "completed"
+
+    def result(self, status: str, error: str | None, started_at: str) -> dict:
+        cfg, p = self.cfg, self.progress
+        last = p.history[-1] if p.history else {}
+        return {
+            **result_header(cfg, status, error, started_at),
+            "actual_density": self.engine.global_density(),
+            "layer_densities": self.engine.layer_densities(),
+            "layer_sizes": {layer.name: layer.numel for layer in self.engine.layers},
+            "epochs_completed": p.epoch,
+            "final_test_acc": last.get("test_acc"),
+            "best_test_acc": p.best_test_acc if p.history else None,
+            "final_train_loss": last.get("train_loss"),
+            "wall_clock_s": p.elapsed_s,
+            "step_time_ms": 1000 * statistics.median(p.step_times) if p.step_times else None,
+            "update_time_s": p.update_s,
+            "steps": p.step,
+            "device": str(self.device),
+        }
+
+
+def result_header(cfg: RunConfig, status: str, error: str | None, started_at: str) -> dict:
+    """The keys of result.json that are known without training (also for failed runs)."""
+    return {
+        "run_id": run_id(cfg), "sweep": cfg.sweep, "status": status, "error": error,
+        "method": cfg.method.name, "method_params": dict(cfg.method.params),
+        "model": cfg.model.name, "width": cfg.model.width, "dataset": cfg.data.name,
+        "density": cfg.density, "distribution": cfg.sparsity.distribution,
+        "engine": cfg.sparsity.engine, "seed": cfg.seed, "epochs": cfg.epochs,
+        "config": to_dict(cfg), "git_sha": git_sha(), "torch_version": torch.__version__,
+        "python_version": platform.python_version(), "hostname": platform.node(),
+        "started_at": started_at, "finished_at": now_iso(),
+        # Filled by the measurement layer where available (see sparsebench.flops).
+        "train_flops": None, "train_flops_rel_dense": None,
+        "inference_flops": None, "inference_flops_rel_dense": None,
+    }
+
+
+def run_folder(cfg: RunConfig) -> Path:
+    return paths.run_dir(cfg.sweep, run_id(cfg))
+
+
+def train(cfg: RunConfig, *, stop_after_epochs: int | None = None, force: bool = False) -> dict:
+    """Run one config to completion (resuming if a checkpoint exists) and write its results.
+
+    Returns the result dict. A completed run is not repeated unless ``force``. A run that
+    raises is recorded with status ``failed`` and its error, then the error propagates.
+    """
+    run_dir = run_folder(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result_path = run_dir / paths.RESULT
+    existing = atomic.read_json(result_path)
+    if existing and existing.get("status") == "completed" and not force:
+        return existing
+    atomic.write_yaml(run_dir / paths.CONFIG, to_dict(cfg))
+    started_at = now_iso()
+    trainer = None
+    try:
+        trainer = Trainer(cfg, run_dir)
+        status = trainer.run(stop_after_epochs)
+        if status == "interrupted":
+            return {"status": "interrupted", "run_id": run_id(cfg)}
+        result = trainer.result("completed", None, started_at)
+        _add_measurements(result, trainer)
+    except Diverged as err:
+        result = trainer.result("diverged", str(err), started_at)
+        RunLog(run_dir / paths.LOG)(f"diverged: {err}")
+    except Exception as err:
+        RunLog(run_dir / paths.LOG)("failed:\n" + traceback.format_exc())
+        result = (trainer.result("failed", _first_line(err), started_at) if trainer is not None
+                  else result_header(cfg, "failed", _first_line(err), started_at))
+        atomic.write_json(result_path, result)
+        raise
+    atomic.write_json(result_path, result)
+    if result["status"] in ("completed", "diverged"):
+        trainer.checkpoint_path.unlink(missing_ok=True)
+    return result
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
+
+
+def _add_measurements(result: dict, trainer: Trainer) -> None:
+    """Hook for the measurement layer (FLOPs); absent pieces leave the keys as None."""
+    try:
+        from . import flops
+    except ImportError:
+        return
+    result.update(flops.measure(trainer))
