@@ -24,13 +24,16 @@ import sys
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 import torch
 from torch import nn
 
 from . import paths
 from .sparsity.engine import SparsityEngine
+
+if TYPE_CHECKING:
+    from .flops import FlopModel
 
 
 @dataclass
@@ -97,6 +100,16 @@ class Method:
 
     def end_of_epoch(self, ctx: StepContext) -> None:
         pass
+
+    # ---- cost accounting (FLOPs per training example; see sparsebench.flops) ----------------
+    def step_flops(self, ctx: StepContext, flops: "FlopModel") -> float:
+        """FLOPs per example of the step just taken: forward + backward at the current masks,
+        3·f_S (Evci et al. 2020, App. H). Methods that do extra work in a step add it here."""
+        return 3.0 * flops.sparse_forward()
+
+    def init_flops(self, flops: "FlopModel") -> float:
+        """Total FLOPs (not per example) of one-off work in ``init_masks``, e.g. SNIP's scoring."""
+        return 0.0
 
     # ---- checkpoint --------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -51,6 +51,16 @@ def submitit_dir(sweep: str, root: Path | None = None) -> Path:
     return sweep_dir(sweep, root) / "jobs"
 
 
+def submitted_jobs(sweep: str, root: Path | None = None) -> Path:
+    """run_id -> SLURM job id of each submitted run, so a relaunch reattaches instead of resubmitting."""
+    return submitit_dir(sweep, root) / "submitted.json"
+
+
+def launcher_lock(sweep: str, root: Path | None = None) -> Path:
+    """Held by the one launcher working on a sweep, so two launchers never run a run twice."""
+    return submitit_dir(sweep, root) / "launcher.lock"
+
+
 def benchmarks_dir(root: Path | None = None) -> Path:
     return (root or results_root()) / "benchmarks"
 

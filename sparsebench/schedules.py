@@ -12,7 +12,10 @@ from .config import OptimConfig
 def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for p in model.parameters():
-        (decay if cfg.decay_norm_and_bias or p.ndim > 1 else no_decay).append(p)
+        # Weights decay, biases and norms do not; an always-sparse layer's weight is a vector
+        # of active values, marked ``sparse_weight`` (sparsebench.sparsity.sparse_layers).
+        is_weight = p.ndim > 1 or getattr(p, "sparse_weight", False)
+        (decay if cfg.decay_norm_and_bias or is_weight else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})

@@ -1,0 +1,81 @@
+"""FLOPs, counted with ``torch.utils.flop_counter`` and accounted per the RigL methodology.
+
+``FlopCounterMode`` runs one forward pass of a single example and reports the FLOPs of every
+module (matrix products, convolutions and attention; elementwise work is not counted, as in
+Evci et al. 2020). That gives the dense forward cost f_D and each prunable layer's share f_l.
+The sparse forward cost at the current masks is
+
+    f_S = (f_D - Σ_l f_l) + Σ_l density_l · f_l,
+
+i.e. non-prunable work counted dense, prunable work scaled by its mask density. Training FLOPs
+follow "Rigging the Lottery" (Evci et al. 2020, App. H): backward costs twice the forward, so a
+step at fixed sparsity costs 3·f_S per example; each method adds its extra work through
+``Method.step_flops`` / ``Method.init_flops`` and the trainer sums it over the actual run.
+All numbers here are per training example.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .sparsity.engine import SparsityEngine
+
+
+def forward_flops_by_module(model: nn.Module, example: torch.Tensor) -> tuple[float, dict[str, float]]:
+    """(total, {module name: FLOPs}) of one forward pass on ``example`` (a batch of one)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(example)
+    finally:
+        model.train(was_training)
+    counts = counter.get_flop_counts()
+    root = type(model).__name__
+    per_module = {}
+    for key, ops in counts.items():
+        if key.startswith(root + "."):
+            per_module[key[len(root) + 1:]] = float(sum(ops.values()))
+    total = float(sum(counts.get("Global", {}).values()))
+    return total, per_module
+
+
+class FlopModel:
+    """Forward FLOPs per example of a model, dense and at the engine's current masks."""
+
+    def __init__(self, model: nn.Module, engine: SparsityEngine, in_shape: tuple[int, ...],
+                 device: torch.device | str = "cpu"):
+        example = torch.zeros((1, *in_shape), device=device)
+        self.dense, per_module = forward_flops_by_module(model, example)
+        self.engine = engine
+        self.layer = {layer.name: per_module.get(layer.name, 0.0) for layer in engine.layers}
+        self.non_prunable = self.dense - sum(self.layer.values())
+        self._cache: tuple[int, float] | None = None
+
+    def dense_forward(self) -> float:
+        """f_D."""
+        return self.dense
+
+    def sparse_forward(self) -> float:
+        """f_S at the current masks (recomputed only when the masks change)."""
+        version = self.engine.mask_version
+        if self._cache is None or self._cache[0] != version:
+            value = self.non_prunable + sum(self.layer[layer.name] * layer.density()
+                                            for layer in self.engine.layers)
+            self._cache = (version, value)
+        return self._cache[1]
+
+
+def measure(trainer) -> dict:
+    """The FLOPs keys of result.json for a finished run."""
+    fm, p = trainer.flop_model, trainer.progress
+    examples = p.examples_seen
+    dense_train = 3.0 * fm.dense_forward() * examples
+    return {
+        "train_flops": p.train_flops,
+        "train_flops_rel_dense": p.train_flops / dense_train if dense_train else None,
+        "inference_flops": fm.sparse_forward(),
+        "inference_flops_rel_dense": fm.sparse_forward() / fm.dense_forward(),
+        "dense_forward_flops": fm.dense_forward(),
+    }
