@@ -12,9 +12,13 @@ engine owns:
   decay) and AdamW leave a zero weight with zero state at zero, so no per-step rewrite of the
   weights is needed. Pruning and growing reset the state of the connections they touch;
 * the primitives every method composes: the k smallest active connections by a score, the k
-  largest inactive ones by a score, k random inactive ones, global top-k across layers, and
+  largest inactive ones by a score, k random inactive ones, global top-k (and bottom-k) across
+  layers, magnitude-style pruning to a count over one layer or several (``keep_largest``), and
   ``prune``/``grow`` (grown weights and their optimizer state start at zero, as in RigL, SET
-  and GSE).
+  and GSE);
+* index-and-value accessors (``active_indices``, ``active_values``, ``is_active``,
+  ``inactive_indices``, each layer's ``out_features``/``fan_in``) for methods that must never
+  build a tensor of a weight's shape (GSE).
 
 Indices are flat positions in a layer's weight (``weight.view(-1)``), so the same primitive
 vocabulary serves an engine that stores only active connections.
@@ -53,6 +57,17 @@ class MaskedLayer:
     def target_density(self) -> float:
         return self.target_active / self.numel
 
+    @property
+    def out_features(self) -> int:
+        """Rows of the weight viewed as (out, fan_in): output units or output channels."""
+        return self.mask.shape[0]
+
+    @property
+    def fan_in(self) -> int:
+        """Columns of that view: in_features, or in_channels·kh·kw for a conv, so flat index
+        ``i·fan_in + j`` is (output unit i, input unit j) with j = c·kh·kw + u·kw + v."""
+        return self.numel // self.out_features
+
     def n_active(self) -> int:
         return int(self.mask.sum())
 
@@ -76,6 +91,7 @@ class SparsityEngine:
         self.layers = layers
         self.by_name = {layer.name: layer for layer in layers}
         self.optimizer: torch.optim.Optimizer | None = None
+        self.mask_version = 0  # bumped on every topology change (caches key on it)
         self._masks_changed()
 
     # ---- construction ------------------------------------------------------------------------
@@ -98,6 +114,7 @@ class SparsityEngine:
 
     # ---- per-step invariants -----------------------------------------------------------------
     def _masks_changed(self) -> None:
+        self.mask_version += 1
         self.fully_dense = all(bool(layer.mask.all()) for layer in self.layers)
         self._float_masks = [layer.mask.to(layer.weight.dtype) for layer in self.layers]
 
@@ -153,37 +170,99 @@ class SparsityEngine:
         return torch.topk(masked, k, largest=False, sorted=False).indices
 
     @staticmethod
-    def largest_inactive(layer: MaskedLayer, k: int, score: torch.Tensor) -> torch.Tensor:
-        """Flat indices of the ``k`` inactive connections with the largest ``score``."""
-        k = min(k, layer.numel - layer.n_active())
-        masked = score.detach().flatten().float().masked_fill(layer.mask.flatten(), float("-inf"))
+    def largest_inactive(layer: MaskedLayer, k: int, score: torch.Tensor,
+                         also: torch.Tensor | None = None) -> torch.Tensor:
+        """Flat indices of the ``k`` inactive connections with the largest ``score``.
+
+        ``also``: active indices that count as inactive here (connections being dropped in the
+        same update, which RigL may grow back).
+        """
+        eligible = ~layer.mask.flatten()
+        if also is not None:
+            eligible = eligible.clone()
+            eligible[also] = True
+        k = min(k, int(eligible.sum()))
+        masked = score.detach().flatten().float().masked_fill(~eligible, float("-inf"))
         return torch.topk(masked, k, largest=True, sorted=False).indices
 
     @staticmethod
-    def random_inactive(layer: MaskedLayer, k: int, generator: torch.Generator) -> torch.Tensor:
-        """``k`` distinct inactive connections, uniformly at random (a CPU generator)."""
+    def random_inactive(layer: MaskedLayer, k: int, generator: torch.Generator,
+                        also: torch.Tensor | None = None) -> torch.Tensor:
+        """``k`` distinct inactive connections, uniformly at random (a CPU generator).
+
+        ``also``: active indices that count as inactive here (see :meth:`largest_inactive`).
+        """
         inactive = (~layer.mask.flatten()).nonzero().squeeze(1)
+        if also is not None:
+            inactive = torch.cat([inactive, also.to(inactive.device)])
         k = min(k, inactive.numel())
         pick = torch.randperm(inactive.numel(), generator=generator)[:k].to(inactive.device)
         return inactive[pick]
+
+    # Index-and-value accessors: what a method needs to see of a layer without any tensor of
+    # the weight's shape, so the same calls work on an engine that stores only active entries.
+    @staticmethod
+    def active_indices(layer: MaskedLayer) -> torch.Tensor:
+        """Flat indices of the active connections, ascending."""
+        return layer.mask.view(-1).nonzero().squeeze(1)
+
+    @staticmethod
+    def inactive_indices(layer: MaskedLayer) -> torch.Tensor:
+        """Flat indices of the inactive connections, ascending (O(numel) by nature)."""
+        return (~layer.mask.view(-1)).nonzero().squeeze(1)
+
+    @staticmethod
+    def active_values(layer: MaskedLayer) -> torch.Tensor:
+        """The weights at :meth:`active_indices`, in the same order."""
+        return layer.weight.detach().view(-1)[SparsityEngine.active_indices(layer)]
+
+    @staticmethod
+    def is_active(layer: MaskedLayer, idx: torch.Tensor) -> torch.Tensor:
+        """One bool per flat index in ``idx``."""
+        return layer.mask.view(-1)[idx]
 
     @staticmethod
     def global_largest(scores: Mapping[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
         """The ``k`` largest entries over several layers' flat scores, split back per layer.
 
-        Entries to exclude should carry ``-inf``; they are never returned.
+        Entries to exclude should carry ``-inf``; they are never returned. A score vector may
+        be a whole layer (positions are flat indices) or any 1-D list of entries (positions
+        index that list, e.g. a list of candidates).
         """
-        names = list(scores)
-        flat = torch.cat([scores[n].detach().flatten().float().cpu() for n in names])
-        k = min(k, int(torch.isfinite(flat).sum()) if flat.numel() else 0)
-        top = torch.topk(flat, k, largest=True, sorted=False).indices
-        out, offset = {}, 0
-        for n in names:
-            size = scores[n].numel()
-            sel = top[(top >= offset) & (top < offset + size)] - offset
-            out[n] = sel.to(scores[n].device)
-            offset += size
-        return out
+        return _global_topk(scores, k, largest=True)
+
+    @staticmethod
+    def global_smallest(scores: Mapping[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+        """The ``k`` smallest entries over several score vectors; ``+inf`` entries are excluded."""
+        return _global_topk(scores, k, largest=False)
+
+    def keep_largest(self, scores: Mapping[str, torch.Tensor], keep: int) -> None:
+        """Magnitude-style pruning, one layer or several at once: of the active connections of
+        the layers in ``scores`` (whole-layer score tensors), keep the ``keep`` with the largest
+        score and prune every other one. With several layers the selection is one global top-k,
+        so layers end with whatever share of ``keep`` their scores earn (SNIP, global magnitude
+        pruning); with one layer it is per-layer pruning.
+        """
+        candidates = {n: scores[n].detach().flatten().float().masked_fill(
+                      ~self.by_name[n].mask.flatten(), float("inf")) for n in scores}
+        n_active = sum(self.by_name[n].n_active() for n in scores)
+        drop = self.global_smallest(candidates, max(0, n_active - keep))
+        for n, idx in drop.items():
+            if idx.numel():
+                self.prune(self.by_name[n], idx)
+
+    def adopt_current_counts(self) -> None:
+        """Make each layer's active count its new target.
+
+        Global-scope methods (SNIP, global magnitude pruning, GSE with scope global) move budget
+        between layers; the run's total target must be unchanged, and is checked.
+        """
+        counts = {layer.name: layer.n_active() for layer in self.layers}
+        total, target = sum(counts.values()), sum(layer.target_active for layer in self.layers)
+        if total != target:
+            raise RuntimeError(f"active connections {total} differ from the run's target {target}")
+        for layer in self.layers:
+            layer.target_active = counts[layer.name]
 
     # ---- topology changes --------------------------------------------------------------------
     @torch.no_grad()
@@ -230,3 +309,22 @@ class SparsityEngine:
             layer.mask.copy_(state["masks"][layer.name])
             layer.target_active = int(state["targets"][layer.name])
         self._masks_changed()
+
+
+def _global_topk(scores: Mapping[str, torch.Tensor], k: int, *, largest: bool) -> dict[str, torch.Tensor]:
+    """One top-k over the concatenation of several score vectors, split back per vector.
+
+    Excluded entries carry ``-inf`` (largest) or ``+inf`` (smallest) and are never returned.
+    """
+    names = list(scores)
+    flat = torch.cat([scores[n].detach().flatten().float().cpu() for n in names]) if names \
+        else torch.zeros(0)
+    k = min(k, int(torch.isfinite(flat).sum()))
+    top = torch.topk(flat, k, largest=largest, sorted=False).indices
+    out, offset = {}, 0
+    for n in names:
+        size = scores[n].numel()
+        sel = top[(top >= offset) & (top < offset + size)] - offset
+        out[n] = sel.to(scores[n].device)
+        offset += size
+    return out

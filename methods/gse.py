@@ -1,0 +1,123 @@
+"""GSE: Guided Stochastic Exploration (Heddes, Srinivasa, Givargis & Nicolau, ICLR 2024 submission).
+
+Starting from a random sparse topology (Erdős–Rényi), every ΔT = 1000 steps until 60 % of
+training, with α_t = α/2 · (1 + cos(π t / T_end)) (α = 0.2):
+
+    1. for every layer l, a candidate set C_l of inactive connections: γ·|A_l| pairs (i, j) drawn
+       with replacement from p_out(i)·p_in(j) (``sampler``: uniform, grabo or graest, see
+       :mod:`sparsebench.sparsity.sampling`), active ones and repeats discarded; when the layer
+       is at least half dense, every inactive connection is a candidate;
+    2. the gradient of only those candidates, G[i,j] = Σ_r dY[r,i]·X[r,j], a gather-and-reduce
+       over the layer inputs X and output gradients dY captured during this step's batch
+       (unfolded for a conv); the dense weight gradient is never used;
+    3. grow the candidates with the largest |G|: α_t·|A| of them, one top-k over all layers
+       (``scope: global``, the authors' default) or α_t·|A_l| per layer (``scope: layer``);
+       grown weights and their momentum start at zero;
+    4. prune the smallest-|w| active connections, never one just grown, back to the budget.
+
+Global scope prunes back to the run's total budget with one bottom-k over all layers (as the
+authors' ``update_masks_globally``), so the layers' shares drift during training; after each
+update each layer's new count becomes its target (``engine.adopt_current_counts``), keeping the
+total exactly the run's target. Layer scope returns every layer exactly to its own target.
+
+When: the capture hooks are armed in ``before_forward`` of update steps only; the update runs
+after that step's optimizer step (``after_step``), so it works the same on an engine that
+computes only active-weight gradients, and grown connections first train on the next batch.
+(The authors update before the step, from extra batches; here the step's own batch is reused.)
+
+Engine primitives used (flat indices and values only; never a tensor of a weight's shape):
+``active_indices``, ``active_values``, ``is_active``, ``inactive_indices`` (only for layers at
+least half dense), ``grow``, ``prune``, ``global_largest``, ``global_smallest``,
+``adopt_current_counts``, and each layer's ``out_features``, ``fan_in``, ``n_active()``,
+``numel``, ``target_active``.
+
+Cost per example (Evci et al. 2020 accounting): 3·f_S every step; on an update step also
+2·L_l·|C_l| per layer for the candidate gradients (a multiply and an add per candidate and
+output position L_l) and, for grabo and graest, (fan_in_l + out_l)·L_l for the sampling
+distributions. Drawing the samples, deduplication and top-k are not counted (no
+multiply-adds, as RigL leaves out its own top-k).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sparsebench.config import choice, positive
+from sparsebench.methods import Method, register
+from sparsebench.sparsity.dst import (ScheduledUpdates, drop_fraction_param, drop_schedule_param,
+                                      end_param, grow_then_prune, interval_param, start_param)
+from sparsebench.sparsity.sampling import (SAMPLERS, ActivationCapture, candidate_gradient_flops,
+                                           candidate_gradients, sample_candidates)
+
+# At this density or above, every inactive connection of the layer is a candidate (the authors'
+# ``sample_gradient_masks``: sparsity <= 0.5).
+ALL_CANDIDATES_DENSITY = 0.5
+
+
+@dataclass
+class GseParams:
+    drop_fraction: float = drop_fraction_param(0.2)      # α
+    interval: int = interval_param(1000)                 # ΔT
+    start: float = start_param(0.0)
+    end: float = end_param(0.6)
+    drop_schedule: str = drop_schedule_param("cosine")
+    sampler: str = choice("uniform", tuple(SAMPLERS), "candidate distribution p_out·p_in")
+    subset_factor: float = positive(1.0, "γ: pairs drawn per layer, as a multiple of its active count")
+    scope: str = choice("global", ("global", "layer"), "grow and prune by one top-k over all "
+                                                       "layers, or per layer")
+
+
+@register
+class Gse(ScheduledUpdates, Method):
+    name = "gse"
+    Params = GseParams
+    default_distribution = "er"
+
+    def __init__(self, params, engine, **kwargs):
+        super().__init__(params, engine, **kwargs)
+        self.sampler = SAMPLERS[params.sampler]
+        self.capture = ActivationCapture(engine.layers)
+        self._update_cost: tuple[int, float] | None = None   # (step, extra FLOPs per example)
+
+    def before_forward(self, ctx):
+        if self.schedule.is_update(ctx.step):
+            self.capture.arm()
+
+    def update(self, ctx, drop_fraction):
+        engine, gen = self.engine, self.generator
+        candidates, scores, extra = {}, {}, 0.0
+        try:
+            for layer in engine.layers:                                          # step 1
+                cap = self.capture[layer.name]
+                if layer.n_active() >= ALL_CANDIDATES_DENSITY * layer.numel:
+                    cands = engine.inactive_indices(layer)
+                else:
+                    p_out, p_in = self.sampler.weights(layer, cap, gen)
+                    n = int(self.params.subset_factor * layer.n_active())
+                    cands = sample_candidates(engine, layer, p_out, p_in, n, gen)
+                    extra += self.sampler.flops(layer, cap.positions)
+                candidates[layer.name] = cands
+                scores[layer.name] = candidate_gradients(cap, cands).abs()      # step 2
+                extra += candidate_gradient_flops(cands.numel(), cap.positions)
+        finally:
+            self.capture.clear()
+        if self.params.scope == "global":                                         # step 3
+            n_grow = int(drop_fraction * sum(layer.n_active() for layer in engine.layers))
+            picks = engine.global_largest(scores, n_grow)
+            budget = sum(layer.target_active for layer in engine.layers)
+        else:
+            picks = {layer.name: engine.global_largest(
+                         {layer.name: scores[layer.name]},
+                         int(drop_fraction * layer.n_active()))[layer.name]
+                     for layer in engine.layers}
+            budget = {layer.name: layer.target_active for layer in engine.layers}
+        grown = {name: candidates[name][pos] for name, pos in picks.items()}
+        grow_then_prune(engine, grown, budget)                                    # step 4
+        if self.params.scope == "global":
+            engine.adopt_current_counts()
+        self._update_cost = (ctx.step, extra)
+
+    def step_flops(self, ctx, flops):
+        base = 3.0 * flops.sparse_forward()
+        if self._update_cost is not None and self._update_cost[0] == ctx.step:
+            return base + self._update_cost[1]
+        return base

@@ -1,0 +1,43 @@
+"""SET: Sparse Evolutionary Training (Mocanu et al., Nature Communications 2018).
+
+Starting from a random sparse topology (Erdős–Rényi), after every epoch (or every ΔT steps):
+for each layer,
+
+    1. remove the fraction ζ of its active weights with the smallest magnitude;
+    2. add as many new connections, chosen uniformly at random among the inactive ones;
+       new weights start at zero (with zero optimizer state).
+
+Both steps are :func:`sparsebench.sparsity.dst.prune_then_grow` with a random grow score. As in
+RigL's implementation of SET, a weight removed in step 1 may be drawn again in step 2, and then
+simply stays. The update runs after the optimizer step, as in that implementation. Cost: 3·f_S
+per example per step; drawing random connections is not counted (Evci et al. 2020, App. H).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sparsebench.methods import Method, register
+from sparsebench.sparsity.dst import (ScheduledUpdates, drop_count, drop_fraction_param,
+                                      drop_schedule_param, end_param, interval_param,
+                                      prune_then_grow, start_param)
+
+
+@dataclass
+class SetParams:
+    drop_fraction: float = drop_fraction_param(0.3)      # ζ
+    interval: int = interval_param(0)                    # 0: end of every epoch
+    start: float = start_param(0.0)
+    end: float = end_param(1.0)
+    drop_schedule: str = drop_schedule_param("constant")
+
+
+@register
+class Set(ScheduledUpdates, Method):
+    name = "set"
+    Params = SetParams
+    default_distribution = "er"
+
+    def update(self, ctx, drop_fraction):
+        for layer in self.engine.layers:
+            prune_then_grow(self.engine, layer, drop_count(layer, drop_fraction),
+                            drop_score=layer.weight.abs(), generator=self.generator)

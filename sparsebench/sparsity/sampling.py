@@ -1,0 +1,299 @@
+"""Guided Stochastic Exploration's machinery (Heddes et al., ICLR 2024 submission): capture a
+batch's layer inputs and output gradients, turn them into a sampling distribution over
+(output unit, input unit) pairs, draw candidate connections, and compute the gradient of only
+those candidates.
+
+A layer's weight is viewed as ``(out, fan_in)``; for a conv, ``fan_in = in_channels·kh·kw`` with
+input unit ``j = c·kh·kw + u·kw + v`` (``weight.view(out, -1)``, the order ``F.unfold`` uses).
+Both layer kinds are reduced to one layout: inputs ``U`` of shape (B, fan_in, L) and output
+gradients ``dY`` of shape (B, out, L), with L positions per example (conv: output pixels, via
+``F.unfold``; linear: tokens, 1 for an MLP). The gradient of the loss w.r.t. weight (i, j) is
+
+    G[i, j] = Σ_b Σ_l dY[b, i, l] · U[b, j, l],
+
+so the candidates' gradients are a sampled dense-dense product over the batch (for a linear
+layer the same SDDMM the always-sparse layer computes its weight gradient with; a
+gather-and-reduce for a conv): no dense gradient and no tensor of the weight's shape is ever
+built (:func:`candidate_gradients`). Candidate sampling asks the engine which drawn pairs are
+active (``is_active``), so it builds nothing of the weight's size on either engine.
+
+Samplers give p_out (over out) and p_in (over fan_in); a pair is drawn as i ~ p_out, j ~ p_in
+independently, i.e. from the product distribution p_out(i)·p_in(j):
+
+* ``uniform``: all equal;
+* ``grabo``: p_in[j] = Σ_{b,l} |U[b,j,l]|, p_out[i] = Σ_{b,l} |dY[b,i,l]|, the factors of the
+  bound |G[i,j]| ≤ (Σ_r |dY[r,i]|)(Σ_r |U[r,j]|) with rows r = (b, l);
+* ``graest``: an AMS sketch of the same inner product: fresh random signs s_r = ±1 for every
+  row r = (b, l) at every update, p_in[j] = |Σ_r s_r U[r,j]|, p_out[i] = |Σ_r s_r dY[r,i]|, since
+  E[(Σ_r s_r dY[r,i])(Σ_r s_r U[r,j])] = G[i,j].
+
+Deviations from the authors' code, on purpose: (1) their conv backward hook sums only the first
+row of the output gradient (``grad_outputs[0]`` after rebinding), here every row is used; (2) they
+reuse one sign per row index across the batches of an update, here each update draws fresh
+signs from the method's generator (the sketch needs independent signs per sample and position);
+(3) an all-zero distribution (e.g. a layer whose output gradient vanished) falls back to uniform
+instead of raising.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .engine import MaskedLayer, SparsityEngine
+from .sparse_layers import csr_row_pointers, sampled_mm
+
+# Elements of the (B, chunk, L) gathered products materialized at once by candidate_gradients.
+GATHER_CHUNK_ELEMENTS = 1 << 22
+
+
+# ---- capture -----------------------------------------------------------------------------------
+
+@dataclass
+class LayerCapture:
+    """One layer's input and output gradient from one forward/backward pass."""
+
+    module: nn.Module
+    x: torch.Tensor | None = None          # the layer's input, as the forward saw it
+    dy: torch.Tensor | None = None         # dLoss/dOutput (pre-activation)
+    _inputs: torch.Tensor | None = field(default=None, repr=False)
+
+    def inputs(self) -> torch.Tensor:
+        """U: (B, fan_in, L), float32; a conv's input unfolded into patches."""
+        if self._inputs is None:
+            if self.x is None:
+                raise RuntimeError("no input captured for this layer (was capture armed?)")
+            self._inputs = _as_rows_in(self.module, self.x.float())
+        return self._inputs
+
+    def output_grads(self) -> torch.Tensor:
+        """dY: (B, out, L), float32."""
+        if self.dy is None:
+            raise RuntimeError("no output gradient captured for this layer (no backward pass?)")
+        dy = self.dy.float()
+        if isinstance(self.module, nn.Conv2d):
+            return dy.flatten(2)
+        return dy.reshape(dy.shape[0], -1, dy.shape[-1]).transpose(1, 2)
+
+    @property
+    def batch(self) -> int:
+        return self.output_grads().shape[0]
+
+    @property
+    def positions(self) -> int:
+        """L: output positions per example (conv pixels, tokens; 1 for an MLP layer)."""
+        return self.output_grads().shape[2]
+
+
+def _as_rows_in(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if isinstance(module, nn.Conv2d):
+        if module.groups != 1:
+            raise NotImplementedError("GSE sampling supports convolutions with groups=1 only")
+        if module.padding_mode != "zeros":
+            raise NotImplementedError("GSE sampling supports zero padding only")
+        padding = module.padding
+        if isinstance(padding, str):
+            if padding != "valid":
+                raise NotImplementedError(f"conv padding {padding!r} is not supported")
+            padding = 0
+        return F.unfold(x, module.kernel_size, dilation=module.dilation, padding=padding,
+                        stride=module.stride)
+    return x.reshape(x.shape[0], -1, x.shape[-1]).transpose(1, 2)
+
+
+class ActivationCapture:
+    """Forward hooks that keep each layer's input and, through a hook on its output tensor, the
+    gradient w.r.t. that output. Armed only for the steps that need it, so other steps pay
+    nothing. (A tensor hook sees the gradient of the value the layer produced, even when an
+    in-place activation such as ``ReLU(inplace=True)`` overwrites it afterwards.)
+    """
+
+    def __init__(self, layers: list[MaskedLayer]):
+        self.layers = {layer.name: LayerCapture(layer.module) for layer in layers}
+        self._handles: list = []
+
+    def __getitem__(self, name: str) -> LayerCapture:
+        return self.layers[name]
+
+    @property
+    def armed(self) -> bool:
+        return bool(self._handles)
+
+    def arm(self) -> None:
+        self.remove()
+        for name, cap in self.layers.items():
+            cap.x = cap.dy = cap._inputs = None
+            self._handles.append(cap.module.register_forward_hook(self._forward_hook(cap, name)))
+
+    @staticmethod
+    def _forward_hook(cap: LayerCapture, name: str) -> Callable:
+        def hook(module, args, output):
+            if cap.x is not None:
+                raise RuntimeError(f"layer {name} ran twice in one forward pass; GSE capture "
+                                   "supports layers that run once per step")
+            cap.x = args[0].detach()
+            if output.requires_grad:
+                output.register_hook(lambda grad: setattr(cap, "dy", grad.detach()))
+        return hook
+
+    def remove(self) -> None:
+        """Drop the hooks and the captured tensors."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def clear(self) -> None:
+        self.remove()
+        for cap in self.layers.values():
+            cap.x = cap.dy = cap._inputs = None
+
+
+# ---- samplers ----------------------------------------------------------------------------------
+
+class Sampler:
+    """p_out, p_in (unnormalized, non-negative) from a layer's captured batch."""
+
+    name = ""
+
+    def weights(self, layer: MaskedLayer, cap: LayerCapture,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def flops(self, layer: MaskedLayer, positions: int) -> float:
+        """FLOPs per example of computing the weights: one operation per element of U and dY
+        (an absolute value added, or a signed add); uniform costs nothing."""
+        return float((layer.fan_in + layer.out_features) * positions)
+
+
+class Uniform(Sampler):
+    name = "uniform"
+
+    def weights(self, layer, cap, generator):
+        return torch.ones(layer.out_features), torch.ones(layer.fan_in)
+
+    def flops(self, layer, positions):
+        return 0.0
+
+
+class GraBo(Sampler):
+    """The gradient-magnitude bound: p_in ∝ Σ|U|, p_out ∝ Σ|dY| over batch and positions."""
+
+    name = "grabo"
+
+    def weights(self, layer, cap, generator):
+        return cap.output_grads().abs().sum((0, 2)), cap.inputs().abs().sum((0, 2))
+
+
+class GraEst(Sampler):
+    """The AMS-sketch estimate: p ∝ |Σ_r s_r · row_r| with fresh ±1 signs per (sample, position)."""
+
+    name = "graest"
+
+    def weights(self, layer, cap, generator):
+        sketch_out, sketch_in = self.sketch(cap, generator)
+        return sketch_out.abs(), sketch_in.abs()
+
+    @staticmethod
+    def sketch(cap: LayerCapture, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Σ_r s_r dY[r,:], Σ_r s_r U[r,:]) with one fresh sign per row r = (sample, position);
+        their outer product is an unbiased estimate of the gradient G."""
+        dy, u = cap.output_grads(), cap.inputs()
+        signs = rademacher((dy.shape[0], dy.shape[2]), generator).to(dy.device)
+        return torch.einsum("bil,bl->i", dy, signs), torch.einsum("bjl,bl->j", u, signs)
+
+
+SAMPLERS: dict[str, Sampler] = {s.name: s for s in (Uniform(), GraBo(), GraEst())}
+
+
+def rademacher(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """Independent ±1 signs (float32, CPU) from the method's generator."""
+    return torch.randint(0, 2, shape, generator=generator).float().mul_(2).sub_(1)
+
+
+# ---- candidates --------------------------------------------------------------------------------
+
+def _probabilities(weights: torch.Tensor) -> torch.Tensor:
+    """CPU float64 weights for ``torch.multinomial``; all-zero or non-finite → uniform."""
+    w = weights.detach().double().cpu()
+    if not torch.isfinite(w).all() or float(w.sum()) <= 0:
+        return torch.ones_like(w)
+    return w
+
+
+def sample_pairs(p_out: torch.Tensor, p_in: torch.Tensor, n: int,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` pairs (i, j) drawn with replacement from p_out(i)·p_in(j) (row and column drawn
+    independently, as the authors' ``utils.sample``). Returned on the CPU."""
+    if n <= 0:
+        empty = torch.zeros(0, dtype=torch.long)
+        return empty, empty
+    rows = torch.multinomial(_probabilities(p_out), n, replacement=True, generator=generator)
+    cols = torch.multinomial(_probabilities(p_in), n, replacement=True, generator=generator)
+    return rows, cols
+
+
+def sample_candidates(engine: SparsityEngine, layer: MaskedLayer, p_out: torch.Tensor,
+                      p_in: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Flat indices of the distinct inactive connections among ``n`` drawn pairs, ascending.
+
+    Drawn active connections and repeats are dropped (the paper's candidate set is a subset of
+    the inactive connections), so fewer than ``n`` usually remain.
+    """
+    rows, cols = sample_pairs(p_out, p_in, n, generator)
+    flat = torch.unique(rows * layer.fan_in + cols)
+    # An engine primitive, not the layer's mask: on the sparse engine it is a binary search in
+    # the sorted active indices, O(n log nnz), and no tensor of the weight's size is built.
+    active = engine.is_active(layer, flat)
+    return flat.to(active.device)[~active]
+
+
+def candidate_gradients(cap: LayerCapture, flat: torch.Tensor) -> torch.Tensor:
+    """dLoss/dW at the flat indices ``flat``: G[i,j] = Σ_{b,l} dY[b,i,l]·U[b,j,l] for each
+    (i, j) = divmod(flat, fan_in). Equal to the dense gradient at those positions (same loss
+    scaling), without computing it.
+
+    A linear layer uses the sampled dense-dense product the always-sparse layer computes its
+    weight gradient with (``sampled_mm``, an SDDMM over the candidates' CSR pattern), so
+    candidates cost what active connections cost in a backward pass, O(rows · candidates); a
+    conv layer gathers and reduces the unfolded patches, chunked over the candidates.
+    """
+    if isinstance(cap.module, nn.Conv2d):
+        return _gathered_gradients(cap, flat)
+    x, dy = cap.x, cap.dy
+    if x is None or dy is None:
+        raise RuntimeError("no input or output gradient captured for this layer")
+    fan_in, out_features = x.shape[-1], dy.shape[-1]
+    x2d, dy2d = x.reshape(-1, fan_in).float(), dy.reshape(-1, out_features).float()
+    flat = flat.to(dy.device)
+    order = None
+    if flat.numel() > 1 and not bool((flat[1:] > flat[:-1]).all()):
+        flat, order = torch.sort(flat)          # CSR needs row-major order
+    rows = torch.div(flat, fan_in, rounding_mode="floor")
+    cols = flat - rows * fan_in
+    grads = sampled_mm(csr_row_pointers(rows, out_features), cols, dy2d.t(), x2d)
+    if order is not None:
+        grads = torch.empty_like(grads).scatter_(0, order, grads)
+    return grads
+
+
+def _gathered_gradients(cap: LayerCapture, flat: torch.Tensor) -> torch.Tensor:
+    """:func:`candidate_gradients` by gather-and-reduce over (B, ·, L) unfolded operands."""
+    dy, u = cap.output_grads(), cap.inputs()
+    fan_in = u.shape[1]
+    flat = flat.to(dy.device)
+    rows, cols = flat // fan_in, flat % fan_in
+    out = torch.empty(flat.numel(), dtype=torch.float32, device=dy.device)
+    chunk = max(1, GATHER_CHUNK_ELEMENTS // max(1, dy.shape[0] * dy.shape[2]))
+    for start in range(0, flat.numel(), chunk):
+        i, j = rows[start:start + chunk], cols[start:start + chunk]
+        out[start:start + chunk] = torch.einsum("bkl,bkl->k", dy[:, i, :], u[:, j, :])
+    return out
+
+
+def candidate_gradient_flops(n_candidates: int, positions: int) -> float:
+    """FLOPs per example of :func:`candidate_gradients`: a multiply and an add per candidate
+    and position."""
+    return 2.0 * n_candidates * positions
