@@ -1,0 +1,82 @@
+"""Tables and figures of a sweep: ``python -m sparsebench.report [NAME ...]``.
+
+Reads whatever has landed in ``results/NAME/runs`` (a sweep still in progress is fine: running
+and failed runs are counted, never averaged in) and writes
+
+    results/NAME/summary.csv                       one row per run (sparsebench.load_results)
+    results/NAME/tables/main.{md,tex,csv}          accuracy mean ± std, seeds, FLOPs, time
+    results/NAME/tables/accuracy_pivot.{md,tex,csv}  method × density accuracy
+    results/NAME/figures/*.{png,pdf}               every figure the data supports
+
+Without a name it reports every sweep under the results folder ($SPARSEBENCH_RESULTS,
+default ./results). Prints the accuracy pivot table and the paths it wrote.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import paths
+from .results import available_sweeps, load_results, sweep_exists, write_summary
+
+
+def report(sweep: str, root: Path | None = None, *, figures: bool = True, out=None) -> list[Path]:
+    """Write the summary, tables and figures of one sweep; returns the paths written."""
+    from . import tables
+
+    out = out or sys.stdout
+
+    df = load_results(sweep, root)
+    written = [write_summary(sweep, root, df)]
+    written += tables.write_tables(df, sweep, root)
+    counts = df["status"].value_counts().to_dict() if len(df) else {}
+    status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no runs yet"
+    print(f"== {sweep}: {len(df)} runs ({status})", file=out)
+    if len(df):
+        print(tables.to_markdown(tables.pivot_display(tables.main_table(df))), file=out)
+    if figures:
+        from .figures import write_figures
+
+        figs, skipped = write_figures(df, sweep, root)
+        written += figs
+        for name, why in skipped.items():
+            print(f"note: figure {name} skipped: {why}", file=out)
+    for path in written:
+        print(f"wrote {path}", file=out)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sparsebench.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweeps", nargs="*", metavar="NAME",
+                        help="sweep(s) to report; default: every sweep under the results folder")
+    parser.add_argument("--results", type=Path, default=None, metavar="DIR",
+                        help="results folder (default: $SPARSEBENCH_RESULTS or ./results)")
+    parser.add_argument("--no-figures", action="store_true", help="summary and tables only")
+    args = parser.parse_args(argv)
+    root = args.results
+    base = root if root is not None else paths.results_root()
+    names = args.sweeps or available_sweeps(root)
+    for name in args.sweeps:
+        if not sweep_exists(name, root):
+            known = ", ".join(available_sweeps(root)) or "none"
+            hint = (f"; run it first: make sweep SWEEP={name}"
+                    if (paths.sweeps_dir() / f"{name}.yaml").is_file() else "")
+            print(f"error: unknown sweep {name!r}: no {paths.runs_dir(name, root)} "
+                  f"(sweeps with results under {base}: {known}){hint}", file=sys.stderr)
+            return 2
+    if not names:
+        print(f"no sweeps with results under {base}; run one with `make sweep SWEEP=NAME`")
+        return 0
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display needed (also on a cluster node)
+    for name in names:
+        report(name, root, figures=not args.no_figures)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

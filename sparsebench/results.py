@@ -1,0 +1,253 @@
+"""A sweep's runs as data: one pandas row per run folder, and the sweep's ``summary.csv``.
+
+``load_results(sweep)`` reads ``results/SWEEP/runs/*/result.json``. Nested values are
+flattened with dotted names: the resolved config as ``config.optim.lr``, ``config.model.width``
+..., the method's parameters as ``method.<param>`` (e.g. ``method.sampler``). The per-layer maps
+``layer_densities`` and ``layer_sizes`` stay dicts (their keys are the model's layer names).
+
+A sweep in progress is readable at any moment: a folder that has its ``config.yaml`` but no
+``result.json`` yet is a row with status ``running`` (and the epochs it has finished so far,
+from ``metrics.jsonl``); a ``result.json`` that cannot be parsed is a row with status
+``failed``, so it is counted, never averaged in. Only ``completed`` runs carry accuracies that
+tables and figures average.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+import yaml
+
+from . import atomic, paths
+
+COMPLETED, FAILED, DIVERGED, RUNNING = "completed", "failed", "diverged", "running"
+STATUSES = (COMPLETED, FAILED, DIVERGED, RUNNING)
+
+# Per-layer maps keyed by layer name: kept as dicts, not flattened into columns.
+PER_LAYER_KEYS = ("layer_densities", "layer_sizes")
+
+# The columns a reader looks at first, in this order; every other column follows.
+LEADING_COLUMNS = (
+    "run_id", "sweep", "status", "dataset", "model", "width", "method", "method_label",
+    "density", "actual_density", "seed", "epochs", "epochs_completed", "final_test_acc",
+    "best_test_acc", "final_train_loss", "train_flops_rel_dense", "inference_flops_rel_dense",
+    "train_flops", "inference_flops", "dense_forward_flops", "wall_clock_s", "step_time_ms",
+    "update_time_s", "steps", "error",
+)
+
+
+def method_label(method: Any, sampler: Any = None) -> str:
+    """A readable name for a method variant: ``gse (grabo)`` for GSE with its sampler."""
+    name = "" if _missing(method) else str(method)
+    return f"{name} ({sampler})" if not _missing(sampler) else name
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def flatten(data: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists become tuples so that columns stay hashable."""
+    out = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        elif isinstance(value, list):
+            out[name] = tuple(value)
+        else:
+            out[name] = value
+    return out
+
+
+def row_from_result(result: dict) -> dict:
+    """One DataFrame row from a parsed result.json (or a running run's header)."""
+    row = {}
+    for key, value in result.items():
+        if key in PER_LAYER_KEYS:
+            row[key] = value if isinstance(value, dict) else None
+        elif key == "config" and isinstance(value, dict):
+            row.update(flatten(value, "config."))
+        elif key == "method_params" and isinstance(value, dict):
+            row.update(flatten(value, "method."))
+        elif isinstance(value, dict):
+            row.update(flatten(value, key + "."))
+        elif isinstance(value, list):
+            row[key] = tuple(value)
+        else:
+            row[key] = value
+    row["method_label"] = method_label(row.get("method"), row.get("method.sampler"))
+    return row
+
+
+def _running_header(config: dict) -> dict:
+    """The result.json keys known before training ends, from a run's config.yaml."""
+    # The trainer defines these keys once (result_header); reuse it so both stay the same.
+    from .config import from_dict
+
+    with warnings.catch_warnings():  # tqdm.auto warns in Jupyter without ipywidgets: not ours
+        warnings.simplefilter("ignore")
+        from .trainer import result_header
+
+    header = result_header(from_dict(config), RUNNING, None, None)
+    header.update(finished_at=None, git_sha=None, hostname=None)
+    return header
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The parsed lines of a metrics.jsonl; unreadable lines and files give nothing."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return []
+    rows = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def load_run(run_dir: Path) -> dict | None:
+    """The row of one run folder, or None when the folder holds no run yet (no config.yaml)."""
+    result_path, config_path = run_dir / paths.RESULT, run_dir / paths.CONFIG
+    result = atomic.read_json(result_path)
+    if isinstance(result, dict):
+        row = row_from_result(result)
+    elif config_path.is_file():
+        try:
+            config = yaml.safe_load(config_path.read_text())
+            row = row_from_result(_running_header(config))
+        except Exception as err:  # a config this version cannot read: say so, keep going
+            warnings.warn(f"{config_path}: cannot read ({type(err).__name__}: {err}); run skipped")
+            return None
+        if result_path.exists():
+            # result.json is written atomically, so an unreadable one was damaged afterwards.
+            row.update(status=FAILED, error=f"unreadable {paths.RESULT}")
+        else:
+            row["epochs_completed"] = len(read_metrics(run_dir / paths.METRICS))
+    else:
+        return None
+    row.setdefault("run_id", run_dir.name)
+    row["run_dir"] = str(run_dir)
+    return row
+
+
+def sweep_exists(sweep: str, root: Path | None = None) -> bool:
+    return paths.runs_dir(sweep, root).is_dir()
+
+
+def available_sweeps(root: Path | None = None) -> list[str]:
+    """Every folder under the results root that holds a ``runs/`` folder."""
+    base = Path(root) if root is not None else paths.results_root()
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir() if paths.runs_dir(p.name, base).is_dir())
+
+
+def load_results(sweep: str, root: Path | str | None = None) -> pd.DataFrame:
+    """All runs of ``sweep`` as a DataFrame, one row per run folder (see the module docstring).
+
+    Raises FileNotFoundError when the sweep has no results folder.
+    """
+    root = Path(root) if root is not None else None
+    runs = paths.runs_dir(sweep, root)
+    if not runs.is_dir():
+        raise FileNotFoundError(f"no results for sweep {sweep!r}: {runs} does not exist")
+    rows = [row for d in sorted(runs.iterdir()) if d.is_dir() and (row := load_run(d)) is not None]
+    return _frame(rows)
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    for column in LEADING_COLUMNS + ("run_dir",):
+        if column not in df.columns:
+            df[column] = None
+    df["status"] = df["status"].fillna(RUNNING)
+    for column in ("density", "actual_density", "width", "final_test_acc", "best_test_acc",
+                   "final_train_loss", "train_flops", "train_flops_rel_dense", "inference_flops",
+                   "inference_flops_rel_dense", "dense_forward_flops", "wall_clock_s",
+                   "step_time_ms", "update_time_s"):
+        df[column] = pd.to_numeric(df[column], errors="coerce").astype(float)
+    rest = [c for c in df.columns if c not in LEADING_COLUMNS]
+    method_cols = sorted(c for c in rest if c.startswith("method."))
+    config_cols = sorted(c for c in rest if c.startswith("config."))
+    other = [c for c in rest if c not in method_cols and c not in config_cols]
+    df = df[list(LEADING_COLUMNS) + method_cols + other + config_cols]
+    if len(df):
+        df = df.sort_values(["dataset", "model", "method_label", "density", "seed", "run_id"],
+                            na_position="last", kind="stable").reset_index(drop=True)
+    return df
+
+
+def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` ready for CSV: per-layer dicts as JSON text."""
+    out = df.copy()
+    for column in PER_LAYER_KEYS:
+        if column in out.columns:
+            out[column] = [json.dumps(v, sort_keys=True) if isinstance(v, dict) else None
+                           for v in out[column]]
+    return out
+
+
+def write_summary(sweep: str, root: Path | str | None = None,
+                  df: pd.DataFrame | None = None) -> Path:
+    """Write ``results/SWEEP/summary.csv`` (atomically) from :func:`load_results`."""
+    root = Path(root) if root is not None else None
+    if df is None:
+        df = load_results(sweep, root)
+    path = paths.summary_csv(sweep, root)
+    atomic.write_text(path, summary_frame(df).to_csv(index=False))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# long-format views for figures
+
+def completed(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["status"] == COMPLETED]
+
+
+def load_metrics(df: pd.DataFrame, statuses: Iterable[str] = (COMPLETED,)) -> pd.DataFrame:
+    """One row per (run, epoch) from the runs' metrics.jsonl, with the run's identity columns."""
+    keep = ["run_id", "dataset", "model", "width", "method", "method_label", "density", "seed"]
+    frames = []
+    for _, run in df[df["status"].isin(list(statuses))].iterrows():
+        rows = read_metrics(Path(run["run_dir"]) / paths.METRICS)
+        if rows:
+            frame = pd.DataFrame(rows)
+            for column in keep:
+                frame[column] = run[column]
+            frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=keep + ["epoch", "test_acc"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def layer_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (completed run, prunable layer): size, density, active connections and
+    compression = size / active (the GSE paper's layer-wise sparsity measure; inf if none)."""
+    rows = []
+    for _, run in completed(df).iterrows():
+        densities, sizes = run.get("layer_densities"), run.get("layer_sizes")
+        if not isinstance(densities, dict) or not isinstance(sizes, dict):
+            continue
+        for index, (layer, density) in enumerate(densities.items()):
+            size = sizes.get(layer)
+            if size is None or density is None:
+                continue
+            active = round(density * size)
+            rows.append({"run_id": run["run_id"], "dataset": run["dataset"], "model": run["model"],
+                         "method_label": run["method_label"], "density": run["density"],
+                         "seed": run["seed"], "layer": layer, "layer_index": index,
+                         "size": size, "layer_density": density, "active": active,
+                         "compression": size / active if active else float("inf")})
+    return pd.DataFrame(rows, columns=["run_id", "dataset", "model", "method_label", "density",
+                                       "seed", "layer", "layer_index", "size", "layer_density",
+                                       "active", "compression"])

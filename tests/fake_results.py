@@ -1,0 +1,59 @@
+"""Tiny result trees with known numbers, written the way the trainer writes them.
+
+``result.json`` starts from the trainer's own ``result_header`` (so its keys stay those of a real
+run) and ``config.yaml`` is the resolved config's ``to_dict``; the measured numbers are the
+caller's. Used by the report and notebook tests.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from sparsebench import atomic, paths
+from sparsebench.config import from_dict, run_id, to_dict
+from sparsebench.trainer import result_header
+
+MLP_LAYERS = {"net.1": 784 * 300, "net.3": 300 * 100, "net.5": 100 * 10}
+
+
+def config_for(sweep: str, method: str, density: float, seed: int, *, sampler: str | None = None,
+               width: float = 1.0, epochs: int = 3, **method_params):
+    params = dict(method_params)
+    if sampler is not None:
+        params["sampler"] = sampler
+    return from_dict({"sweep": sweep, "method": {"name": method, **params},
+                      "density": 1.0 if method == "dense" else density, "seed": seed,
+                      "epochs": epochs, "model": {"name": "mlp", "width": width}})
+
+
+def write_run(root: Path, sweep: str, method: str, density: float, seed: int, *,
+              acc: float | None = None, status: str = "completed", curve: list[float] | None = None,
+              layer_densities: dict[str, float] | None = None, wall_clock_s: float = 10.0,
+              step_time_ms: float = 2.0, update_time_s: float = 0.1,
+              train_flops_rel_dense: float | None = None, **config_kw) -> Path:
+    """One run folder. ``status="running"`` writes config.yaml (and metrics so far) only."""
+    cfg = config_for(sweep, method, density, seed, **config_kw)
+    run = paths.run_dir(sweep, run_id(cfg), root)
+    atomic.write_yaml(run / paths.CONFIG, to_dict(cfg))
+    if curve:
+        atomic.write_jsonl(run / paths.METRICS, [
+            {"epoch": i + 1, "step": 10 * (i + 1), "test_acc": a, "train_loss": 1.0 / (i + 1)}
+            for i, a in enumerate(curve)])
+    if status == "running":
+        return run
+    result = result_header(cfg, status, None if status == "completed" else "boom", "t0")
+    densities = layer_densities or {name: cfg.density for name in MLP_LAYERS}
+    rel = cfg.density if train_flops_rel_dense is None else train_flops_rel_dense
+    dense_forward = 2.0 * sum(MLP_LAYERS.values())
+    result.update({
+        "actual_density": cfg.density, "layer_densities": densities, "layer_sizes": MLP_LAYERS,
+        "epochs_completed": len(curve or []) if status != "completed" else cfg.epochs,
+        "final_test_acc": acc if status != "failed" else None,
+        "best_test_acc": acc if status != "failed" else None, "final_train_loss": 0.5,
+        "wall_clock_s": wall_clock_s, "step_time_ms": step_time_ms,
+        "update_time_s": update_time_s, "steps": 100, "device": "cpu",
+        "train_flops": rel * 3 * dense_forward * 1000, "train_flops_rel_dense": rel,
+        "inference_flops": cfg.density * dense_forward, "inference_flops_rel_dense": cfg.density,
+        "dense_forward_flops": dense_forward,
+    })
+    atomic.write_json(run / paths.RESULT, result)
+    return run
