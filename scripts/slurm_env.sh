@@ -28,7 +28,7 @@ sb_slurm_is_up() {
   [ -f "$SB_SLURM_CONF" ] || return 1
   local states
   states="$(timeout 10 sinfo -h -o %T 2>/dev/null)" || return 1
-  printf '%s\n' "$states" | grep -Eq '^(idle|mixed|allocated|completing)\*?$'
+  printf '%s\n' "$states" | grep -Eq '^(idle|mixed|allocated|completing)$'
 }
 
 # pid from a pid file, if that process is alive.

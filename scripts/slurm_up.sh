@@ -132,6 +132,8 @@ SlurmdUser=root
 SlurmctldPort=6817
 SlurmdPort=6818
 AuthType=auth/munge
+# cred_expire also sets how long a requeued job waits before it may start again (default 120 s).
+AuthInfo=cred_expire=30
 CredType=cred/munge
 MpiDefault=none
 SwitchType=switch/none
@@ -152,6 +154,8 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 SchedulerType=sched/backfill
+# Pending jobs whose begin time passed (e.g. requeued ones) start within ~5 s, not 30-60 s.
+SchedulerParameters=bf_interval=5,sched_interval=10
 
 ReturnToService=2
 JobRequeue=1

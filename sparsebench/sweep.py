@@ -1,0 +1,359 @@
+"""Run a sweep: ``python -m sparsebench.sweep NAME_OR_PATH [key=value ...] [--executor ...]``.
+
+Expands ``sweeps/NAME.yaml`` (see :mod:`sparsebench.sweeps`) into one run per distinct config,
+validates every cell before anything is submitted (an invalid one exits 2 naming the sweep
+file, the cell and the field), skips runs whose result.json says completed, reports failed and
+diverged runs without running them again (unless ``--retry-failed``), and runs the rest:
+
+  slurm   one SLURM array job through submitit; runs that hit the time limit are requeued
+          and resume from their last epoch checkpoint
+  local   a pool of local processes, one per core by default, one torch thread each
+  inline  in this process, one after another (tests, debugging)
+  auto    slurm where `sbatch` is on the PATH, else local
+
+``key=value`` overrides apply to every cell (after the sweep's own values). While waiting it
+shows a bar over the runs; at the end, mean final test accuracy per method and density with
+counts, and a table of the runs that failed with the first line of their error.
+
+Ctrl-C leaves submitted SLURM jobs running and every result in place; the same command again
+reattaches to the jobs still queued or running (recorded in results/NAME/jobs/submitted.json)
+instead of submitting them twice. Local runs stop and resume from their last epoch checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import platform
+import shlex
+import signal
+import sys
+import time
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import atomic, executors, paths, sweeps
+from .cli import config_errors_exit
+from .executors import Outcome
+
+EXECUTORS = ("auto", "slurm", "local", "inline")
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+class Plan:
+    """What a launch finds: per run, its earlier outcome, and what it will do about it."""
+
+    def __init__(self, sweep: sweeps.Sweep, retry_failed: bool):
+        self.sweep = sweep
+        self.earlier = {c.run_id: executors.read_outcome(c) for c in sweep.cells}
+        self.completed = [c for c in sweep.cells if self._status(c) == "completed"]
+        self.failed_skipped = [c for c in sweep.cells
+                               if self._status(c) in ("failed", "diverged") and not retry_failed]
+        rest = [c for c in sweep.cells if c not in self.completed and c not in self.failed_skipped]
+        self.attached = executors.active_records(sweep.name, rest)  # run_id -> SLURM job id
+        self.to_run = [c for c in rest if c.run_id not in self.attached]
+
+    def _status(self, cell) -> str | None:
+        outcome = self.earlier[cell.run_id]
+        return outcome.status if outcome else None
+
+    def action(self, cell) -> str:
+        if cell in self.completed:
+            return "completed"
+        if cell in self.failed_skipped:
+            return f"{self._status(cell)} (skip)"
+        if cell.run_id in self.attached:
+            return f"running as SLURM job {self.attached[cell.run_id]}"
+        return "retry" if self._status(cell) else "to run"
+
+
+def _what_would_run(executor: str, plan: Plan, workers: int) -> str:
+    n = len(plan.to_run)
+    if n == 0:
+        return "nothing to submit"
+    if executor == "slurm":
+        spec = plan.sweep.spec.slurm
+        params = spec.submitit_parameters()
+        text = ", ".join(f"{k}={v}" for k, v in params.items() if v not in ({}, [], None))
+        return (f"one SLURM array job of {n} task{'s' * (n > 1)}, at most "
+                f"{min(n, spec.array_parallelism)} at once ({text})")
+    if executor == "local":
+        return f"{n} run{'s' * (n > 1)} in {max(1, min(workers, n))} local processes, one torch thread each"
+    return f"{n} run{'s' * (n > 1)} one after another in this process"
+
+
+def print_plan(plan: Plan, executor: str, workers: int, dry_run: bool) -> None:
+    sweep = plan.sweep
+    dupes = sweep.n_cells - len(sweep.cells)
+    print(f"sweep {sweep.name} ({_display(sweep.path)}): {sweep.n_cells} cells -> "
+          f"{len(sweep.cells)} runs" + (f" ({dupes} cell{'s are' if dupes > 1 else ' is'} the same run as another)"
+                                    if dupes else ""))
+    print(f"  completed {len(plan.completed)}, failed or diverged (not retried) "
+          f"{len(plan.failed_skipped)}, running on SLURM {len(plan.attached)}, "
+          f"to run {len(plan.to_run)}")
+    if dry_run:
+        width = max(len(plan.action(c)) for c in sweep.cells)
+        print(f"  {'run_id':12}  {'status':{width}}  cell")
+        for cell in sweep.cells:
+            print(f"  {cell.run_id:12}  {plan.action(cell):{width}}  {cell.describe()}")
+    print(f"executor {executor}: {_what_would_run(executor, plan, workers)}")
+
+
+class Progress:
+    """A bar over the sweep's runs: done / running / failed."""
+
+    def __init__(self, plan: Plan, file=None, disable: bool | None = None):
+        from tqdm.auto import tqdm
+
+        self.outcomes: dict[str, Outcome] = {}
+        self.bar = tqdm(total=len(plan.sweep.cells), initial=len(plan.completed) + len(plan.failed_skipped),
+                        desc=plan.sweep.name, unit="run", dynamic_ncols=True, file=file,
+                        disable=disable)  # None: no bar when the output is not a terminal
+        self.failed = len(plan.failed_skipped)
+        self.set(running=0)
+
+    def set(self, **counts) -> None:
+        self.bar.set_postfix(**counts, failed=self.failed, refresh=True)
+
+    def done(self, outcome: Outcome, **counts) -> None:
+        self.outcomes[outcome.run_id] = outcome
+        self.failed += outcome.status != "completed"
+        self.bar.update(1)
+        self.set(**counts)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def execute(plan: Plan, executor: str, workers: int, poll_s: float, command: str
+            ) -> dict[str, Outcome]:
+    """Run the plan's runs and follow them to the end; ``command`` relaunches (for Ctrl-C)."""
+    sweep = plan.sweep
+    progress = Progress(plan)
+    cells = {c.run_id: c for c in sweep.cells}
+    try:
+        if executor == "inline":
+            left = len(plan.to_run)
+            for outcome in executors.run_inline(plan.to_run):
+                left -= 1
+                progress.done(outcome, running=min(1, left))
+        elif executor == "local":
+            n = max(1, min(workers, len(plan.to_run)))
+            left = len(plan.to_run)
+            for outcome in executors.run_local(plan.to_run, workers):
+                left -= 1
+                progress.done(outcome, running=min(n, left))
+        jobs = dict(plan.attached)
+        if executor == "slurm" and plan.to_run:
+            submitted = executors.submit_slurm(sweep.name, sweep.spec.slurm, plan.to_run)
+            arrays = sorted({j.split("_")[0] for j in submitted.values()})
+            progress.bar.write(f"submitted array job {', '.join(arrays)}: {len(submitted)} "
+                               f"run{'s' * (len(submitted) != 1)} "
+                               f"(logs in {_display(paths.submitit_dir(sweep.name))})")
+            jobs.update(submitted)
+        if jobs:
+            watch = executors.SlurmWatch(sweep.name, cells, jobs)
+            while watch.jobs:
+                for outcome in watch.poll():
+                    progress.done(outcome, **watch.counts)
+                progress.set(**watch.counts)
+                if watch.jobs:
+                    time.sleep(poll_s)
+    except KeyboardInterrupt:
+        progress.close()
+        _interrupted(plan, command)
+        raise SystemExit(130) from None
+    finally:
+        progress.close()
+    return progress.outcomes
+
+
+def _interrupted(plan: Plan, again: str) -> None:
+    pending = [c for c in plan.sweep.cells if executors.read_outcome(c) is None]
+    try:
+        running = executors.active_records(plan.sweep.name, pending)
+    except RuntimeError:  # squeue failed: name every recorded job rather than none
+        records = executors.read_records(plan.sweep.name)
+        running = {c.run_id: records[c.run_id]["job_id"] for c in pending if c.run_id in records}
+    job_ids = sorted({j.split("_")[0] for j in running.values()})
+    if job_ids:
+        print(f"\ninterrupted: SLURM jobs {', '.join(job_ids)} keep running and write their results "
+              f"under {paths.runs_dir(plan.sweep.name)}.\n"
+              f"  reattach (waits for them, submits nothing twice): {again}\n"
+              f"  or cancel them: scancel {' '.join(job_ids)}", file=sys.stderr)
+    else:
+        print(f"\ninterrupted: runs in progress stopped; each resumes from its last epoch "
+              f"checkpoint when you run again: {again}", file=sys.stderr)
+
+
+def summary(plan: Plan, outcomes: dict[str, Outcome] | None = None) -> int:
+    """Print the method x density table and the failures; returns the number of failed runs.
+    A run without a result.json is ``missing``, with the launcher's word on it (a worker or
+    SLURM job that died) where this launch ran it."""
+    import pandas as pd
+
+    sweep = plan.sweep
+    labels = sweeps.row_labels(sweep.cells)
+    outcomes = outcomes or {}
+    rows = []
+    for cell in sweep.cells:
+        result = atomic.read_json(executors.result_path(cell)) or {}
+        error = result.get("error") if result else getattr(outcomes.get(cell.run_id), "error", None)
+        rows.append({"run": labels[cell.run_id], "density": cell.config.density,
+                     "status": result.get("status", "missing"),
+                     "acc": result.get("final_test_acc"), "error": error,
+                     "run_id": cell.run_id, "cell": sweeps.format_label(cell.label)})
+    df = pd.DataFrame(rows)
+    done = df[(df["status"] == "completed") & df["acc"].notna()]
+    grid = dict(index="run", columns="density", aggfunc="count")
+    runs = df.pivot_table(values="run_id", **grid)
+    completed = done.pivot_table(values="acc", **grid).reindex_like(runs).fillna(0)
+    mean = done.pivot_table(values="acc", index="run", columns="density", aggfunc="mean").reindex_like(runs)
+    table = pd.DataFrame(index=list(dict.fromkeys(df["run"])))
+    for density in sorted(runs.columns, reverse=True):
+        table[f"d={density:g}"] = [
+            "" if pd.isna(runs.at[r, density]) else
+            f"{'-' if pd.isna(mean.at[r, density]) else format(mean.at[r, density], '.2f')} "
+            f"({int(completed.at[r, density])}/{int(runs.at[r, density])})"
+            for r in table.index]
+    print(f"\nfinal test accuracy (%), mean over seeds (completed/runs) - sweep {sweep.name}")
+    with pd.option_context("display.width", 200, "display.max_columns", 50, "display.max_rows", 500):
+        print(table.to_string())
+    bad = df[df["status"] != "completed"]
+    if len(bad):
+        print(f"\n{len(bad)} run{'s' * (len(bad) > 1)} not completed:")
+        first_lines = bad["error"].map(lambda e: str(e).strip().splitlines()[0][:160] if e else "")
+        with pd.option_context("display.width", 250, "display.max_colwidth", 170,
+                               "display.max_rows", 500):
+            print(bad.assign(error=first_lines)[["run_id", "status", "cell", "error"]]
+                  .to_string(index=False))
+    counts = Counter(df["status"])
+    print(f"\nresults: {paths.runs_dir(sweep.name).resolve()} ({len(df)} runs: "
+          + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")")
+    print(f"tables and figures: python -m sparsebench.report {sweep.name}")
+    return counts.get("failed", 0) + counts.get("missing", 0)
+
+
+class SweepBusy(RuntimeError):
+    """Another launcher holds the sweep."""
+
+
+@contextmanager
+def launcher_lock(sweep: str):
+    """One launcher per sweep at a time (a second one would start the same runs again)."""
+    path = paths.launcher_lock(sweep)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise SweepBusy(f"another launcher is working on sweep {sweep} ({holder}); "
+                            f"wait for it or stop it (Ctrl-C) first") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {platform.node()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _raise_interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sparsebench.sweep", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep", help="a name in sweeps/ (e.g. fmnist_smoke) or a path to a sweep YAML")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="applied to every cell, e.g. epochs=2 device=cpu")
+    parser.add_argument("--executor", choices=EXECUTORS, default="auto",
+                        help="where runs execute (default auto: slurm if sbatch is on the PATH, else local)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the cells, which are complete and what would be submitted; submit nothing")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="run failed and diverged runs again (they are skipped otherwise)")
+    parser.add_argument("--workers", type=int, default=executors.default_workers(),
+                        help="local executor: processes at once (default: every core, %(default)s here)")
+    parser.add_argument("--poll", type=float, default=5.0, metavar="SECONDS",
+                        help="slurm executor: seconds between looks at the queue (default %(default)s)")
+    args = parser.parse_intermixed_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+
+    with config_errors_exit(args.sweep):
+        path = sweeps.find(args.sweep)
+    with config_errors_exit(_display(path)):
+        sweep = sweeps.expand(str(path), args.overrides)
+
+    executor = args.executor
+    if executor == "auto":
+        executor = "slurm" if executors.slurm_available() else "local"
+    if executor == "slurm" and not executors.slurm_available():
+        print("error: --executor slurm: sbatch is not on the PATH (make slurm-up starts a local "
+              "cluster; --executor local runs here)", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        try:
+            plan = Plan(sweep, args.retry_failed)
+        except RuntimeError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        print_plan(plan, executor, args.workers, dry_run=True)
+        print("dry run: nothing submitted")
+        return 0
+    # `kill` (SIGTERM) stops the launcher the way Ctrl-C does: jobs and results stay.
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with launcher_lock(sweep.name):
+            plan = Plan(sweep, args.retry_failed)
+            print_plan(plan, executor, args.workers, dry_run=False)
+            t0 = time.perf_counter()
+            again = "python -m sparsebench.sweep " + " ".join(
+                shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+            outcomes = execute(plan, executor, args.workers, args.poll, again)
+            wall = time.perf_counter() - t0
+    except executors.SubmissionError as err:
+        print(f"error: {err} (is the cluster up? `make slurm-up` starts the local one)",
+              file=sys.stderr)
+        return 1
+    except RuntimeError as err:  # SweepBusy, or squeue failing while jobs are recorded
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+    failed = summary(plan, outcomes)
+    if plan.to_run or plan.attached:
+        print(timing_line(plan, wall))
+    return 1 if failed else 0
+
+
+def timing_line(plan: Plan, wall_s: float) -> str:
+    """How well the launch ran its runs side by side: its wall-clock over the sum of the
+    training wall-clocks (``wall_clock_s`` in result.json) of the runs it ran. Below 1 the
+    runs overlapped; 1/workers is the ideal, which start-up and data loading (not in a run's
+    wall_clock_s) keep out of reach."""
+    ran = plan.to_run + [c for c in plan.sweep.cells if c.run_id in plan.attached]
+    times = [(atomic.read_json(executors.result_path(c)) or {}).get("wall_clock_s") for c in ran]
+    times = [t for t in times if isinstance(t, (int, float))]
+    total = sum(times)
+    text = f"ran {len(ran)} run{'s' * (len(ran) != 1)} in {wall_s:.1f} s, sum of run times {total:.1f} s"
+    if total > 0:
+        text += f" ({len(times)} with a wall-clock), ratio {wall_s / total:.2f}"
+    return text
+
+
+if __name__ == "__main__":
+    sys.exit(main())

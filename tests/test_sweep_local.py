@@ -1,0 +1,160 @@
+"""The local executor: fmnist_smoke in a pool of processes, same results as in-process runs;
+a worker that dies fails its run without holding up the others; Ctrl-C stops cleanly."""
+from __future__ import annotations
+
+import faulthandler
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from sparsebench import executors, paths, sweeps
+from sparsebench.executors import run_inline, run_local
+from sparsebench.sweep import main
+
+from .conftest import REPO, needs_fmnist
+
+pytestmark = needs_fmnist
+LIMIT_S = 180  # per test; these take seconds, so only a hang gets near it
+
+
+class _TimeLimit(Exception):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def _time_limit():
+    """A hung test fails after LIMIT_S instead of holding `make test` (and CI) forever; should
+    even the failure hang, faulthandler dumps every thread's stack and ends pytest."""
+    def expire(*_):
+        raise _TimeLimit(f"test still running after {LIMIT_S} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(LIMIT_S)
+    faulthandler.dump_traceback_later(LIMIT_S + 60, exit=True)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_local_executor_runs_fmnist_smoke_on_every_core_one_thread_each(capsys, tmp_path,
+                                                                       monkeypatch):
+    seen = []
+    real = executors.run_local
+
+    def spy(*args, **kwargs):
+        for outcome in real(*args, **kwargs):
+            seen.append(outcome)
+            yield outcome
+
+    monkeypatch.setattr(executors, "run_local", spy)
+    assert main(["fmnist_smoke", "--executor", "local"]) == 0  # --workers: every core by default
+    out = capsys.readouterr().out
+    cores = len(os.sched_getaffinity(0))
+    assert f"3 runs in {min(cores, 3)} local processes, one torch thread each" in out
+    assert "3 runs: 3 completed" in out
+    assert len(seen) == 3 and all(o.threads == 1 for o in seen), seen
+    assert "ran 3 runs in " in out and "sum of run times" in out
+    sweep = sweeps.expand("fmnist_smoke")
+    local = {c.run_id: json.loads((paths.run_dir("fmnist_smoke", c.run_id) / paths.RESULT).read_text())
+             for c in sweep.cells}
+    assert all(r["status"] == "completed" for r in local.values())
+
+    # The same run in this process, one thread like a worker: the same numbers, bit for bit.
+    monkeypatch.setenv("SPARSEBENCH_RESULTS", str(tmp_path / "inline"))
+    torch.set_num_threads(1)
+    cell = next(c for c in sweep.cells if c.config.method.name == "static")
+    outcome, = run_inline([cell])
+    assert outcome.status == "completed"
+    inline = json.loads((paths.run_dir("fmnist_smoke", cell.run_id) / paths.RESULT).read_text())
+    for key in ("final_test_acc", "final_train_loss", "actual_density", "train_flops"):
+        assert inline[key] == local[cell.run_id][key], key
+
+
+def test_a_worker_that_dies_fails_its_run_and_the_others_go_on(write_sweep):
+    # The first run is long (it is killed within a second of starting), the second one short.
+    path = write_sweep("die", {"base": "configs/fmnist_mlp.yaml",
+                               "overrides": {"data.train_subset": 2048},
+                               "grid": {"epochs": [200, 1]}})
+    first, second = sweeps.expand(str(path)).cells
+    started = paths.run_dir("die", first.run_id) / paths.CONFIG  # train() writes it first
+    killed = []
+
+    def kill_the_worker_once_the_first_run_trains():
+        if not killed and started.is_file():
+            for proc in multiprocessing.active_children():
+                os.kill(proc.pid, signal.SIGKILL)
+                killed.append(proc.pid)
+
+    t0 = time.monotonic()
+    outcomes = {o.run_id: o for o in run_local([first, second], workers=1, tick_s=0.1,
+                                               on_tick=kill_the_worker_once_the_first_run_trains)}
+    assert len(killed) == 1
+    assert outcomes[first.run_id].status == "failed"
+    assert "worker process died (exit code -9" in outcomes[first.run_id].error
+    assert outcomes[second.run_id].status == "completed"  # on the replacement worker
+    assert outcomes[second.run_id].threads == 1
+    assert not (paths.run_dir("die", first.run_id) / paths.RESULT).exists()
+    assert multiprocessing.active_children() == []  # no worker left behind
+    assert time.monotonic() - t0 < 90  # not the 200 epochs of the killed run
+
+
+def _children(pid: int) -> set[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return {int(p) for p in out.stdout.split()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "zombie" not in f.read().lower()
+    except FileNotFoundError:
+        return False
+
+
+def test_ctrl_c_stops_the_local_workers_and_keeps_their_checkpoints(write_sweep):
+    path = write_sweep("stop", {"base": "configs/fmnist_mlp.yaml",
+                                "overrides": {"data.train_subset": 2048, "epochs": 500},
+                                "grid": {"seed": [0, 1]}})
+    cells = sweeps.expand(str(path)).cells
+    env = {**os.environ, "SPARSEBENCH_RESULTS": str(paths.results_root()), "PYTHONUNBUFFERED": "1"}
+    launcher = subprocess.Popen([sys.executable, "-m", "sparsebench.sweep", str(path),
+                                 "--executor", "local", "--workers", "2"], cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        metrics = [paths.run_dir("stop", c.run_id) / paths.METRICS for c in cells]
+        deadline = time.monotonic() + 120
+        while not all(m.is_file() for m in metrics):  # both runs have an epoch checkpoint
+            assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()
+            time.sleep(0.2)
+        workers = _children(launcher.pid)
+        assert len(workers) >= 2
+        launcher.send_signal(signal.SIGINT)
+        stdout, stderr = launcher.communicate(timeout=60)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 130, stderr
+    assert "interrupted: runs in progress stopped; each resumes from its last epoch checkpoint" in stderr
+    assert f"sparsebench.sweep {path}" in stderr  # how to go on
+    assert "Traceback" not in stderr
+    # The workers (and multiprocessing's resource tracker) end with the launcher; nothing
+    # keeps training on its own.
+    deadline = time.monotonic() + 15
+    while [p for p in workers if _alive(p)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in workers if _alive(p)]
+    for cell in cells:
+        run = paths.run_dir("stop", cell.run_id)
+        assert not (run / paths.RESULT).exists()  # neither failed nor completed
+        assert (run / paths.CHECKPOINT).is_file()
+        assert not [p for p in run.iterdir() if p.name.startswith(".") or "tmp" in p.name]
