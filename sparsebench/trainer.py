@@ -29,9 +29,10 @@ from tqdm.auto import tqdm
 from . import atomic, methods, paths
 from .config import RunConfig, run_id, to_dict
 from .data import build_data
+from .flops import FlopModel
 from .models import build_model
 from .schedules import build_optimizer, build_scheduler
-from .sparsity.engine import SparsityEngine
+from .sparsity.sparse_engine import build_engine
 
 # Check for a non-finite loss every this many steps (each check synchronizes a GPU).
 DIVERGENCE_CHECK_EVERY = 25
@@ -85,6 +86,8 @@ class Progress:
     best_test_acc: float = -math.inf
     history: list[dict] = field(default_factory=list)
     step_times: list[float] = field(default_factory=list)
+    examples_seen: int = 0          # training examples processed (steps x batch)
+    train_flops: float = 0.0        # summed over the actual run, see sparsebench.flops
 
 
 class Trainer:
@@ -105,10 +108,11 @@ class Trainer:
         self.channels_last = self.cuda and cfg.channels_last and len(info.in_shape) == 3
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.engine = SparsityEngine.for_model(
-            self.model, cfg.density, cfg.sparsity.distribution,
+        # ``sparsity.engine: sparse`` swaps the model's linear layers for always-sparse ones.
+        self.engine = build_engine(
+            self.model, cfg.density, cfg.sparsity.distribution, engine=cfg.sparsity.engine,
             dense_first_layer=cfg.sparsity.dense_first_layer,
-            dense_last_layer=cfg.sparsity.dense_last_layer)
+            dense_last_layer=cfg.sparsity.dense_last_layer, device=self.device)
         self.steps_per_epoch = len(self.data.train)
         if self.steps_per_epoch == 0:
             raise ValueError("data.batch_size: larger than the training set, no full batch")
@@ -121,6 +125,7 @@ class Trainer:
         self.engine.attach_optimizer(self.optimizer)
         self.scheduler = build_scheduler(cfg.optim, self.optimizer, self.steps_per_epoch, self.total_steps)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
+        self.flop_model = FlopModel(self.model, self.engine, info.in_shape, self.device)
         self.progress = Progress()
 
     # ---- pieces of the loop ------------------------------------------------------------------
@@ -142,6 +147,7 @@ class Trainer:
                                   lambda out, y: self.loss_fn(out, y))
         self.method.init_masks(ctx)
         self.engine.apply_masks()
+        self.progress.train_flops += self.method.init_flops(self.flop_model)
         self.log(f"initial masks: global density {self.engine.global_density():.5f}, per layer "
                  + ", ".join(f"{n}={d:.4f}" for n, d in self.engine.layer_densities().items()))
 
@@ -193,6 +199,9 @@ class Trainer:
             opt.step()
             sched.step()
             self._timed(method.after_step, ctx)
+            batch = y.numel()
+            self.progress.train_flops += method.step_flops(ctx, self.flop_model) * batch
+            self.progress.examples_seen += batch
             loss_sum += loss.detach().float() * y.numel()
             correct += (out.detach().argmax(1) == y).sum()
             seen += y.numel()
@@ -310,7 +319,7 @@ def result_header(cfg: RunConfig, status: str, error: str | None, started_at: st
         "config": to_dict(cfg), "git_sha": git_sha(), "torch_version": torch.__version__,
         "python_version": platform.python_version(), "hostname": platform.node(),
         "started_at": started_at, "finished_at": now_iso(),
-        # Filled by the measurement layer where available (see sparsebench.flops).
+        # Filled from the trainer's FLOP accounting for runs that trained (sparsebench.flops).
         "train_flops": None, "train_flops_rel_dense": None,
         "inference_flops": None, "inference_flops_rel_dense": None,
     }
@@ -344,6 +353,7 @@ def train(cfg: RunConfig, *, stop_after_epochs: int | None = None, force: bool =
         _add_measurements(result, trainer)
     except Diverged as err:
         result = trainer.result("diverged", str(err), started_at)
+        _add_measurements(result, trainer)
         RunLog(run_dir / paths.LOG)(f"diverged: {err}")
     except Exception as err:
         RunLog(run_dir / paths.LOG)("failed:\n" + traceback.format_exc())
@@ -363,9 +373,6 @@ def _first_line(err: BaseException) -> str:
 
 
 def _add_measurements(result: dict, trainer: Trainer) -> None:
-    """Hook for the measurement layer (FLOPs); absent pieces leave the keys as None."""
-    try:
-        from . import flops
-    except ImportError:
-        return
+    from . import flops
+
     result.update(flops.measure(trainer))
