@@ -25,7 +25,7 @@ setup: $(STAMP) data
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q $(TORCH_SPEC)
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
@@ -40,11 +40,26 @@ sweep: setup
 report: setup
 	$(PY) -m sparsebench.report $(SWEEP)
 
+# The SLURM tests run on the local one-node cluster; where it cannot be had (no root, no apt)
+# they skip with the reason, so a failure to start it never fails this target.
 test: setup
+	@bash scripts/slurm_up.sh || echo "make test: no local SLURM cluster (scripts/slurm_up.sh exit $$?); the slurm tests will skip or say why"
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+slurm-up:
+	bash scripts/slurm_up.sh
+
+slurm-down:
+	bash scripts/slurm_down.sh
 
 bench: setup
 	$(PY) benchmarks/harness_overhead.py
+
+# Always-sparse execution: the sparse-layer matmul benchmark, then width scaling (~10 min on a
+# 2-core CPU). Writes results/benchmarks/{sparse_layer,width_scaling}.{csv,png}.
+bench-width: setup
+	$(PY) benchmarks/sparse_layer.py
+	$(PY) benchmarks/width_scaling.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
