@@ -2,7 +2,6 @@
 a worker that dies fails its run without holding up the others; Ctrl-C stops cleanly."""
 from __future__ import annotations
 
-import faulthandler
 import json
 import multiprocessing
 import os
@@ -20,30 +19,9 @@ from sparsebench.sweep import main
 
 from .conftest import REPO, needs_fmnist
 
-pytestmark = needs_fmnist
-LIMIT_S = 180  # per test; these take seconds, so only a hang gets near it
+# pytest-timeout: only a hang gets near this
+pytestmark = [needs_fmnist, pytest.mark.timeout(180)]
 
-
-class _TimeLimit(Exception):
-    pass
-
-
-@pytest.fixture(autouse=True)
-def _time_limit():
-    """A hung test fails after LIMIT_S instead of holding `make test` (and CI) forever; should
-    even the failure hang, faulthandler dumps every thread's stack and ends pytest."""
-    def expire(*_):
-        raise _TimeLimit(f"test still running after {LIMIT_S} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(LIMIT_S)
-    faulthandler.dump_traceback_later(LIMIT_S + 60, exit=True)
-    try:
-        yield
-    finally:
-        faulthandler.cancel_dump_traceback_later()
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def test_local_executor_runs_fmnist_smoke_on_every_core_one_thread_each(capsys, tmp_path,

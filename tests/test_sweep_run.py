@@ -1,11 +1,9 @@
 """Running sweeps inline: dry run, skipping completed runs, failed runs reported and not retried."""
 from __future__ import annotations
 
-import faulthandler
 import io
 import json
 import os
-import signal
 
 import pytest
 
@@ -17,31 +15,10 @@ from .conftest import needs_fmnist
 
 BASE = "configs/fmnist_mlp.yaml"
 TINY = {"epochs": 1, "data.train_subset": 512}
-LIMIT_S = 180  # per test; these take seconds, so only a hang gets near it
 
-pytestmark = needs_fmnist
+# pytest-timeout: only a hang gets near this
+pytestmark = [needs_fmnist, pytest.mark.timeout(180)]
 
-
-class _TimeLimit(Exception):
-    pass
-
-
-@pytest.fixture(autouse=True)
-def _time_limit():
-    """A hung test fails after LIMIT_S instead of holding `make test` (and CI) forever; should
-    even the failure hang, faulthandler dumps every thread's stack and ends pytest."""
-    def expire(*_):
-        raise _TimeLimit(f"test still running after {LIMIT_S} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(LIMIT_S)
-    faulthandler.dump_traceback_later(LIMIT_S + 60, exit=True)
-    try:
-        yield
-    finally:
-        faulthandler.cancel_dump_traceback_later()
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _files(root):

@@ -5,7 +5,6 @@ root are unusable (its exit code 3).
 """
 from __future__ import annotations
 
-import faulthandler
 import json
 import math
 import os
@@ -26,30 +25,9 @@ from sparsebench.trainer import train
 
 from .conftest import REPO, STRICT, needs_fmnist
 
-pytestmark = [pytest.mark.slurm, needs_fmnist]
 LIMIT_S = 420  # per test: the requeue test takes one to three minutes, the others seconds
+pytestmark = [pytest.mark.slurm, needs_fmnist, pytest.mark.timeout(LIMIT_S)]
 
-
-class _TimeLimit(Exception):
-    pass
-
-
-@pytest.fixture(autouse=True)
-def _time_limit():
-    """A hung test fails after LIMIT_S instead of holding `make test` (and CI) forever; should
-    even the failure hang, faulthandler dumps every thread's stack and ends pytest."""
-    def expire(*_):
-        raise _TimeLimit(f"test still running after {LIMIT_S} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(LIMIT_S)
-    faulthandler.dump_traceback_later(LIMIT_S + 60, exit=True)
-    try:
-        yield
-    finally:
-        faulthandler.cancel_dump_traceback_later()
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _node_usable() -> bool:
