@@ -86,6 +86,17 @@ def prunable_modules(model: nn.Module, dense_first_layer: bool = False,
     return found
 
 
+def adopt_counts(layers) -> None:
+    """Make each layer's active count its target; the layers' total target must not change.
+    Shared by the masked and the always-sparse engine."""
+    counts = {layer.name: layer.n_active() for layer in layers}
+    total, target = sum(counts.values()), sum(layer.target_active for layer in layers)
+    if total != target:
+        raise RuntimeError(f"active connections {total} differ from the run's target {target}")
+    for layer in layers:
+        layer.target_active = counts[layer.name]
+
+
 class SparsityEngine:
     def __init__(self, layers: list[MaskedLayer]):
         self.layers = layers
@@ -257,12 +268,7 @@ class SparsityEngine:
         Global-scope methods (SNIP, global magnitude pruning, GSE with scope global) move budget
         between layers; the run's total target must be unchanged, and is checked.
         """
-        counts = {layer.name: layer.n_active() for layer in self.layers}
-        total, target = sum(counts.values()), sum(layer.target_active for layer in self.layers)
-        if total != target:
-            raise RuntimeError(f"active connections {total} differ from the run's target {target}")
-        for layer in self.layers:
-            layer.target_active = counts[layer.name]
+        adopt_counts(self.layers)
 
     # ---- topology changes --------------------------------------------------------------------
     @torch.no_grad()

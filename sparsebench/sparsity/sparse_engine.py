@@ -57,7 +57,7 @@ import torch
 from torch import nn
 
 from .distributions import active_counts, layer_densities
-from .engine import MaskedLayer, SparsityEngine, prunable_modules
+from .engine import MaskedLayer, SparsityEngine, adopt_counts, prunable_modules
 from .sparse_layers import SparseLinear, default_init_values, sparse_values
 
 # Up to this many weights a layer's initial topology is drawn exactly as the masked engine draws
@@ -344,12 +344,7 @@ class SparseExecutionEngine:
 
     def adopt_current_counts(self) -> None:
         """Make each layer's active count its new target (the run's total must not change)."""
-        counts = {layer.name: layer.n_active() for layer in self.layers}
-        total, target = sum(counts.values()), sum(layer.target_active for layer in self.layers)
-        if total != target:
-            raise RuntimeError(f"active connections {total} differ from the run's target {target}")
-        for layer in self.layers:
-            layer.target_active = counts[layer.name]
+        adopt_counts(self.layers)
 
     # ---- topology changes --------------------------------------------------------------------
     @torch.no_grad()
