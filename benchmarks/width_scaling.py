@@ -51,6 +51,7 @@ from sparsebench.methods import InitContext, StepContext  # noqa: E402
 from sparsebench.models import build_model  # noqa: E402
 from sparsebench.schedules import build_optimizer  # noqa: E402
 from sparsebench.sparsity.sparse_engine import build_engine  # noqa: E402
+from sparsebench.trainer import training_step  # noqa: E402
 
 DEFAULT_WIDTHS = [1024 * 2 ** k for k in range(9)]           # 1k … 256k
 DEFAULT_METHODS = ["gse:sparse", "rigl:masked", "static:masked", "static:sparse"]
@@ -164,17 +165,8 @@ def run_one(method_name: str, engine_kind: str, width: int, args) -> dict:
             batches = iter(data.train)
             x, y = next(batches)
         t0 = time.perf_counter()
-        ctx = StepContext(step=i, epoch=0, total_steps=total, steps_per_epoch=total, model=model,
-                          batch=(x, y))
-        method.before_forward(ctx)
-        loss = loss_fn(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        ctx.loss = loss
-        method.after_backward(ctx)
-        engine.mask_gradients()
-        optimizer.step()
-        method.after_step(ctx)
+        ctx = StepContext(step=i, epoch=0, total_steps=total, steps_per_epoch=total, model=model)
+        training_step(model, loss_fn, optimizer, engine, method, ctx, x, y)
         return time.perf_counter() - t0
 
     times = []

@@ -90,6 +90,33 @@ class Progress:
     train_flops: float = 0.0        # summed over the actual run, see sparsebench.flops
 
 
+def _call(hook, ctx) -> None:
+    hook(ctx)
+
+
+def training_step(model: nn.Module, loss_fn, optimizer, engine, method, ctx, x, y, *,
+                  scheduler=None, autocast=contextlib.nullcontext, call_hook=_call):
+    """One optimizer step exactly as the trainer takes it (benchmarks and tests call this too):
+    ``before_forward``, forward and loss, backward, ``after_backward``, gradients of inactive
+    weights masked by the engine, optimizer (and schedule) step, ``after_step``.
+    ``call_hook(hook, ctx)`` runs each hook (the trainer times them). Returns (output, loss)."""
+    ctx.batch = (x, y)
+    call_hook(method.before_forward, ctx)
+    with autocast():
+        out = model(x)
+        loss = loss_fn(out, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    ctx.loss = loss
+    call_hook(method.after_backward, ctx)
+    engine.mask_gradients()
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    call_hook(method.after_step, ctx)
+    return out, loss
+
+
 class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: Path):
         self.cfg = cfg
@@ -186,19 +213,10 @@ class Trainer:
         for i, (x, y) in enumerate(self.data.train):
             t0 = time.perf_counter()
             x = self._inputs(x)
-            ctx.step, ctx.batch = self.progress.step, (x, y)
-            self._timed(method.before_forward, ctx)
-            with self.autocast():
-                out = model(x)
-                loss = self.loss_fn(out, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            ctx.loss = loss
-            self._timed(method.after_backward, ctx)
-            engine.mask_gradients()
-            opt.step()
-            sched.step()
-            self._timed(method.after_step, ctx)
+            ctx.step = self.progress.step
+            out, loss = training_step(model, self.loss_fn, opt, engine, method, ctx, x, y,
+                                      scheduler=sched, autocast=self.autocast,
+                                      call_hook=self._timed)
             batch = y.numel()
             self.progress.train_flops += method.step_flops(ctx, self.flop_model) * batch
             self.progress.examples_seen += batch

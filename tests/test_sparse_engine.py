@@ -20,6 +20,7 @@ from sparsebench.sparsity.engine import MaskedLayer
 from sparsebench.sparsity.sparse_engine import (SparseExecutionEngine, SparseLayer, build_engine,
                                                 sample_distinct)
 from sparsebench.sparsity.sparse_layers import KERNELS, SparseLinear, _SparseLinearFunction
+from sparsebench.trainer import training_step
 
 from .conftest import REPO, needs_fmnist
 
@@ -196,17 +197,9 @@ def _gse_run(kind, model, params, steps, batches, opt="sgd"):
     losses, topologies = [], []
     for step in range(steps):
         x, y = batches[step % len(batches)]
-        ctx = StepContext(step=step, epoch=0, total_steps=steps, steps_per_epoch=steps, model=model,
-                          batch=(x, y))
-        method.before_forward(ctx)
-        loss = nn.functional.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        ctx.loss = loss
-        method.after_backward(ctx)
-        engine.mask_gradients()
-        optimizer.step()
-        method.after_step(ctx)
+        ctx = StepContext(step=step, epoch=0, total_steps=steps, steps_per_epoch=steps, model=model)
+        _, loss = training_step(model, nn.functional.cross_entropy, optimizer, engine, method,
+                                ctx, x, y)
         losses.append(loss.item())
         topologies.append([engine.active_indices(layer).clone() for layer in engine.layers])
     return engine, losses, topologies
@@ -294,16 +287,8 @@ def test_training_and_updates_never_create_a_tensor_of_the_dense_weights_size(sa
     with CreatedTensors() as rec_steps:
         for step in range(4):
             x, y = torch.randn(8, 1, 16, 16, generator=gen), torch.randint(0, 10, (8,), generator=gen)
-            ctx = StepContext(step=step, epoch=0, total_steps=8, steps_per_epoch=8, model=model,
-                              batch=(x, y))
-            method.before_forward(ctx)
-            loss = nn.functional.cross_entropy(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            method.after_backward(ctx)
-            engine.mask_gradients()
-            optimizer.step()
-            method.after_step(ctx)
+            ctx = StepContext(step=step, epoch=0, total_steps=8, steps_per_epoch=8, model=model)
+            training_step(model, nn.functional.cross_entropy, optimizer, engine, method, ctx, x, y)
     assert any(not torch.equal(b, engine.active_indices(layer))
                for b, layer in zip(before, engine.layers)), "no update happened"
     assert any("sampled_addmm" in op for op, _ in rec_steps.created)

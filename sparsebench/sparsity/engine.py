@@ -36,8 +36,20 @@ from .distributions import active_counts, layer_densities
 PRUNABLE_TYPES = (nn.Linear, nn.Conv2d)
 
 
+class LayerDensity:
+    """Density arithmetic of a prunable layer with ``numel``, ``target_active`` and
+    ``n_active()``; shared by the masked and the always-sparse layer."""
+
+    @property
+    def target_density(self) -> float:
+        return self.target_active / self.numel
+
+    def density(self) -> float:
+        return self.n_active() / self.numel
+
+
 @dataclass
-class MaskedLayer:
+class MaskedLayer(LayerDensity):
     """One prunable weight, its boolean mask and its target number of active connections."""
 
     name: str
@@ -54,10 +66,6 @@ class MaskedLayer:
         return self.mask.numel()
 
     @property
-    def target_density(self) -> float:
-        return self.target_active / self.numel
-
-    @property
     def out_features(self) -> int:
         """Rows of the weight viewed as (out, fan_in): output units or output channels."""
         return self.mask.shape[0]
@@ -70,9 +78,6 @@ class MaskedLayer:
 
     def n_active(self) -> int:
         return int(self.mask.sum())
-
-    def density(self) -> float:
-        return self.n_active() / self.numel
 
 
 def prunable_modules(model: nn.Module, dense_first_layer: bool = False,

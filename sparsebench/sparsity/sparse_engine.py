@@ -57,7 +57,7 @@ import torch
 from torch import nn
 
 from .distributions import active_counts, layer_densities
-from .engine import MaskedLayer, SparsityEngine, adopt_counts, prunable_modules
+from .engine import LayerDensity, MaskedLayer, SparsityEngine, adopt_counts, prunable_modules
 from .sparse_layers import SparseLinear, default_init_values, sparse_values
 
 # Up to this many weights a layer's initial topology is drawn exactly as the masked engine draws
@@ -68,7 +68,7 @@ PLACEHOLDER_SEED = 0
 
 
 @dataclass
-class SparseLayer:
+class SparseLayer(LayerDensity):
     """One always-sparse linear layer: its module holds the indices and values."""
 
     name: str
@@ -95,15 +95,8 @@ class SparseLayer:
     def device(self) -> torch.device:
         return self.module.values.device
 
-    @property
-    def target_density(self) -> float:
-        return self.target_active / self.numel
-
     def n_active(self) -> int:
         return self.module.nnz
-
-    def density(self) -> float:
-        return self.n_active() / self.numel
 
     @property
     def weight(self):
