@@ -15,11 +15,12 @@ from sparsebench.methods import StepContext
 from sparsebench.models import build_model
 from sparsebench.schedules import build_optimizer
 from sparsebench.sparsity.sparse_conv import SparseConv2d, _SparseConvFunction
-from sparsebench.sparsity.sparse_engine import SparseLayer, build_engine, sample_distinct
+from sparsebench.sparsity.sparse_engine import SparseLayer, build_engine
 from sparsebench.trainer import training_step
 
 from .conftest import REPO
-from .test_sparse_engine import _gse_run, largest_tensors_created
+from .test_sparse_engine import (_gse_run, assert_same_as_dense, largest_tensors_created,
+                                 masked_at_random)
 
 GEOMETRIES = [  # (C_in, out, kernel, stride, padding, dilation, bias)
     (3, 5, 3, 1, 1, 1, False),      # ResNet's 3×3
@@ -36,28 +37,10 @@ def test_conv_forward_and_gradients_equal_the_masked_dense_conv(geometry):
     cin, cout, k, stride, padding, dilation, bias = geometry
     torch.manual_seed(0)
     conv = nn.Conv2d(cin, cout, k, stride, padding, dilation, bias=bias).double()
-    numel = conv.weight.numel()
-    idx = sample_distinct(numel, numel // 3, torch.Generator().manual_seed(1))
-    mask = torch.zeros(numel, dtype=torch.bool)
-    mask[idx] = True
-    with torch.no_grad():
-        conv.weight.mul_(mask.view_as(conv.weight))
+    idx = masked_at_random(conv, conv.weight.numel() // 3)
     sparse = SparseConv2d(**SparseConv2d.geometry_of(conv), indices=idx,
                           values=conv.weight.detach().view(-1)[idx], bias=conv.bias)
-    x = torch.randn(2, cin, 9, 8, dtype=torch.double, requires_grad=True)
-    x2 = x.detach().clone().requires_grad_(True)
-    y, y2 = conv(x), sparse(x2)
-    assert y2.shape == y.shape
-    torch.testing.assert_close(y2, y)
-    dy = torch.randn_like(y)
-    y.backward(dy)
-    y2.backward(dy)
-    torch.testing.assert_close(x2.grad, x.grad)
-    # The active values' gradient is the dense weight gradient at the active positions.
-    torch.testing.assert_close(sparse.values.grad, conv.weight.grad.view(-1)[idx])
-    if bias:
-        torch.testing.assert_close(sparse.bias.grad, conv.bias.grad)
-    torch.testing.assert_close(sparse.to_dense(), conv.weight.detach())
+    assert_same_as_dense(conv, sparse, idx, torch.randn(2, cin, 9, 8, dtype=torch.double))
     values = sparse.values.detach().clone().requires_grad_(True)
     assert torch.autograd.gradcheck(
         lambda a, v: _SparseConvFunction.apply(a, v, None, sparse.structure(), sparse.geometry,

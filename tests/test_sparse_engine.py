@@ -43,17 +43,21 @@ def _pair(model, density=0.25, distribution="er", seed=3):
 
 # ---- the layer ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("lead", [(7,), (3, 5)])
-def test_layer_forward_and_backward_equal_the_masked_dense_layer(lead):
-    torch.manual_seed(0)
-    dense = nn.Linear(13, 9).double()
-    idx = sample_distinct(13 * 9, 40, torch.Generator().manual_seed(1))
-    mask = torch.zeros(13 * 9, dtype=torch.bool)
+def masked_at_random(dense: nn.Module, n_active: int) -> torch.Tensor:
+    """Zero all but ``n_active`` random weights of ``dense``; their flat indices, ascending."""
+    numel = dense.weight.numel()
+    idx = sample_distinct(numel, n_active, torch.Generator().manual_seed(1))
+    mask = torch.zeros(numel, dtype=torch.bool)
     mask[idx] = True
     with torch.no_grad():
-        dense.weight.mul_(mask.view(9, 13))
-    sparse = SparseLinear(13, 9, idx, dense.weight.detach().view(-1)[idx], dense.bias)
-    x = torch.randn(*lead, 13, dtype=torch.double, requires_grad=True)
+        dense.weight.mul_(mask.view_as(dense.weight))
+    return idx
+
+
+def assert_same_as_dense(dense: nn.Module, sparse: nn.Module, idx: torch.Tensor, x: torch.Tensor):
+    """Output, input gradient, and the active values' gradient (the dense weight gradient at
+    the active positions) of a sparse layer equal those of its masked dense twin."""
+    x = x.detach().clone().requires_grad_(True)
     x2 = x.detach().clone().requires_grad_(True)
     y, y2 = dense(x), sparse(x2)
     assert y2.shape == y.shape
@@ -62,9 +66,20 @@ def test_layer_forward_and_backward_equal_the_masked_dense_layer(lead):
     y.backward(dy)
     y2.backward(dy)
     torch.testing.assert_close(x2.grad, x.grad)
-    # Active-weight gradients are the dense gradient at those positions.
     torch.testing.assert_close(sparse.values.grad, dense.weight.grad.view(-1)[idx])
-    torch.testing.assert_close(sparse.bias.grad, dense.bias.grad)
+    if dense.bias is not None:
+        torch.testing.assert_close(sparse.bias.grad, dense.bias.grad)
+    torch.testing.assert_close(sparse.to_dense(), dense.weight.detach())
+
+
+@pytest.mark.parametrize("lead", [(7,), (3, 5)])
+def test_layer_forward_and_backward_equal_the_masked_dense_layer(lead):
+    torch.manual_seed(0)
+    dense = nn.Linear(13, 9).double()
+    idx = masked_at_random(dense, 40)
+    sparse = SparseLinear(13, 9, idx, dense.weight.detach().view(-1)[idx], dense.bias)
+    x = torch.randn(*lead, 13, dtype=torch.double)
+    assert_same_as_dense(dense, sparse, idx, x)
     structure = sparse.structure()
     values = dense.weight.detach().view(-1)[idx].clone().requires_grad_(True)
     assert torch.autograd.gradcheck(
