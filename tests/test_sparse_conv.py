@@ -11,16 +11,28 @@ from torch import nn
 
 from sparsebench import methods, resolve
 from sparsebench.config import ConfigError, OptimConfig
+from sparsebench.flops import FlopModel
 from sparsebench.methods import StepContext
 from sparsebench.models import build_model
 from sparsebench.schedules import build_optimizer
-from sparsebench.sparsity.sparse_conv import SparseConv2d, _SparseConvFunction
+from sparsebench.sparsity.sparse_conv import SparseConv2d, _Im2colConvFunction
+from sparsebench.sparsity.sparse_layers import CsrStructure
 from sparsebench.sparsity.sparse_engine import SparseLayer, build_engine
 from sparsebench.trainer import training_step
 
 from .conftest import REPO
 from .test_sparse_engine import (_gse_run, assert_same_as_dense, largest_tensors_created,
                                  masked_at_random)
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny shapes: a parallel region costs more than it saves, and on a shared CPU a stalled
+    OpenMP barrier makes each of the many small sparse calls milliseconds slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 GEOMETRIES = [  # (C_in, out, kernel, stride, padding, dilation, bias)
     (3, 5, 3, 1, 1, 1, False),      # ResNet's 3×3
@@ -41,11 +53,16 @@ def test_conv_forward_and_gradients_equal_the_masked_dense_conv(geometry):
     sparse = SparseConv2d(**SparseConv2d.geometry_of(conv), indices=idx,
                           values=conv.weight.detach().view(-1)[idx], bias=conv.bias)
     assert_same_as_dense(conv, sparse, idx, torch.randn(2, cin, 9, 8, dtype=torch.double))
-    values = sparse.values.detach().clone().requires_grad_(True)
-    assert torch.autograd.gradcheck(
-        lambda a, v: _SparseConvFunction.apply(a, v, None, sparse.structure(), sparse.geometry,
-                                               cout),
-        (torch.randn(1, cin, 6, 5, dtype=torch.double, requires_grad=True), values))
+    # Both formulations where both apply (stride 1), each against finite differences.
+    variants = [(sparse.function, sparse.structure())]
+    if sparse.geometry.shifted:
+        variants.append((_Im2colConvFunction,
+                         CsrStructure(idx, sparse.out_features, sparse.in_features)))
+    for function, structure in variants:
+        values = sparse.values.detach().clone().requires_grad_(True)
+        assert torch.autograd.gradcheck(
+            lambda a, v: function.apply(a, v, None, structure, sparse.geometry, cout),
+            (torch.randn(1, cin, 6, 5, dtype=torch.double, requires_grad=True), values))
 
 
 def test_conv_output_takes_an_in_place_relu_and_padding_same():
@@ -87,6 +104,9 @@ def test_engine_swaps_every_conv_and_methods_train_on_the_cnns(name, in_shape, k
     x = torch.randn(4, *in_shape)
     model.eval(), reference.eval()
     torch.testing.assert_close(model(x), reference(x), rtol=1e-4, atol=1e-5)
+    # Both engines count the same dense cost per layer (the sparse products report the dense
+    # conv's FLOPs; sparsebench.flops scales them by density).
+    assert FlopModel(model, engine, in_shape).layer == FlopModel(reference, masked, in_shape).layer
     model.train()
     cls = methods.get(method_name)
     params = {} if method_name == "static" else dict(interval=2, end=1.0)
