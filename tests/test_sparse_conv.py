@@ -224,3 +224,26 @@ def test_resnet20_steps_and_updates_never_create_a_tensor_of_a_conv_weights_size
     method = cls(cls.Params(**params), engine, total_steps=8, steps_per_epoch=8, seed=0)
     for largest in largest_tensors_created(model, engine, method, (2, 3, 4, 4)):
         assert largest[1] < bound, largest
+
+
+def test_checkpoint_round_trip_of_a_resnet_with_moved_connections():
+    torch.manual_seed(0)
+    model = build_model("resnet20", num_classes=10, in_shape=(3, 8, 8), width=0.25)
+    engine = build_engine(model, 0.3, "er", engine="sparse")
+    a, b = engine.layers[1], engine.layers[2]
+    engine.prune(a, engine.active_indices(a)[:5])
+    engine.grow(b, engine.random_inactive(b, 5, torch.Generator().manual_seed(0)),
+                torch.full((5,), 0.1))
+    engine.adopt_current_counts()
+    saved, engine_state = copy.deepcopy(model.state_dict()), copy.deepcopy(engine.state_dict())
+    torch.manual_seed(1)
+    fresh = build_model("resnet20", num_classes=10, in_shape=(3, 8, 8), width=0.25)
+    engine2 = build_engine(fresh, 0.3, "er", engine="sparse")
+    fresh.load_state_dict(saved)
+    engine2.load_state_dict(engine_state)
+    for l1, l2 in zip(engine.layers, engine2.layers):
+        assert torch.equal(engine.active_indices(l1), engine2.active_indices(l2))
+        assert l2.n_active() == l2.target_active
+    x = torch.randn(2, 3, 8, 8)
+    model.eval(), fresh.eval()
+    torch.testing.assert_close(fresh(x), model(x))
