@@ -55,11 +55,16 @@ slurm-down:
 bench: setup
 	$(PY) benchmarks/harness_overhead.py
 
-# Always-sparse execution: the sparse-layer matmul benchmark, then width scaling (~10 min on a
-# 2-core CPU). Writes results/benchmarks/{sparse_layer,width_scaling}.{csv,png}.
+# Always-sparse execution: the sparse-layer and sparse-conv kernel tables, then MLP and ResNet-20
+# width scaling (each child capped in time and predicted memory; budgeted to stay under 30 min on
+# an idle 2-core CPU). BENCH_QUICK=1 runs each at smoke sizes (a few minutes in all).
+# Writes results/benchmarks/{sparse_layer,sparse_conv,width_scaling,width_scaling_resnet}.*.
+BENCH_ARGS := $(if $(BENCH_QUICK),--quick,)
 bench-width: setup
-	$(PY) benchmarks/sparse_layer.py
-	$(PY) benchmarks/width_scaling.py
+	$(PY) benchmarks/sparse_layer.py $(BENCH_ARGS)
+	$(PY) benchmarks/sparse_conv.py $(BENCH_ARGS)
+	$(PY) benchmarks/width_scaling.py $(BENCH_ARGS)
+	$(PY) benchmarks/width_scaling_cnn.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

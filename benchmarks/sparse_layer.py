@@ -23,10 +23,13 @@ Connections are drawn uniformly at an exact count (the paper draws a Bernoulli m
 sparsities 90 %, 99 %, 99.9 % of the paper's range plus the point the issue asks for (8192,
 98 %). A measurement repeats until ``--budget-s`` seconds or ``--reps`` repetitions (median
 reported); a sparse variant whose call is predicted (from the previous width, time ∝ n² at a
-fixed sparsity) to take over ``--max-call-s`` is not run (status ``skipped``). Writes ``results/benchmarks/sparse_layer.csv`` and a figure next to it.
+fixed sparsity) to take over ``--max-call-s`` is not run (status ``skipped``). Writes ``results/benchmarks/sparse_layer.csv`` and a figure next to it. First, the issue's point (8192, 98 %) is timed dense against
+``sparse_layer`` interleaved round by round (``--headline-rounds``), the ratio's median and
+spread printed and written to ``sparse_layer_headline.csv``.
 
     python benchmarks/sparse_layer.py                  # all of the above, on the CPU
     python benchmarks/sparse_layer.py --device cuda    # the same on a GPU
+    python benchmarks/sparse_layer.py --quick          # a smoke run
 """
 from __future__ import annotations
 
@@ -39,6 +42,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from interleaved import ratio_summary, time_interleaved  # noqa: E402
 
 from sparsebench import atomic, paths  # noqa: E402
 from sparsebench.sparsity.sparse_engine import sample_distinct  # noqa: E402
@@ -69,7 +76,15 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="CSV path (default: "
                    "results/benchmarks/sparse_layer.csv)")
-    return p.parse_args(argv)
+    p.add_argument("--headline-rounds", type=int, default=9,
+                   help="interleaved rounds of dense vs sparse_layer at the issue's point")
+    p.add_argument("--quick", action="store_true",
+                   help="widths 2048 and 8192 at 99 %% (plus the headline point), 3 reps")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.widths, args.sparsities, args.reps, args.budget_s = [2048, 8192], [0.99], 3, 0.5
+        args.headline_rounds = 5
+    return args
 
 
 # ---- the variants ------------------------------------------------------------------------------
@@ -281,10 +296,36 @@ def write_figure(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def headline(args, n: int = 8192, sparsity: float = 0.98) -> dict:
+    """Dense against the sparse layer's forward + backward at the issue's point, interleaved
+    round by round in this process (``benchmarks/interleaved.py``): the per-round ratio's
+    median and spread say what a single sequential measurement cannot on a shared machine."""
+    torch.set_num_threads(args.threads)
+    problem = Problem(n, 1 - sparsity, args.batch, torch.device(args.device),
+                      torch.Generator().manual_seed(args.seed))
+    runs = {v: problem.callable(v, "forward_backward") for v in ("dense", "sparse_layer")}
+    times = time_interleaved(runs, rounds=args.headline_rounds, budget_s=float("inf"),
+                             device=args.device)
+    ratio = ratio_summary(times["dense"], times["sparse_layer"])
+    print(f"headline n={n} sparsity {sparsity:.2f} batch {args.batch}, forward + backward, "
+          f"{args.threads} thread(s), interleaved: dense {statistics.median(times['dense']) * 1e3:.0f}"
+          f" ms, sparse_layer {statistics.median(times['sparse_layer']) * 1e3:.1f} ms; dense/sparse "
+          f"median {ratio['median']:.1f}x (min {ratio['min']:.1f}, max {ratio['max']:.1f}, "
+          f"{ratio['rounds']} rounds)", flush=True)
+    return {"width": n, "sparsity": sparsity, "batch": args.batch, "threads": args.threads,
+            "device": args.device, "dense_s": statistics.median(times["dense"]),
+            "sparse_s": statistics.median(times["sparse_layer"]),
+            **{f"speedup_{k}": v for k, v in ratio.items()}}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = args.out or paths.benchmarks_dir() / "sparse_layer.csv"
     t0 = time.perf_counter()
+    import pandas as pd
+
+    atomic.write_text(out.with_name(out.stem + "_headline.csv"),
+                      pd.DataFrame([headline(args)]).to_csv(index=False))
     rows = run_benchmark(args)
     import pandas as pd
 

@@ -53,7 +53,7 @@ from sparsebench.schedules import build_optimizer  # noqa: E402
 from sparsebench.sparsity.sparse_engine import build_engine  # noqa: E402
 from sparsebench.trainer import training_step  # noqa: E402
 
-DEFAULT_WIDTHS = [1024 * 2 ** k for k in range(9)]           # 1k … 256k
+DEFAULT_WIDTHS = [1024 * 2 ** k for k in range(11)]          # 1k … 1M
 DEFAULT_METHODS = ["gse:sparse", "rigl:masked", "static:masked", "static:sparse"]
 COLUMNS = ["method", "engine", "width", "active_params", "step_time_s", "peak_mem_bytes",
            "status", "dense_params", "update_time_s", "steps_timed", "batch", "threads", "wall_s"]
@@ -91,9 +91,14 @@ def parse_args(argv=None):
                    help="optimizer settings come from this run config")
     p.add_argument("--out", type=Path, default=None,
                    help="CSV path (default: results/benchmarks/width_scaling.csv)")
+    p.add_argument("--quick", action="store_true",
+                   help="widths 1k … 8k, 2 timed steps: a smoke run")
     p.add_argument("--child", nargs=3, metavar=("METHOD", "ENGINE", "WIDTH"),
                    help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.widths, args.steps = [w for w in args.widths if w <= 8192], 2
+    return args
 
 
 # ---- sizes ---------------------------------------------------------------------------------
@@ -206,9 +211,15 @@ def run_child(method: str, engine: str, width: int, args) -> dict:
             "active_params": active_params(width, args.fan_in), "dense_params": dense_params(width),
             "step_time_s": None, "peak_mem_bytes": None, "threads": args.threads,
             "batch": args.batch}
+    return run_configuration(cmd, base, args.time_cap_s)
+
+
+def run_configuration(cmd: list[str], base: dict, time_cap_s: float) -> dict:
+    """Run one configuration's child process; its JSON row, or ``base`` with why it failed
+    (``timeout``, ``oom``, ``error``). Shared with the CNN benchmark."""
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.time_cap_s,
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=time_cap_s,
                               env={**os.environ, **CHILD_ENV})
     except subprocess.TimeoutExpired:
         return {**base, "status": "timeout", "wall_s": time.perf_counter() - t0}
@@ -216,9 +227,9 @@ def run_child(method: str, engine: str, width: int, args) -> dict:
     if proc.returncode != 0:
         killed = proc.returncode in (-9, 137) or "MemoryError" in proc.stderr
         tail = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
-        print(f"    {method}/{engine} w={width}: {tail[0]}", flush=True)
+        print(f"    {base['method']}/{base['engine']} w={base['width']}: {tail[0]}", flush=True)
         return {**base, "status": "oom" if killed else "error", "wall_s": wall}
-    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "wall_s": wall}
+    return {**base, **json.loads(proc.stdout.strip().splitlines()[-1]), "wall_s": wall}
 
 
 def sweep(args) -> list[dict]:
@@ -269,7 +280,8 @@ def slopes(rows: list[dict], min_width: int = 0) -> dict[tuple[str, str], dict[s
     return out
 
 
-def write_figure(rows: list[dict], path: Path, fit_from: int, fan_in: int) -> None:
+def write_figure(rows: list[dict], path: Path, fit_from: int, fan_in: int, *,
+                 xlabel: str = "hidden width w (MLP 784-w-w-10)", title: str | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -310,13 +322,13 @@ def write_figure(rows: list[dict], path: Path, fit_from: int, fan_in: int) -> No
                     ls=style, lw=0.8, color="grey", label=f"slope {power} (guide)")
         ax.axvspan(fit_from, w_max, color="grey", alpha=0.06, lw=0)
         ax.set_ylim(ylim)
-        ax.set_xlabel("hidden width w (MLP 784-w-w-10)")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(f"{'training step' if what == 'time' else 'peak memory'} ({unit})")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="upper left")
-    fig.suptitle(f"Width scaling at {fan_in} active inputs per neuron, batch {rows[0]['batch']} "
-                 f"(log-log; slopes fitted for w ≥ {fit_from}, shaded; {rows[0]['threads']} "
-                 f"thread(s))", fontsize=10)
+    title = title or f"Width scaling at {fan_in} active inputs per neuron, batch {rows[0]['batch']}"
+    fig.suptitle(f"{title} (log-log; slopes fitted for w ≥ {fit_from}, shaded; "
+                 f"{rows[0]['threads']} thread(s))", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -340,6 +352,12 @@ def main(argv=None) -> int:
     fit_from = sorted(args.widths)[min(3, len(args.widths) - 1)]
     write_figure(rows, out.with_suffix(".png"), fit_from, args.fan_in)
     print(f"wrote {out} and {out.with_suffix('.png')} in {time.perf_counter() - t0:.0f} s")
+    print_summary(rows, fit_from)
+    return 0
+
+
+def print_summary(rows: list[dict], fit_from: int) -> None:
+    """The fitted slopes and the widest width each (method, engine) trained."""
     for (method, engine), s in sorted(slopes(rows, fit_from).items()):
         fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
         print(f"slope (w >= {fit_from}) {method}/{engine}: time {fmt(s['time'])}, "
@@ -351,7 +369,6 @@ def main(argv=None) -> int:
             widest[key] = max(widest.get(key, 0), r["width"])
     for key, w in sorted(widest.items()):
         print(f"widest trained: {key[0]}/{key[1]} w={w}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ training, with α_t = α/2 · (1 + cos(π t / T_end)) (α = 0.2):
        with replacement from p_out(i)·p_in(j) (``sampler``: uniform, grabo or graest, see
        :mod:`sparsebench.sparsity.sampling`), active ones and repeats discarded; when the layer
        is at least half dense, every inactive connection is a candidate;
-    2. the gradient of only those candidates, G[i,j] = Σ_r dY[r,i]·X[r,j], a gather-and-reduce
+    2. the gradient of only those candidates, G[i,j] = Σ_r dY[r,i]·X[r,j], a sampled product
        over the layer inputs X and output gradients dY captured during this step's batch
        (unfolded for a conv); the dense weight gradient is never used;
     3. grow the candidates with the largest |G|: α_t·|A| of them, one top-k over all layers
@@ -69,6 +69,7 @@ class GseParams:
 @register
 class Gse(ScheduledUpdates, Method):
     name = "gse"
+    engines = ("masked", "sparse")
     Params = GseParams
     default_distribution = "er"
 

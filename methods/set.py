@@ -34,10 +34,12 @@ class SetParams:
 @register
 class Set(ScheduledUpdates, Method):
     name = "set"
+    engines = ("masked", "sparse")
     Params = SetParams
     default_distribution = "er"
 
     def update(self, ctx, drop_fraction):
         for layer in self.engine.layers:
             prune_then_grow(self.engine, layer, drop_count(layer, drop_fraction),
-                            drop_score=layer.weight.abs(), generator=self.generator)
+                            drop_score=self.engine.magnitudes(layer),
+                            generator=self.generator)

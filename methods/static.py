@@ -8,3 +8,4 @@ from sparsebench.methods import Method, register
 @register
 class Static(Method):
     name = "static"
+    engines = ("masked", "sparse")

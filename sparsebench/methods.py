@@ -71,6 +71,10 @@ class Method:
     default_distribution: ClassVar[str] = "erk"
     # A method that always trains at one density (dense: 1.0) overrides the run's density.
     fixed_density: ClassVar[float | None] = None
+    # The ``sparsity.engine`` values it runs on (checked by sparsebench.resolve). Masked only by
+    # default: a method whose scores need a dense gradient or weight cannot run always-sparse.
+    # One that needs only active values and sampled gradients adds "sparse".
+    engines: ClassVar[tuple[str, ...]] = ("masked",)
 
     def __init__(self, params: Any, engine: SparsityEngine, *, total_steps: int,
                  steps_per_epoch: int, seed: int):

@@ -34,6 +34,10 @@ def resolve(data: dict) -> RunConfig:
             raise ConfigError(err.field, f"not a parameter of method {cfg.method.name!r}; "
                               f"allowed: {allowed}") from None
         raise
+    if cfg.sparsity.engine not in method_cls.engines:
+        raise ConfigError("sparsity.engine", f"got {cfg.sparsity.engine!r}; method "
+                          f"{cfg.method.name!r} allows: {', '.join(method_cls.engines)} (it needs "
+                          "dense gradients or weights)")
     method_cls.validate(params, cfg)
     cfg.method.params = dataclasses.asdict(params)
     if method_cls.fixed_density is not None:

@@ -43,17 +43,21 @@ def _pair(model, density=0.25, distribution="er", seed=3):
 
 # ---- the layer ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("lead", [(7,), (3, 5)])
-def test_layer_forward_and_backward_equal_the_masked_dense_layer(lead):
-    torch.manual_seed(0)
-    dense = nn.Linear(13, 9).double()
-    idx = sample_distinct(13 * 9, 40, torch.Generator().manual_seed(1))
-    mask = torch.zeros(13 * 9, dtype=torch.bool)
+def masked_at_random(dense: nn.Module, n_active: int) -> torch.Tensor:
+    """Zero all but ``n_active`` random weights of ``dense``; their flat indices, ascending."""
+    numel = dense.weight.numel()
+    idx = sample_distinct(numel, n_active, torch.Generator().manual_seed(1))
+    mask = torch.zeros(numel, dtype=torch.bool)
     mask[idx] = True
     with torch.no_grad():
-        dense.weight.mul_(mask.view(9, 13))
-    sparse = SparseLinear(13, 9, idx, dense.weight.detach().view(-1)[idx], dense.bias)
-    x = torch.randn(*lead, 13, dtype=torch.double, requires_grad=True)
+        dense.weight.mul_(mask.view_as(dense.weight))
+    return idx
+
+
+def assert_same_as_dense(dense: nn.Module, sparse: nn.Module, idx: torch.Tensor, x: torch.Tensor):
+    """Output, input gradient, and the active values' gradient (the dense weight gradient at
+    the active positions) of a sparse layer equal those of its masked dense twin."""
+    x = x.detach().clone().requires_grad_(True)
     x2 = x.detach().clone().requires_grad_(True)
     y, y2 = dense(x), sparse(x2)
     assert y2.shape == y.shape
@@ -62,9 +66,20 @@ def test_layer_forward_and_backward_equal_the_masked_dense_layer(lead):
     y.backward(dy)
     y2.backward(dy)
     torch.testing.assert_close(x2.grad, x.grad)
-    # Active-weight gradients are the dense gradient at those positions.
     torch.testing.assert_close(sparse.values.grad, dense.weight.grad.view(-1)[idx])
-    torch.testing.assert_close(sparse.bias.grad, dense.bias.grad)
+    if dense.bias is not None:
+        torch.testing.assert_close(sparse.bias.grad, dense.bias.grad)
+    torch.testing.assert_close(sparse.to_dense(), dense.weight.detach())
+
+
+@pytest.mark.parametrize("lead", [(7,), (3, 5)])
+def test_layer_forward_and_backward_equal_the_masked_dense_layer(lead):
+    torch.manual_seed(0)
+    dense = nn.Linear(13, 9).double()
+    idx = masked_at_random(dense, 40)
+    sparse = SparseLinear(13, 9, idx, dense.weight.detach().view(-1)[idx], dense.bias)
+    x = torch.randn(*lead, 13, dtype=torch.double)
+    assert_same_as_dense(dense, sparse, idx, x)
     structure = sparse.structure()
     values = dense.weight.detach().view(-1)[idx].clone().requires_grad_(True)
     assert torch.autograd.gradcheck(
@@ -265,6 +280,30 @@ def test_recorder_sees_inside_the_sparse_kernels():
     assert max(n for _, n in rec.created) == 30
 
 
+def largest_tensors_created(model, engine, method, batch_shape, steps=4):
+    """The largest tensor (op, elements) created while ``method`` sets the initial topology,
+    and the largest while it trains ``steps`` steps (SGD) on random batches of ``batch_shape``;
+    the steps must include a topology update and the sparse weight-gradient kernel."""
+    with CreatedTensors() as rec_init:
+        method.init_masks(InitContext(model, lambda: iter(()), nn.functional.cross_entropy))
+        engine.apply_masks()
+    optimizer = build_optimizer(OptimConfig(name="sgd", lr=0.1, nesterov=True), model)
+    engine.attach_optimizer(optimizer)
+    gen = torch.Generator().manual_seed(0)
+    before = [engine.active_indices(layer).clone() for layer in engine.layers]
+    with CreatedTensors() as rec_steps:
+        for step in range(steps):
+            x = torch.randn(batch_shape, generator=gen)
+            y = torch.randint(0, 10, batch_shape[:1], generator=gen)
+            ctx = StepContext(step=step, epoch=0, total_steps=2 * steps,
+                              steps_per_epoch=2 * steps, model=model)
+            training_step(model, nn.functional.cross_entropy, optimizer, engine, method, ctx, x, y)
+    assert any(not torch.equal(b, engine.active_indices(layer))
+               for b, layer in zip(before, engine.layers)), "no update happened"
+    assert any("sparse_sampled_addmm" in op for op, _ in rec_steps.created)
+    return [max(rec.created, key=lambda r: r[1]) for rec in (rec_init, rec_steps)]
+
+
 @pytest.mark.parametrize("sampler", ["uniform", "graest"])
 def test_training_and_updates_never_create_a_tensor_of_the_dense_weights_size(sampler):
     """512×512 hidden layer (262144 weights), batch 8: every other tensor in play is smaller."""
@@ -277,36 +316,31 @@ def test_training_and_updates_never_create_a_tensor_of_the_dense_weights_size(sa
     gse = methods.get("gse")
     method = gse(gse.Params(sampler=sampler, interval=2, end=1.0), engine, total_steps=8,
                  steps_per_epoch=8, seed=0)
-    with CreatedTensors() as rec:
-        engine.random_masks(method.generator)
-        engine.apply_masks()
-    optimizer = build_optimizer(OptimConfig(name="sgd", lr=0.1), model)
-    engine.attach_optimizer(optimizer)
-    gen = torch.Generator().manual_seed(0)
-    before = [engine.active_indices(layer).clone() for layer in engine.layers]
-    with CreatedTensors() as rec_steps:
-        for step in range(4):
-            x, y = torch.randn(8, 1, 16, 16, generator=gen), torch.randint(0, 10, (8,), generator=gen)
-            ctx = StepContext(step=step, epoch=0, total_steps=8, steps_per_epoch=8, model=model)
-            training_step(model, nn.functional.cross_entropy, optimizer, engine, method, ctx, x, y)
-    assert any(not torch.equal(b, engine.active_indices(layer))
-               for b, layer in zip(before, engine.layers)), "no update happened"
-    assert any("sampled_addmm" in op for op, _ in rec_steps.created)
-    for recorded in (rec.created, rec_steps.created):
-        largest = max(recorded, key=lambda r: r[1])
+    for largest in largest_tensors_created(model, engine, method, (8, 1, 16, 16)):
         assert largest[1] < dense_size, largest
 
 
 # ---- conv layers, checkpoints, FLOPs, the meta device ------------------------------------------
 
-def test_conv_layers_stay_masked_and_linear_layers_run_sparse():
+def _grouped_conv_net():
+    """A conv the sparse conv cannot stand for (groups = 2) between supported layers."""
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=2),
+                         nn.ReLU(), nn.Flatten(), nn.Linear(8 * 14 * 14, 10))
+
+
+@pytest.mark.parametrize("build", [lambda: build_model("vit", num_classes=10, in_shape=(3, 16, 16),
+                                                       width=0.25), _grouped_conv_net],
+                         ids=["vit", "grouped_conv"])
+def test_unsupported_convs_stay_masked_and_the_rest_runs_sparse(build):
     torch.manual_seed(0)
-    model = build_model("vit", num_classes=10, in_shape=(3, 16, 16), width=0.25)
+    model = build()
     reference = copy.deepcopy(model)
     engine = build_engine(model, 0.2, "erk", engine="sparse")
     masked = build_engine(reference, 0.2, "erk", engine="masked")
-    kinds = {type(layer) for layer in engine.layers}
-    assert kinds == {MaskedLayer, SparseLayer}
+    grouped = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert all(m.groups == 2 for m in grouped)
+    assert {type(layer) for layer in engine.layers} == ({MaskedLayer, SparseLayer} if grouped
+                                                        else {SparseLayer})
     assert not any(isinstance(m, nn.Linear) for m in model.modules())
     gen1, gen2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
     masked.random_masks(gen1)
@@ -321,14 +355,17 @@ def test_conv_layers_stay_masked_and_linear_layers_run_sparse():
     model.train()
     model(x).sum().backward()
     engine.mask_gradients()
-    conv = next(layer for layer in engine.layers if isinstance(layer, MaskedLayer))
-    assert not conv.weight.grad[~conv.mask].any()
+    conv = next((layer for layer in engine.layers if isinstance(layer, MaskedLayer)),
+                engine.layers[0])
+    if grouped:
+        assert not conv.weight.grad[~conv.mask].any()
     version = engine.mask_version
     engine.prune(conv, engine.active_indices(conv)[:3])
     assert engine.mask_version > version and conv.n_active() == conv.target_active - 3
     # FLOPs: both engines count the same dense cost and the same sparse cost.
     f_sparse, f_masked = (FlopModel(m, e, (3, 16, 16)) for m, e in ((model, engine),
                                                                       (reference, masked)))
+    assert all(f > 0 for f in f_sparse.layer.values())
     assert f_sparse.dense_forward() == f_masked.dense_forward() > 0
     assert f_sparse.layer == f_masked.layer
     masked.prune(masked.by_name[conv.name], masked.active_indices(masked.by_name[conv.name])[:3])

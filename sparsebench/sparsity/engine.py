@@ -233,6 +233,12 @@ class SparsityEngine:
         return layer.weight.detach().view(-1)[SparsityEngine.active_indices(layer)]
 
     @staticmethod
+    def magnitudes(layer: MaskedLayer) -> torch.Tensor:
+        """|w| as a score for :meth:`smallest_active` (weight-shaped here; one entry per active
+        connection on the always-sparse engine, so a magnitude-pruning method runs on both)."""
+        return layer.weight.detach().abs()
+
+    @staticmethod
     def is_active(layer: MaskedLayer, idx: torch.Tensor) -> torch.Tensor:
         """One bool per flat index in ``idx``."""
         return layer.mask.view(-1)[idx]

@@ -11,9 +11,8 @@ gradients ``dY`` of shape (B, out, L), with L positions per example (conv: outpu
 
     G[i, j] = Σ_b Σ_l dY[b, i, l] · U[b, j, l],
 
-so the candidates' gradients are a sampled dense-dense product over the batch (for a linear
-layer the same SDDMM the always-sparse layer computes its weight gradient with; a
-gather-and-reduce for a conv): no dense gradient and no tensor of the weight's shape is ever
+so the candidates' gradients are a sampled dense-dense product over the batch (the same SDDMM
+the always-sparse layers compute their weight gradient with): no dense gradient and no tensor of the weight's shape is ever
 built (:func:`candidate_gradients`). Candidate sampling asks the engine which drawn pairs are
 active (``is_active``), so it builds nothing of the weight's size on either engine.
 
@@ -44,10 +43,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .engine import MaskedLayer, SparsityEngine
+from .sparse_conv import SparseConv2d
 from .sparse_layers import csr_row_pointers, sampled_mm
 
-# Elements of the (B, chunk, L) gathered products materialized at once by candidate_gradients.
-GATHER_CHUNK_ELEMENTS = 1 << 22
+# Layers whose input is unfolded into patches: masked convs and always-sparse ones.
+CONV_TYPES = (nn.Conv2d, SparseConv2d)
 
 
 # ---- capture -----------------------------------------------------------------------------------
@@ -74,7 +74,7 @@ class LayerCapture:
         if self.dy is None:
             raise RuntimeError("no output gradient captured for this layer (no backward pass?)")
         dy = self.dy.float()
-        if isinstance(self.module, nn.Conv2d):
+        if isinstance(self.module, CONV_TYPES):
             return dy.flatten(2)
         return dy.reshape(dy.shape[0], -1, dy.shape[-1]).transpose(1, 2)
 
@@ -89,7 +89,7 @@ class LayerCapture:
 
 
 def _as_rows_in(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    if isinstance(module, nn.Conv2d):
+    if isinstance(module, CONV_TYPES):
         if module.groups != 1:
             raise NotImplementedError("GSE sampling supports convolutions with groups=1 only")
         if module.padding_mode != "zeros":
@@ -255,42 +255,33 @@ def candidate_gradients(cap: LayerCapture, flat: torch.Tensor) -> torch.Tensor:
     (i, j) = divmod(flat, fan_in). Equal to the dense gradient at those positions (same loss
     scaling), without computing it.
 
-    A linear layer uses the sampled dense-dense product the always-sparse layer computes its
-    weight gradient with (``sampled_mm``, an SDDMM over the candidates' CSR pattern), so
-    candidates cost what active connections cost in a backward pass, O(rows · candidates); a
-    conv layer gathers and reduces the unfolded patches, chunked over the candidates.
+    Both layer kinds use the sampled dense-dense product the always-sparse layers compute their
+    weight gradient with (``sampled_mm``, an SDDMM over the candidates' CSR pattern), with rows
+    r = (b, l): dY as (out, R) and U as (R, fan_in). Candidates then cost what active
+    connections cost in a backward pass, O(R · candidates), and nothing of the weight's size
+    is formed (U is the unfolded input, R·fan_in elements).
     """
-    if isinstance(cap.module, nn.Conv2d):
-        return _gathered_gradients(cap, flat)
-    x, dy = cap.x, cap.dy
-    if x is None or dy is None:
+    if cap.x is None or cap.dy is None:
         raise RuntimeError("no input or output gradient captured for this layer")
-    fan_in, out_features = x.shape[-1], dy.shape[-1]
-    x2d, dy2d = x.reshape(-1, fan_in).float(), dy.reshape(-1, out_features).float()
-    flat = flat.to(dy.device)
+    if isinstance(cap.module, CONV_TYPES):
+        dy, u = cap.output_grads(), cap.inputs()        # (B, out, L), (B, fan_in, L)
+        dy2d = dy.transpose(0, 1).reshape(dy.shape[1], -1)
+        x2d = u.transpose(1, 2).reshape(-1, u.shape[1])
+    else:
+        fan_in, out_features = cap.x.shape[-1], cap.dy.shape[-1]
+        x2d = cap.x.reshape(-1, fan_in).float()
+        dy2d = cap.dy.reshape(-1, out_features).float().t()
+    fan_in, out_features = x2d.shape[1], dy2d.shape[0]
+    flat = flat.to(dy2d.device)
     order = None
     if flat.numel() > 1 and not bool((flat[1:] > flat[:-1]).all()):
         flat, order = torch.sort(flat)          # CSR needs row-major order
     rows = torch.div(flat, fan_in, rounding_mode="floor")
     cols = flat - rows * fan_in
-    grads = sampled_mm(csr_row_pointers(rows, out_features), cols, dy2d.t(), x2d)
+    grads = sampled_mm(csr_row_pointers(rows, out_features), cols, dy2d, x2d)
     if order is not None:
         grads = torch.empty_like(grads).scatter_(0, order, grads)
     return grads
-
-
-def _gathered_gradients(cap: LayerCapture, flat: torch.Tensor) -> torch.Tensor:
-    """:func:`candidate_gradients` by gather-and-reduce over (B, ·, L) unfolded operands."""
-    dy, u = cap.output_grads(), cap.inputs()
-    fan_in = u.shape[1]
-    flat = flat.to(dy.device)
-    rows, cols = flat // fan_in, flat % fan_in
-    out = torch.empty(flat.numel(), dtype=torch.float32, device=dy.device)
-    chunk = max(1, GATHER_CHUNK_ELEMENTS // max(1, dy.shape[0] * dy.shape[2]))
-    for start in range(0, flat.numel(), chunk):
-        i, j = rows[start:start + chunk], cols[start:start + chunk]
-        out[start:start + chunk] = torch.einsum("bkl,bkl->k", dy[:, i, :], u[:, j, :])
-    return out
 
 
 def candidate_gradient_flops(n_candidates: int, positions: int) -> float:

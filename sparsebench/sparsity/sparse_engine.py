@@ -1,31 +1,33 @@
 """The always-sparse execution engine (``sparsity.engine: sparse``).
 
 Every prunable ``nn.Linear`` of the model is replaced by a :class:`~.sparse_layers.SparseLinear`
-that stores only its active connections; from then on no tensor of a linear weight's shape is
-created, neither in a training step nor in a topology update, so time and memory grow with
-the number of active connections instead of the dense size (the GSE paper's always-sparse
-claim). Convolutions stay masked in this engine: they are handed to an inner masked
-:class:`~.engine.SparsityEngine`, so every model runs (a ViT's patch embedding is a conv, its
-blocks and head are linear and run always-sparse).
+and every prunable ``nn.Conv2d`` with groups = 1 and zero padding by a
+:class:`~.sparse_conv.SparseConv2d`, each storing only its active connections; from then on no
+tensor of a prunable weight's shape is created, neither in a training step nor in a topology
+update, so time and memory grow with the number of active connections instead of the dense size
+(the GSE paper's always-sparse claim). Convolutions the sparse conv cannot stand for (grouped or
+depthwise ones, reflect padding; none in the registered models) stay masked: they are handed to
+an inner masked :class:`~.engine.SparsityEngine`, so every model runs.
 
 The public surface is the masked engine's, so the trainer and a method written against the
 flat-index primitives (GSE) run unchanged on either engine:
 
-* ``layers`` (in definition order, masked conv layers and sparse linear layers mixed), each
+* ``layers`` (in definition order, sparse layers and any masked conv layers mixed), each
   with ``name``, ``module``, ``numel``, ``out_features``, ``fan_in``, ``target_active``,
   ``n_active()``, ``density()``; ``by_name``; ``layer_densities``, ``global_density``,
   ``target_density``, ``num_prunable``; ``mask_version`` and ``fully_dense``;
-* ``mask_gradients`` and ``apply_masks`` (only the conv layers have anything to mask: a sparse
-  layer's gradient exists only at active positions);
-* ``active_indices``, ``active_values``, ``is_active``, ``inactive_indices``, ``prune``, ``grow``,
+* ``mask_gradients`` and ``apply_masks`` (only masked conv layers have anything to mask: a
+  sparse layer's gradient exists only at active positions);
+* ``active_indices``, ``active_values``, ``magnitudes``, ``is_active``, ``inactive_indices``,
+  ``prune``, ``grow``,
   ``random_inactive``, ``smallest_active``, ``keep_largest``, ``global_largest``,
   ``global_smallest``, ``adopt_current_counts``, ``random_masks``, ``state_dict``.
 
 Scores on a sparse layer are vectors aligned with ``active_indices`` (one per active connection),
 never weight-shaped; ``largest_inactive`` (which needs a score for every inactive connection,
 i.e. a dense score) and a layer's ``weight``/``mask`` do not exist for a sparse layer and say
-so: methods built on dense gradients (RigL, SNIP, SET's dense magnitude scores) need the masked
-engine.
+so: methods built on dense gradients or dense weights (RigL, SNIP, magnitude pruning) need the
+masked engine, and say so through ``Method.engines`` (checked when a config resolves).
 
 Optimizer state lives on the active values only: ``values`` is one Parameter per layer whose
 momentum / Adam moments have its shape. On every topology change a new Parameter of the new
@@ -58,6 +60,8 @@ from torch import nn
 
 from .distributions import active_counts, layer_densities
 from .engine import LayerDensity, MaskedLayer, SparsityEngine, adopt_counts, prunable_modules
+from .sparse_conv import SparseConv2d
+from .sparse_conv import supports as supports_conv
 from .sparse_layers import SparseLinear, default_init_values, sparse_values
 
 # Up to this many weights a layer's initial topology is drawn exactly as the masked engine draws
@@ -69,10 +73,10 @@ PLACEHOLDER_SEED = 0
 
 @dataclass
 class SparseLayer(LayerDensity):
-    """One always-sparse linear layer: its module holds the indices and values."""
+    """One always-sparse layer (linear or conv): its module holds the indices and values."""
 
     name: str
-    module: SparseLinear
+    module: SparseLinear   # or SparseConv2d, a SparseLinear with a conv's forward
     target_active: int
 
     @property
@@ -148,7 +152,7 @@ def _sorted_contains(sorted_set: torch.Tensor, query: torch.Tensor) -> torch.Ten
 
 
 class SparseExecutionEngine:
-    """Always-sparse linear layers plus an inner masked engine for convolutions (see above)."""
+    """Always-sparse layers plus an inner masked engine for unsupported convolutions (above)."""
 
     def __init__(self, layers: list, masked: SparsityEngine | None):
         self.layers = layers
@@ -165,7 +169,8 @@ class SparseExecutionEngine:
                   dense_first_layer: bool = False, dense_last_layer: bool = False,
                   device: torch.device | str | None = None) -> "SparseExecutionEngine":
         """Swap every prunable ``nn.Linear`` of ``model`` (in place) for a :class:`SparseLinear`
-        at its target count; targets as in :meth:`SparsityEngine.for_model`.
+        and every supported ``nn.Conv2d`` for a :class:`SparseConv2d`, at its target count;
+        targets as in :meth:`SparsityEngine.for_model`.
 
         ``device``: where a model built on the ``meta`` device is materialized (default: cpu).
         """
@@ -180,13 +185,19 @@ class SparseExecutionEngine:
         placeholder = torch.Generator().manual_seed(PLACEHOLDER_SEED)
         layers, conv_layers, dense_init = [], [], {}
         for name, m in modules:
-            if isinstance(m, nn.Linear):
+            if isinstance(m, nn.Linear) or supports_conv(m):
                 source = None if m.weight.is_meta else m.weight.detach()
                 idx = _draw(m.weight.numel(), counts[name], placeholder,
                             like_masked=source is not None)
-                sparse = SparseLinear(m.in_features, m.out_features, idx.to(device),
-                                      _initial_values(source, idx, m.in_features, device),
-                                      None if m.bias is None else _initial_bias(m, device))
+                fan_in = m.weight[0].numel()
+                values = _initial_values(source, idx, fan_in, device)
+                bias = None if m.bias is None else _initial_bias(m, fan_in, device)
+                if isinstance(m, nn.Linear):
+                    sparse = SparseLinear(m.in_features, m.out_features, idx.to(device), values,
+                                          bias)
+                else:
+                    sparse = SparseConv2d(**SparseConv2d.geometry_of(m), indices=idx.to(device),
+                                          values=values, bias=bias)
                 _replace_module(model, name, sparse)
                 layers.append(SparseLayer(name, sparse, counts[name]))
                 if source is not None:
@@ -257,6 +268,13 @@ class SparseExecutionEngine:
         if isinstance(layer, MaskedLayer):
             return SparsityEngine.active_values(layer)
         return layer.module.values.detach()
+
+    @staticmethod
+    def magnitudes(layer) -> torch.Tensor:
+        """|w| as a score for :meth:`smallest_active`: one entry per active connection."""
+        if isinstance(layer, MaskedLayer):
+            return SparsityEngine.magnitudes(layer)
+        return layer.module.values.detach().abs()
 
     @staticmethod
     def is_active(layer, idx: torch.Tensor) -> torch.Tensor:
@@ -482,10 +500,10 @@ def _initial_values(source: torch.Tensor | None, idx: torch.Tensor, fan_in: int,
     return default_init_values(idx.numel(), fan_in, device=device)
 
 
-def _initial_bias(linear: nn.Linear, device: torch.device) -> torch.Tensor:
-    if linear.bias.is_meta:
-        return default_init_values(linear.out_features, linear.in_features, device=device)
-    return linear.bias.detach().to(device)
+def _initial_bias(module: nn.Module, fan_in: int, device: torch.device) -> torch.Tensor:
+    if module.bias.is_meta:  # nn.Linear's and nn.Conv2d's rule alike
+        return default_init_values(module.bias.numel(), fan_in, device=device)
+    return module.bias.detach().to(device)
 
 
 def _replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
