@@ -68,8 +68,8 @@ def move_aside(path: Path) -> Path:
 
 
 def _reason(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0][:200] if text else ''}"
+    text = " ".join(line.strip() for line in str(err).strip().splitlines())
+    return f"{type(err).__name__}: {text[:200]}"
 
 
 def load(path: Path, current: Callable[[], dict], apply: Callable[[dict], None], *,

@@ -159,20 +159,21 @@ def _running_header(config: dict) -> dict:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """The parsed lines of a metrics.jsonl (none for a missing file); a file that cannot be
-    read, or lines that are not JSON objects, give one warning naming the file."""
+    """The parsed lines of a metrics.jsonl (none for a missing file); lines that are not JSON
+    objects (cut short, not UTF-8) are left out with one warning naming the file."""
     path = Path(path)
-    if not path.exists():
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
         return []
-    text, problem = read_text(path)
-    if problem is not None:
-        _warn(path, f"{problem}; its epochs are left out")
+    except OSError as err:
+        _warn(path, f"cannot read ({err.strerror or err}); its epochs are left out")
         return []
     rows, bad = [], []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(raw.splitlines(), 1):
         try:
-            row = json.loads(line)
-        except ValueError:
+            row = json.loads(line.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError is one too
             row = None
         if isinstance(row, dict):
             rows.append(row)
