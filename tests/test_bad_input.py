@@ -192,3 +192,15 @@ def test_paths_refuse_names_that_leave_the_results_root(tmp_path):
     with pytest.raises(paths.OutsideResults, match="lies outside the results folder"):
         paths.sweep_dir("linked", root)
     assert paths.run_dir("fine", "abc123", root) == root / "fine" / "runs" / "abc123"
+
+
+def test_cifar_reader_says_it_reads_pickles_from_trusted_files_only(tmp_path):
+    from sparsebench.data import cifar
+
+    folder = tmp_path / cifar.CIFAR10_DIR
+    folder.mkdir()
+    for name in cifar.CIFAR10_TRAIN + cifar.CIFAR10_TEST:
+        (folder / name).write_bytes(b"not a pickle at all")
+    with pytest.raises(ValueError, match="read with pickle, which runs code from the file: "
+                                         "use only the archives of a source you trust"):
+        cifar.load_cifar10(tmp_path)
