@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import math
+import os
 import platform
 import statistics
 import subprocess
@@ -366,6 +367,10 @@ def train(cfg: RunConfig, *, stop_after_epochs: int | None = None, force: bool =
 
 
 def run_lock(cfg: RunConfig, run_dir: Path):
+    """The run's one-writer lock (sparsebench.locks). Under torchrun only rank 0 takes it: the
+    other ranks of the same run are not a second writer."""
+    if os.environ.get("RANK", "0") != "0":
+        return contextlib.nullcontext()
     log = RunLog(run_dir / paths.LOG)
     return locks.hold(
         run_dir / paths.RUN_LOCK,
