@@ -22,7 +22,8 @@ called met or missed only when that interval lies wholly on one side of it (else
    updates within the measured epochs), against ``static``.
 
 Writes ``results/benchmarks/harness_overhead.csv`` (one row per measured run) and prints the
-ratios. Runs in about four minutes on a 2-core CPU with the defaults::
+ratios. 37 runs with the defaults (the 21 of three repeats took two minutes on an idle 2-core
+CPU, so about three and a half)::
 
     python benchmarks/harness_overhead.py                 # make bench
     python benchmarks/harness_overhead.py --model lenet5 --epochs 1
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="mlp", help="model name (default: mlp)")
     ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=7,
+    ap.add_argument("--repeats", type=int, default=5,
                     help="timed passes over every configuration (default %(default)s)")
     ap.add_argument("--density", type=float, default=0.1)
     ap.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks" / "harness_overhead.csv")
