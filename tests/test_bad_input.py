@@ -123,6 +123,8 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(name, tmp_path, caps
     assert len(lines) == 1, captured.err
     assert lines[0].startswith("error: ")
     assert expected.replace("{config}", config) in lines[0], lines[0]
+    if expected.startswith("{config}"):  # a message about the whole file names it once
+        assert lines[0].count(config) == 1, lines[0]
     assert _no_run_folder()
 
 
