@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import statistics
@@ -45,7 +44,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sparsebench import atomic, methods, paths, resolve  # noqa: E402
+from sparsebench import atomic, methods, paths, resolve, spread  # noqa: E402
 from sparsebench.data import build_data  # noqa: E402
 from sparsebench.methods import InitContext, StepContext  # noqa: E402
 from sparsebench.models import build_model  # noqa: E402
@@ -259,15 +258,9 @@ def sweep(args) -> list[dict]:
     return rows
 
 
-def fit_slope(widths, values) -> float | None:
-    """Least-squares slope of log(value) against log(width)."""
-    pts = [(math.log(w), math.log(v)) for w, v in zip(widths, values) if v and v > 0]
-    if len(pts) < 2:
-        return None
-    mx = sum(x for x, _ in pts) / len(pts)
-    my = sum(y for _, y in pts) / len(pts)
-    sxx = sum((x - mx) ** 2 for x, _ in pts)
-    return sum((x - mx) * (y - my) for x, y in pts) / sxx if sxx else None
+def fit_slope(widths, values) -> spread.Fit | None:
+    """Least-squares slope of log(value) against log(width), with its 95 % interval."""
+    return spread.loglog_fit(widths, values)
 
 
 def slopes(rows: list[dict], min_width: int = 0) -> dict[tuple[str, str], dict[str, float | None]]:
@@ -300,7 +293,7 @@ def write_figure(rows: list[dict], path: Path, fit_from: int, fan_in: int, *,
             if not ok:
                 continue
             slope = fits[key][what]
-            label = f"{key[0]} ({key[1]})" + (f": slope {slope:.2f}" if slope is not None else "")
+            label = f"{key[0]} ({key[1]})" + (f": slope {slope.slope:.2f}" if slope is not None else "")
             ax.plot([r["width"] for r in ok], [r[column] for r in ok], marker="o",
                     color=colors[key], label=label)
             ended = [r for r in rows if (r["method"], r["engine"]) == key and r["status"] != "ok"]
@@ -359,7 +352,7 @@ def main(argv=None) -> int:
 def print_summary(rows: list[dict], fit_from: int) -> None:
     """The fitted slopes and the widest width each (method, engine) trained."""
     for (method, engine), s in sorted(slopes(rows, fit_from).items()):
-        fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+        fmt = lambda v: "n/a" if v is None else str(v)  # noqa: E731  (slope ± its 95 % interval)
         print(f"slope (w >= {fit_from}) {method}/{engine}: time {fmt(s['time'])}, "
               f"memory {fmt(s['memory'])}")
     widest = {}

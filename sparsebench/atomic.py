@@ -2,9 +2,16 @@
 
 Each writer writes a temporary file in the target's folder, flushes it to disk and renames it
 over the target; ``os.replace`` is atomic on POSIX file systems.
+
+A write that fails for want of space or permission (a full disk, a quota, a read-only file
+system) raises :class:`WriteError`, whose message says what happened and names the file
+("No space left on device: cannot write results/.../checkpoint.pt"), and leaves no temporary
+file behind.
 """
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import tempfile
@@ -13,25 +20,68 @@ from typing import Any, Callable, IO
 
 import yaml
 
+# The OSErrors that mean "this storage cannot take the file" rather than a bug.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
-def _write_atomic(path: Path, write: Callable[[IO], None], mode: str) -> None:
+
+class WriteError(OSError):
+    """A result, log or checkpoint could not be written; ``str()`` names the cause and file."""
+
+    def __init__(self, path: Path, err: OSError):
+        reason = err.strerror or os.strerror(err.errno) if err.errno else str(err)
+        super().__init__(err.errno, f"{reason}: cannot write {path}")
+        self.path = Path(path)
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def storage_error(path: Path, err: BaseException) -> WriteError | None:
+    """``err`` as a WriteError when it is a storage failure writing ``path``, else None."""
+    if isinstance(err, WriteError):
+        return err
+    if isinstance(err, OSError) and err.errno in STORAGE_ERRNOS:
+        return WriteError(path, err)
+    return None
+
+
+def _write_atomic(path: Path, write: Callable[[IO], None], mode: str,
+                  previous: Path | None = None) -> None:
+    """Write ``path`` through a temporary file; with ``previous``, the file it replaces is
+    first renamed to ``previous`` (so the older generation survives until the new is whole)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if previous is not None and os.path.exists(path):
+            os.replace(path, previous)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as err:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        clear = storage_error(path, err)
+        if clear is not None and clear is not err:
+            raise clear from None
         raise
 
 
 def write_text(path: Path, text: str) -> None:
     _write_atomic(path, lambda f: f.write(text), "w")
+
+
+def append_text(path: Path, text: str) -> None:
+    """Append to a log file (not atomic: a log is read as it grows); storage failures raise
+    :class:`WriteError`."""
+    try:
+        with open(path, "a") as f:
+            f.write(text)
+    except OSError as err:
+        raise storage_error(path, err) or err from None
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -46,10 +96,14 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
 
-def torch_save(path: Path, obj: Any) -> None:
+def torch_save(path: Path, obj: Any, previous: Path | None = None) -> None:
+    """``torch.save`` atomically. It serializes to memory first: torch wraps a failing file
+    write in a RuntimeError of its own, which would hide "No space left on device"."""
     import torch
 
-    _write_atomic(path, lambda f: torch.save(obj, f), "wb")
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    _write_atomic(path, lambda f: f.write(buffer.getbuffer()), "wb", previous)
 
 
 def read_json(path: Path) -> Any | None:

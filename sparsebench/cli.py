@@ -12,6 +12,7 @@ def config_errors_exit(source: str = ""):
     try:
         yield
     except ConfigError as err:
-        where = f"{source}: " if source else ""
+        # Messages about a whole file already start with its name: say it once.
+        where = f"{source}: " if source and not str(err).startswith(str(source)) else ""
         print(f"error: {where}{err}", file=sys.stderr)
         raise SystemExit(2) from None

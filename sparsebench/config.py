@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
+
+from .paths import NAME_RULE, is_safe_name
 
 
 class ConfigError(ValueError):
@@ -106,7 +109,8 @@ class MethodConfig:
 
 @dataclass
 class RunConfig:
-    sweep: str = field(default="adhoc", metadata={"help": "sweep the run belongs to (results folder)"})
+    sweep: str = checked("adhoc", is_safe_name, NAME_RULE,
+                         "sweep the run belongs to (its folder under the results root)")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -173,12 +177,18 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             return value
         raise ConfigError(name, f"expected an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            number = float(value)
         # YAML 1.1 (PyYAML) reads `1e-3` (no dot) as a string; accept it as the number it is.
-        if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
-            return float(value)
-        raise ConfigError(name, f"expected a number, got {value!r}")
+        elif isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+            number = float(value)
+        if number is None:
+            raise ConfigError(name, f"expected a number, got {value!r}")
+        # `.inf`, `.nan` and `1e999` parse as floats but no setting means them.
+        if not math.isfinite(number):
+            raise ConfigError(name, f"got {value!r}; allowed: a finite number")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -264,14 +274,52 @@ def run_id(cfg: RunConfig) -> str:
 # ---------------------------------------------------------------------------------------------
 # YAML and overrides
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, where: str):
+        super().__init__(key)
+        self.key, self.where = key, where
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error
+    (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: PyYAML's own error says so below
+                continue
+            if first != key_node.start_mark.line + 1:
+                raise _DuplicateKey(str(key), f"lines {first} and {key_node.start_mark.line + 1}")
+        return super().construct_mapping(node, deep)
+
+
 def load_yaml(path: str | Path) -> dict:
+    """A config or sweep file as a dict; a missing, non-UTF-8, empty or non-mapping file and a
+    key given twice are ConfigErrors naming the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError("", f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError("", f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at "
+                              f"offset {err.start}); save it as UTF-8") from None
+    except OSError as err:
+        raise ConfigError("", f"{path}: cannot read ({err.strerror or err})") from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as err:
         raise ConfigError("", f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    except _DuplicateKey as err:
+        raise ConfigError(err.key, f"given twice in {path} ({err.where}); keep one") from None
+    if data is None:
+        # An empty file is almost always a mistake (a wrong path, a failed copy); training all
+        # defaults silently would hide it. `{}` says "the defaults" on purpose.
+        raise ConfigError("", f"{path}: empty file (write {{}} to mean all defaults)")
     if not isinstance(data, dict):
         raise ConfigError("", f"{path}: expected a mapping at the top level")
     return data
@@ -303,6 +351,21 @@ def set_dotted(data: dict, key: str, value: Any) -> None:
             raise ConfigError(".".join(parts[: i + 1]), "is a value, not a section")
         node = child
     node[parts[-1]] = value
+
+
+def check_unique_overrides(texts: list[str]) -> list[tuple[str, Any]]:
+    """The command line's ``key=value`` overrides parsed; a key given twice (or a key and a
+    field inside it, such as ``optim={lr: 1}`` and ``optim.lr=2``) is an error rather than the
+    last one winning silently. (Programs that build override lists may still layer them.)"""
+    items = [parse_override(text) for text in texts]
+    seen: dict[str, str] = {}
+    for (key, _), text in zip(items, texts):
+        for other, other_text in seen.items():
+            if key == other or key.startswith(other + ".") or other.startswith(key + "."):
+                raise ConfigError(key, f"given twice on the command line ({other_text} and "
+                                       f"{text}); keep one")
+        seen[key] = text
+    return items
 
 
 def apply_overrides(data: dict, overrides: list[str] | dict) -> dict:

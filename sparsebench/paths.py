@@ -3,12 +3,18 @@
 Results live under ``$SPARSEBENCH_RESULTS`` (default ``./results``) so that a cluster user can
 point them at scratch storage::
 
-    results/SWEEP/runs/RUN_ID/{config.yaml, result.json, metrics.jsonl, log, checkpoint.pt}
+    results/SWEEP/runs/RUN_ID/{config.yaml, result.json, metrics.jsonl, log, checkpoint.pt,
+                               checkpoint.prev.pt, train.lock}
     results/SWEEP/{summary.csv, tables/, figures/}
+
+Nothing escapes the results root: a sweep name or run id is one plain folder name (no path
+separator, no ``..``, not absolute), and every folder built here is checked to lie under the
+root once symbolic links are resolved (:class:`OutsideResults` otherwise).
 """
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 CONFIG = "config.yaml"
@@ -16,14 +22,44 @@ RESULT = "result.json"
 METRICS = "metrics.jsonl"
 LOG = "log"
 CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_PREVIOUS = "checkpoint.prev.pt"  # the generation before, kept until the next is whole
+RUN_LOCK = "train.lock"                     # held by the one process training the run
+
+# One folder name: letters, digits and ``._-``, not starting with a dot (so not ``..``).
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+NAME_RULE = "a folder name of letters, digits, '.', '_' and '-', not starting with '.'"
+
+
+class OutsideResults(ValueError):
+    """A path that would lie outside the results root."""
+
+
+def is_safe_name(name: object) -> bool:
+    """Whether ``name`` is one plain folder name (see NAME_RULE)."""
+    return isinstance(name, str) and len(name) <= 200 and _NAME.fullmatch(name) is not None
 
 
 def results_root() -> Path:
     return Path(os.environ.get("SPARSEBENCH_RESULTS", "results"))
 
 
+def confined(path: Path, root: Path | None = None) -> Path:
+    """``path`` itself, after checking that it lies under the results root (``root``)."""
+    base = Path(root or results_root()).resolve()
+    resolved = Path(path).resolve()
+    if resolved != base and base not in resolved.parents:
+        raise OutsideResults(f"{path} lies outside the results folder {base}")
+    return Path(path)
+
+
+def _child(parent: Path, name: str, what: str, root: Path | None) -> Path:
+    if not is_safe_name(name):
+        raise OutsideResults(f"{what} {name!r}: must be {NAME_RULE}")
+    return confined(parent / name, root)
+
+
 def sweep_dir(sweep: str, root: Path | None = None) -> Path:
-    return (root or results_root()) / sweep
+    return _child(root or results_root(), sweep, "sweep name", root)
 
 
 def runs_dir(sweep: str, root: Path | None = None) -> Path:
@@ -31,7 +67,7 @@ def runs_dir(sweep: str, root: Path | None = None) -> Path:
 
 
 def run_dir(sweep: str, run_id: str, root: Path | None = None) -> Path:
-    return runs_dir(sweep, root) / run_id
+    return _child(runs_dir(sweep, root), run_id, "run id", root)
 
 
 def summary_csv(sweep: str, root: Path | None = None) -> Path:

@@ -10,41 +10,85 @@ and failed runs are counted, never averaged in) and writes
 
 Without a name it reports every sweep under the results folder ($SPARSEBENCH_RESULTS,
 default ./results). Prints the accuracy pivot table and the paths it wrote.
+
+A damaged run file gives one warning naming it (the run counts as ``unreadable`` in the
+header) and the rest is reported. Where the results folder cannot be written (read-only, full)
+the tables are still printed and writing is skipped with a warning; ``--out DIR`` writes the
+files under DIR/NAME/ instead.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import paths
-from .results import available_sweeps, load_results, sweep_exists, write_summary
+from .results import (ResultsWarning, available_sweeps, load_results, sweep_exists,
+                      write_summary)
 
 
-def report(sweep: str, root: Path | None = None, *, figures: bool = True, out=None) -> list[Path]:
-    """Write the summary, tables and figures of one sweep; returns the paths written."""
+def report(sweep: str, root: Path | None = None, *, figures: bool = True, out=None,
+           write_root: Path | None = None) -> list[Path]:
+    """Print the header and accuracy table of one sweep read from ``root``, then write its
+    summary, tables and figures under ``write_root`` (default: ``root``); returns the paths
+    written (none where the folder cannot be written, with a warning on stderr)."""
     from . import tables
 
     out = out or sys.stdout
+    write_root = write_root if write_root is not None else root
 
     df = load_results(sweep, root)
-    written = [write_summary(sweep, root, df)]
-    written += tables.write_tables(df, sweep, root)
     counts = df["status"].value_counts().to_dict() if len(df) else {}
     status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no runs yet"
     print(f"== {sweep}: {len(df)} runs ({status})", file=out)
     if len(df):
         print(tables.to_markdown(tables.pivot_display(tables.main_table(df))), file=out)
-    if figures:
-        from .figures import write_figures
+    written: list[Path] = []
+    try:
+        written.append(write_summary(sweep, write_root, df))
+        written += tables.write_tables(df, sweep, write_root)
+        if figures:
+            from .figures import write_figures
 
-        figs, skipped = write_figures(df, sweep, root)
-        written += figs
-        for name, why in skipped.items():
-            print(f"note: figure {name} skipped: {why}", file=out)
+            figs, skipped = write_figures(df, sweep, write_root)
+            written += figs
+            for name, why in skipped.items():
+                print(f"note: figure {name} skipped: {why}", file=out)
+    except OSError as err:  # read-only or full: the tables above are the report
+        print(f"warning: {sweep}: report files not written ({_storage_reason(err)}); the "
+              f"tables above are printed only; --out DIR writes them elsewhere", file=sys.stderr)
     for path in written:
         print(f"wrote {path}", file=out)
     return written
+
+
+def _storage_reason(err: OSError) -> str:
+    from .atomic import WriteError
+
+    if isinstance(err, WriteError):
+        return str(err)
+    where = f": {err.filename}" if err.filename else ""
+    return f"{err.strerror or err}{where}"
+
+
+@contextmanager
+def warnings_as_lines(stream=None):
+    """Show each ResultsWarning once, as one ``warning: <file>: <problem>`` line on stderr."""
+    stream = stream or sys.stderr
+    with warnings.catch_warnings():
+        warnings.simplefilter("default", ResultsWarning)  # once per distinct message
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, ResultsWarning):
+                print(f"warning: {message}", file=stream)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,11 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=None, metavar="DIR",
                         help="results folder (default: $SPARSEBENCH_RESULTS or ./results)")
     parser.add_argument("--no-figures", action="store_true", help="summary and tables only")
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
+                        help="write summary, tables and figures under DIR/NAME/ instead of the "
+                             "results folder (e.g. when that is read-only)")
     args = parser.parse_args(argv)
     root = args.results
     base = root if root is not None else paths.results_root()
     names = args.sweeps or available_sweeps(root)
     for name in args.sweeps:
+        if not paths.is_safe_name(name):
+            print(f"error: sweep name {name!r}: must be {paths.NAME_RULE}", file=sys.stderr)
+            return 2
         if not sweep_exists(name, root):
             known = ", ".join(available_sweeps(root)) or "none"
             hint = (f"; run it first: make sweep SWEEP={name}"
@@ -73,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display needed (also on a cluster node)
-    for name in names:
-        report(name, root, figures=not args.no_figures)
+    with warnings_as_lines():
+        for name in names:
+            report(name, root, figures=not args.no_figures, write_root=args.out)
     return 0
 
 

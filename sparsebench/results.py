@@ -7,9 +7,15 @@ flattened with dotted names: the resolved config as ``config.optim.lr``, ``confi
 
 A sweep in progress is readable at any moment: a folder that has its ``config.yaml`` but no
 ``result.json`` yet is a row with status ``running`` (and the epochs it has finished so far,
-from ``metrics.jsonl``); a ``result.json`` that cannot be parsed is a row with status
-``failed``, so it is counted, never averaged in. Only ``completed`` runs carry accuracies that
-tables and figures average.
+from ``metrics.jsonl``). Only ``completed`` runs carry accuracies that tables and figures
+average.
+
+Damaged files are named, never silent, and never stop the rest: a ``result.json`` or
+``config.yaml`` that cannot be read (not UTF-8, not JSON/YAML, a field of the wrong type such
+as a string accuracy) gives one :class:`ResultsWarning` naming the file and what is wrong, and
+its run is a row with status ``unreadable`` (with the config's columns where the config is
+readable), counted but never averaged in. Malformed lines of a ``metrics.jsonl`` are skipped
+with one warning per file.
 """
 from __future__ import annotations
 
@@ -24,7 +30,62 @@ import yaml
 from . import atomic, paths
 
 COMPLETED, FAILED, DIVERGED, RUNNING = "completed", "failed", "diverged", "running"
-STATUSES = (COMPLETED, FAILED, DIVERGED, RUNNING)
+UNREADABLE = "unreadable"
+STATUSES = (COMPLETED, FAILED, DIVERGED, RUNNING, UNREADABLE)
+
+
+class ResultsWarning(UserWarning):
+    """A run file that cannot be read (or read only in part); the message names the file."""
+
+
+def _warn(path: Path, problem: str) -> None:
+    warnings.warn(f"{path}: {problem}", ResultsWarning, stacklevel=2)
+
+
+_NUMBER = (int, float)
+# The types result.json fields must have where present and not null: a row with anything else
+# would be averaged as garbage (or crash a table), so its run counts as unreadable instead.
+RESULT_TYPES: dict[str, tuple[type, ...]] = {
+    **{key: (str,) for key in ("run_id", "sweep", "status", "method", "model", "dataset",
+                               "error", "distribution", "engine")},
+    **{key: _NUMBER for key in ("density", "actual_density", "width", "final_test_acc",
+                                "best_test_acc", "final_train_loss", "train_flops",
+                                "train_flops_rel_dense", "inference_flops",
+                                "inference_flops_rel_dense", "dense_forward_flops",
+                                "wall_clock_s", "step_time_ms", "update_time_s")},
+    **{key: (int,) for key in ("seed", "epochs", "epochs_completed", "steps")},
+    **{key: (dict,) for key in ("config", "method_params", "layer_densities", "layer_sizes")},
+}
+FINISHED = (COMPLETED, FAILED, DIVERGED)
+
+
+def result_problem(result: Any) -> str | None:
+    """What is wrong with a parsed result.json, or None when every field has its type."""
+    if not isinstance(result, dict):
+        return f"expected a JSON object, got {type(result).__name__}"
+    if result.get("status") not in FINISHED:
+        return f"status {result.get('status')!r} is not one of {', '.join(FINISHED)}"
+    for key, types in RESULT_TYPES.items():
+        value = result.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, types):
+            want = "a number" if types is _NUMBER else f"a {types[0].__name__}"
+            return f"field {key} is {value!r} ({type(value).__name__}), expected {want}"
+    return None
+
+
+def read_text(path: Path) -> tuple[str | None, str | None]:
+    """(text, None), or (None, what is wrong) for a file that is missing, unreadable or not
+    UTF-8 (bytes that are not UTF-8 never raise)."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as err:
+        return None, f"cannot read ({err.strerror or err})"
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as err:
+        return None, f"not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start})"
 
 # Per-layer maps keyed by layer name: kept as dicts, not flattened into columns.
 PER_LAYER_KEYS = ("layer_densities", "layer_sizes")
@@ -98,49 +159,93 @@ def _running_header(config: dict) -> dict:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """The parsed lines of a metrics.jsonl; unreadable lines and files give nothing."""
+    """The parsed lines of a metrics.jsonl (none for a missing file); lines that are not JSON
+    objects (cut short, not UTF-8) are left out with one warning naming the file."""
+    path = Path(path)
     try:
-        lines = Path(path).read_text().splitlines()
-    except OSError:
+        raw = path.read_bytes()
+    except FileNotFoundError:
         return []
-    rows = []
-    for line in lines:
+    except OSError as err:
+        _warn(path, f"cannot read ({err.strerror or err}); its epochs are left out")
+        return []
+    rows, bad = [], []
+    for number, line in enumerate(raw.splitlines(), 1):
         try:
-            row = json.loads(line)
-        except ValueError:
-            continue
+            row = json.loads(line.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError is one too
+            row = None
         if isinstance(row, dict):
             rows.append(row)
+        elif line.strip():
+            bad.append(number)
+    if bad:
+        _warn(path, f"{len(bad)} line{'s' * (len(bad) > 1)} not a JSON object (first: line "
+                    f"{bad[0]}); {'they are' if len(bad) > 1 else 'it is'} left out")
     return rows
 
 
+def _read_result(path: Path) -> tuple[dict | None, str | None]:
+    text, problem = read_text(path)
+    if problem is not None:
+        return None, problem
+    try:
+        result = json.loads(text)
+    except ValueError as err:
+        return None, f"not valid JSON ({err})"
+    problem = result_problem(result)
+    return (result, None) if problem is None else (None, problem)
+
+
+def _read_config_header(path: Path) -> tuple[dict | None, str | None]:
+    """The result.json keys a run's config.yaml gives (status running), or what is wrong."""
+    text, problem = read_text(path)
+    if problem is not None:
+        return None, problem
+    try:
+        return _running_header(yaml.safe_load(text)), None
+    except Exception as err:  # not YAML, or a config this version cannot read
+        return None, f"cannot read ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+
+
 def load_run(run_dir: Path) -> dict | None:
-    """The row of one run folder, or None when the folder holds no run yet (no config.yaml)."""
+    """The row of one run folder, or None when the folder holds no run yet (no config.yaml
+    and no result.json)."""
     result_path, config_path = run_dir / paths.RESULT, run_dir / paths.CONFIG
-    result = atomic.read_json(result_path)
-    if isinstance(result, dict):
-        row = row_from_result(result)
-    elif config_path.is_file():
-        try:
-            config = yaml.safe_load(config_path.read_text())
-            row = row_from_result(_running_header(config))
-        except Exception as err:  # a config this version cannot read: say so, keep going
-            warnings.warn(f"{config_path}: cannot read ({type(err).__name__}: {err}); run skipped")
-            return None
-        if result_path.exists():
-            # result.json is written atomically, so an unreadable one was damaged afterwards.
-            row.update(status=FAILED, error=f"unreadable {paths.RESULT}")
+    has_result, has_config = result_path.exists(), config_path.exists()
+    if not has_result and not has_config:
+        return None
+    if has_result:
+        result, problem = _read_result(result_path)
+        if result is not None:
+            row = row_from_result(result)
+            row.setdefault("run_id", run_dir.name)
+            row["run_dir"] = str(run_dir)
+            return row
+        # result.json is written atomically, so an unreadable one was damaged afterwards.
+        _warn(result_path, f"{problem}; the run counts as unreadable")
+        error = f"{paths.RESULT}: {problem}"
+    header, config_problem = _read_config_header(config_path) if has_config else (None, None)
+    if config_problem is not None:
+        _warn(config_path, f"{config_problem}; the run counts as unreadable")
+        error = f"{paths.CONFIG}: {config_problem}"
+    if header is None:
+        row = {"status": UNREADABLE, "error": error}
+    else:
+        row = row_from_result(header)
+        if has_result:
+            row.update(status=UNREADABLE, error=error)
         else:
             row["epochs_completed"] = len(read_metrics(run_dir / paths.METRICS))
-    else:
-        return None
+    if row["status"] == UNREADABLE:
+        row.setdefault("method_label", method_label(row.get("method")))
     row.setdefault("run_id", run_dir.name)
     row["run_dir"] = str(run_dir)
     return row
 
 
 def sweep_exists(sweep: str, root: Path | None = None) -> bool:
-    return paths.runs_dir(sweep, root).is_dir()
+    return paths.is_safe_name(sweep) and paths.runs_dir(sweep, root).is_dir()
 
 
 def available_sweeps(root: Path | None = None) -> list[str]:
@@ -148,7 +253,8 @@ def available_sweeps(root: Path | None = None) -> list[str]:
     base = Path(root) if root is not None else paths.results_root()
     if not base.is_dir():
         return []
-    return sorted(p.name for p in base.iterdir() if paths.runs_dir(p.name, base).is_dir())
+    return sorted(p.name for p in base.iterdir()
+                  if paths.is_safe_name(p.name) and paths.runs_dir(p.name, base).is_dir())
 
 
 def load_results(sweep: str, root: Path | str | None = None) -> pd.DataFrame:

@@ -15,6 +15,12 @@ diverged runs without running them again (unless ``--retry-failed``), and runs t
 shows a bar over the runs; at the end, mean final test accuracy per method and density with
 counts, and a table of the runs that failed with the first line of their error.
 
+Before anything is submitted every cell also passes :mod:`sparsebench.preflight` (data set
+installed, device present, batch within the training set, no zero-unit layer); with
+``--skip-data-check`` the data-set check is left to each run, which then fails with the same
+line. Exit code 0 when every run completed; 1 when any failed, diverged or left no result
+(the last line counts each); 2 for invalid input; 130 on Ctrl-C.
+
 Ctrl-C leaves submitted SLURM jobs running and every result in place; the same command again
 reattaches to the jobs still queued or running (recorded in results/NAME/jobs/submitted.json)
 instead of submitting them twice. Local runs stop and resume from their last epoch checkpoint.
@@ -22,9 +28,6 @@ instead of submitting them twice. Local runs stop and resume from their last epo
 from __future__ import annotations
 
 import argparse
-import fcntl
-import os
-import platform
 import shlex
 import signal
 import sys
@@ -33,8 +36,9 @@ from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import atomic, executors, paths, sweeps
+from . import atomic, executors, locks, paths, sweeps
 from .cli import config_errors_exit
+from .config import check_unique_overrides
 from .executors import Outcome
 
 EXECUTORS = ("auto", "slurm", "local", "inline")
@@ -193,8 +197,8 @@ def _interrupted(plan: Plan, again: str) -> None:
               f"checkpoint when you run again: {again}", file=sys.stderr)
 
 
-def summary(plan: Plan, outcomes: dict[str, Outcome] | None = None) -> int:
-    """Print the method x density table and the failures; returns the number of failed runs.
+def summary(plan: Plan, outcomes: dict[str, Outcome] | None = None) -> Counter:
+    """Print the method x density table and the failures; returns the runs per status.
     A run without a result.json is ``missing``, with the launcher's word on it (a worker or
     SLURM job that died) where this launch ran it."""
     import pandas as pd
@@ -238,35 +242,31 @@ def summary(plan: Plan, outcomes: dict[str, Outcome] | None = None) -> int:
     print(f"\nresults: {paths.runs_dir(sweep.name).resolve()} ({len(df)} runs: "
           + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")")
     print(f"tables and figures: python -m sparsebench.report {sweep.name}")
-    return counts.get("failed", 0) + counts.get("missing", 0)
+    return counts
 
 
-class SweepBusy(RuntimeError):
-    """Another launcher holds the sweep."""
+SweepBusy = locks.Busy  # another launcher holds the sweep
 
 
 @contextmanager
 def launcher_lock(sweep: str):
     """One launcher per sweep at a time (a second one would start the same runs again)."""
-    path = paths.launcher_lock(sweep)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
+    with locks.hold(paths.launcher_lock(sweep),
+                    lambda holder: f"another launcher is working on sweep {sweep} ({holder}); "
+                                   f"wait for it or stop it (Ctrl-C) first"):
+        yield
+
+
+def preflight_cells(sweep: sweeps.Sweep, data: bool = True) -> None:
+    """Every cell through :func:`sparsebench.preflight.check` before any is submitted."""
+    from . import preflight
+    from .config import ConfigError
+
+    for cell in sweep.cells:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            raise SweepBusy(f"another launcher is working on sweep {sweep} ({holder}); "
-                            f"wait for it or stop it (Ctrl-C) first") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} on {platform.node()}\n")
-        f.flush()
-        try:
-            yield
-        finally:
-            f.truncate(0)
-            fcntl.flock(f, fcntl.LOCK_UN)
+            preflight.check(cell.config, data=data)
+        except ConfigError as err:
+            raise sweeps.CellError(cell.label, err) from None
 
 
 def _raise_interrupt(*_) -> None:
@@ -285,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="print the cells, which are complete and what would be submitted; submit nothing")
     parser.add_argument("--retry-failed", action="store_true",
                         help="run failed and diverged runs again (they are skipped otherwise)")
+    parser.add_argument("--skip-data-check", action="store_true",
+                        help="leave the data-set check to each run (data visible only on the "
+                             "compute nodes); a run without its data then fails with the same line")
     parser.add_argument("--workers", type=int, default=executors.default_workers(),
                         help="local executor: processes at once (default: every core, %(default)s here)")
     parser.add_argument("--poll", type=float, default=5.0, metavar="SECONDS",
@@ -296,7 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     with config_errors_exit(args.sweep):
         path = sweeps.find(args.sweep)
     with config_errors_exit(_display(path)):
+        check_unique_overrides(args.overrides)
         sweep = sweeps.expand(str(path), args.overrides)
+        preflight_cells(sweep, data=not args.skip_data_check)
 
     executor = args.executor
     if executor == "auto":
@@ -334,10 +339,26 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
-    failed = summary(plan, outcomes)
+    counts = summary(plan, outcomes)
     if plan.to_run or plan.attached:
         print(timing_line(plan, wall))
-    return 1 if failed else 0
+    return outcome_line(sweep.name, counts)
+
+
+# Statuses after which a script must not take the sweep as done.
+NOT_DONE = ("failed", "diverged", "missing")
+
+
+def outcome_line(name: str, counts: Counter) -> int:
+    """Print the last line, counting each status that is not ``completed``; returns the exit
+    code: 0 when every run completed, 1 when any failed, diverged or has no result."""
+    bad = {s: counts.get(s, 0) for s in NOT_DONE}
+    if any(bad.values()):
+        print(f"sweep {name}: not all runs completed: {counts.get('completed', 0)} completed, "
+              + ", ".join(f"{n} {s}" for s, n in bad.items()) + " (exit code 1)")
+        return 1
+    print(f"sweep {name}: all {counts.get('completed', 0)} runs completed")
+    return 0
 
 
 def timing_line(plan: Plan, wall_s: float) -> str:

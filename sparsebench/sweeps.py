@@ -189,6 +189,9 @@ def parse(path: Path) -> SweepSpec:
     spec = parse_dataclass(SweepSpec, load_yaml(path))
     if not spec.name:
         raise ConfigError("name", f"missing; it must be the file's stem ({path.stem!r})")
+    if not paths.is_safe_name(spec.name):
+        raise ConfigError("name", f"got {spec.name!r}; allowed: {paths.NAME_RULE} "
+                                  "(results go to results/<name>)")
     if spec.name != path.stem:
         raise ConfigError("name", f"got {spec.name!r}; it must equal the file's stem {path.stem!r} "
                                   "(results go to results/<name>)")

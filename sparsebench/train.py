@@ -3,6 +3,11 @@
 Writes ``results/<sweep>/runs/<run_id>/{config.yaml,result.json,metrics.jsonl,log}`` and prints
 the run folder as the last line of standard output. A completed run is not repeated (use
 ``--force``); an interrupted one resumes from its last epoch checkpoint.
+
+Exit codes: 0 completed; 1 failed or diverged, or another process is training the same run,
+or the results could not be written (the last line says which, naming the file); 2 invalid
+input (a config field, a missing data set or device, a batch larger than the training set),
+found before anything is written; 130 interrupted (Ctrl-C).
 """
 from __future__ import annotations
 
@@ -10,8 +15,9 @@ import argparse
 import json
 import sys
 
-from . import resolve
+from . import atomic, locks, preflight, resolve
 from .cli import config_errors_exit
+from .config import check_unique_overrides
 from .trainer import run_folder, train
 
 
@@ -26,7 +32,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="print the resolved config and its run folder, then exit")
     args = parser.parse_args(argv)
     with config_errors_exit(args.config):
+        check_unique_overrides(args.overrides)
         cfg = resolve.load(args.config, args.overrides)
+        if not args.print_config:
+            preflight.check(cfg)
     if args.print_config:
         from .config import to_dict
         import yaml
@@ -34,7 +43,15 @@ def main(argv: list[str] | None = None) -> int:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         print(run_folder(cfg))
         return 0
-    result = train(cfg, force=args.force)
+    try:
+        result = train(cfg, force=args.force)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: run {run_folder(cfg)} stopped; the same command resumes it from "
+              f"its last epoch checkpoint", file=sys.stderr)
+        return 130
+    except (locks.Busy, atomic.WriteError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     summary = {k: result.get(k) for k in ("status", "final_test_acc", "actual_density", "wall_clock_s")}
     print(json.dumps(summary), file=sys.stderr)
     print(run_folder(cfg))

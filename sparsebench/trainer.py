@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import math
+import os
 import platform
 import statistics
 import subprocess
@@ -26,8 +27,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import atomic, methods, paths
-from .config import RunConfig, run_id, to_dict
+from . import atomic, checkpoints, locks, methods, paths, preflight
+from .config import ConfigError, RunConfig, run_id, to_dict
 from .data import build_data
 from .flops import FlopModel
 from .models import build_model
@@ -71,8 +72,7 @@ class RunLog:
         self.path = path
 
     def __call__(self, message: str) -> None:
-        with open(self.path, "a") as f:
-            f.write(f"{now_iso()} {message}\n")
+        atomic.append_text(self.path, f"{now_iso()} {message}\n")
 
 
 @dataclass
@@ -245,8 +245,8 @@ class Trainer:
     def checkpoint_path(self) -> Path:
         return self.run_dir / paths.CHECKPOINT
 
-    def save_checkpoint(self) -> None:
-        atomic.torch_save(self.checkpoint_path, {
+    def checkpoint_state(self) -> dict:
+        return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -255,12 +255,9 @@ class Trainer:
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if self.cuda else None,
             "progress": self.progress.__dict__,
-        })
+        }
 
-    def load_checkpoint(self) -> bool:
-        if not self.checkpoint_path.is_file():
-            return False
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+    def apply_checkpoint(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -270,6 +267,15 @@ class Trainer:
         if self.cuda and state["rng_cuda"] is not None:
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
         self.progress = Progress(**state["progress"])
+
+    def save_checkpoint(self) -> None:
+        checkpoints.save(self.checkpoint_path, self.checkpoint_state())
+
+    def load_checkpoint(self) -> bool:
+        """Resume from the newest good checkpoint generation (see sparsebench.checkpoints)."""
+        if not checkpoints.load(self.checkpoint_path, self.checkpoint_state, self.apply_checkpoint,
+                                map_location=self.device, log=self.log):
+            return False
         self.log(f"resumed from checkpoint after epoch {self.progress.epoch}")
         return True
 
@@ -352,17 +358,40 @@ def train(cfg: RunConfig, *, stop_after_epochs: int | None = None, force: bool =
 
     Returns the result dict. A completed run is not repeated unless ``force``. A run that
     raises is recorded with status ``failed`` and its error, then the error propagates.
+    One process trains a run at a time: a second raises :class:`sparsebench.locks.Busy`
+    without touching the run's files.
     """
     run_dir = run_folder(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(cfg, run_dir):
+        return _train_locked(cfg, run_dir, stop_after_epochs, force)
+
+
+def run_lock(cfg: RunConfig, run_dir: Path):
+    """The run's one-writer lock (sparsebench.locks). Under torchrun only rank 0 takes it: the
+    other ranks of the same run are not a second writer."""
+    if os.environ.get("RANK", "0") != "0":
+        return contextlib.nullcontext()
+    log = RunLog(run_dir / paths.LOG)
+    return locks.hold(
+        run_dir / paths.RUN_LOCK,
+        lambda holder: f"run {run_id(cfg)} of sweep {cfg.sweep} is being trained by {holder} "
+                       f"(lock {run_dir / paths.RUN_LOCK}); wait for it to end or stop it first",
+        on_takeover=lambda previous: log(f"took over the lock of a process that is gone "
+                                         f"({previous})"))
+
+
+def _train_locked(cfg: RunConfig, run_dir: Path, stop_after_epochs: int | None,
+                  force: bool) -> dict:
     result_path = run_dir / paths.RESULT
     existing = atomic.read_json(result_path)
     if existing and existing.get("status") == "completed" and not force:
         return existing
-    atomic.write_yaml(run_dir / paths.CONFIG, to_dict(cfg))
     started_at = now_iso()
     trainer = None
     try:
+        atomic.write_yaml(run_dir / paths.CONFIG, to_dict(cfg))
+        # Again here for jobs whose launcher could not see the data (sweep --skip-data-check).
+        preflight.check(cfg)
         trainer = Trainer(cfg, run_dir)
         status = trainer.run(stop_after_epochs)
         if status == "interrupted":
@@ -374,14 +403,19 @@ def train(cfg: RunConfig, *, stop_after_epochs: int | None = None, force: bool =
         _add_measurements(result, trainer)
         RunLog(run_dir / paths.LOG)(f"diverged: {err}")
     except Exception as err:
-        RunLog(run_dir / paths.LOG)("failed:\n" + traceback.format_exc())
-        result = (trainer.result("failed", _first_line(err), started_at) if trainer is not None
-                  else result_header(cfg, "failed", _first_line(err), started_at))
-        atomic.write_json(result_path, result)
+        # Best effort: on a full or read-only disk these writes fail too, and the error that
+        # propagates must stay the first one.
+        with contextlib.suppress(OSError):
+            RunLog(run_dir / paths.LOG)("failed:\n" + traceback.format_exc())
+        error = _first_line(err) if not isinstance(err, (atomic.WriteError, ConfigError)) else str(err)
+        result = (trainer.result("failed", error, started_at) if trainer is not None
+                  else result_header(cfg, "failed", error, started_at))
+        with contextlib.suppress(OSError):
+            atomic.write_json(result_path, result)
         raise
     atomic.write_json(result_path, result)
     if result["status"] in ("completed", "diverged"):
-        trainer.checkpoint_path.unlink(missing_ok=True)
+        checkpoints.remove(trainer.checkpoint_path)
     return result
 
 

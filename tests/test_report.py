@@ -9,7 +9,7 @@ import pytest
 
 from sparsebench import load_results, paths, report, tables
 from sparsebench.figures import FIGURES
-from sparsebench.results import write_summary
+from sparsebench.results import ResultsWarning, write_summary
 
 from .fake_results import write_run
 
@@ -69,7 +69,8 @@ def test_load_results_flattens_config_and_reads_partial_folders(root):
     broken = write_run(root, sweep, "static", 0.2, 0, acc=50.0)
     (broken / paths.RESULT).write_text('{"status": "compl')          # damaged file
     (paths.runs_dir(sweep, root) / "empty_folder").mkdir()           # a run not started yet
-    df = load_results(sweep, root)
+    with pytest.warns(ResultsWarning, match=f"{broken / paths.RESULT}: not valid JSON"):
+        df = load_results(sweep, root)
 
     assert len(df) == 11 and df["run_id"].is_unique
     assert df["config.optim.lr"].eq(0.1).all() and "config.model.width" in df
@@ -79,11 +80,13 @@ def test_load_results_flattens_config_and_reads_partial_folders(root):
     assert (running["seed"], running["epochs_completed"]) == (5, 1)
     assert pd.isna(running["final_test_acc"])
     damaged = df[df["density"] == 0.2].iloc[0]
-    assert damaged["status"] == "failed" and "unreadable" in damaged["error"]
-    assert df["status"].value_counts().to_dict() == {"completed": 7, "failed": 2,
-                                                     "diverged": 1, "running": 1}
+    assert damaged["status"] == "unreadable" and "not valid JSON" in damaged["error"]
+    assert df["status"].value_counts().to_dict() == {"completed": 7, "failed": 1,
+                                                     "diverged": 1, "running": 1,
+                                                     "unreadable": 1}
 
-    path = write_summary(sweep, root)
+    with pytest.warns(ResultsWarning, match="not valid JSON"):  # read again: named again
+        path = write_summary(sweep, root)
     summary = pd.read_csv(path)
     assert len(summary) == len(df) and set(summary["run_id"]) == set(df["run_id"])
     assert json.loads(summary.loc[summary["status"] == "completed", "layer_sizes"].iloc[0])

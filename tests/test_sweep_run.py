@@ -75,30 +75,33 @@ def test_completed_runs_are_skipped(write_sweep, capsys):
 
 
 def test_failed_runs_are_reported_and_retried_only_when_asked(write_sweep, capsys):
-    # data.root pointing nowhere: valid as a config, fails when the run starts (as missing data does)
+    # data.root pointing nowhere: with --skip-data-check (data only on the compute nodes) the
+    # launcher lets it through and the run fails when it starts, with the preflight's line
     path = write_sweep("fail", {"base": BASE, "overrides": TINY,
                                 "grid": {"data.root": [None, "/nonexistent/fmnist"]}})
     sweep = sweeps.expand(str(path))
     good, bad = sweep.cells
-    assert main([str(path), "--executor", "inline"]) == 1
+    assert main([str(path), "--executor", "inline", "--skip-data-check"]) == 1
     out = capsys.readouterr().out
     assert _result("fail", good)["status"] == "completed"
     failed = _result("fail", bad)
-    assert failed["status"] == "failed" and failed["error"]
+    assert failed["status"] == "failed" and failed["error"].startswith("data.root: /nonexistent")
     assert "1 run not completed" in out
+    assert out.splitlines()[-1] == ("sweep fail: not all runs completed: 1 completed, 1 failed, "
+                                    "0 diverged, 0 missing (exit code 1)")
     row, = [l for l in out.splitlines() if l.strip().startswith(bad.run_id)]
     assert "failed" in row and failed["error"].splitlines()[0][:60] in row
 
     log = paths.run_dir("fail", bad.run_id) / paths.LOG
     attempts = log.read_text().count("failed:")
     before = _files(paths.runs_dir(sweep.name))
-    assert main([str(path), "--executor", "inline"]) == 1
+    assert main([str(path), "--executor", "inline", "--skip-data-check"]) == 1
     out = capsys.readouterr().out
     assert "failed or diverged (not retried) 1" in out and "to run 0" in out
     assert bad.run_id in out.split("not completed")[1]
     assert _files(paths.runs_dir(sweep.name)) == before
 
-    assert main([str(path), "--executor", "inline", "--retry-failed"]) == 1
+    assert main([str(path), "--executor", "inline", "--retry-failed", "--skip-data-check"]) == 1
     out = capsys.readouterr().out
     assert "to run 1" in out
     assert log.read_text().count("failed:") == attempts + 1
@@ -110,11 +113,14 @@ def test_diverged_runs_count_as_failed_for_retrying(write_sweep, capsys):
     path = write_sweep("div", {"base": BASE, "overrides": {**TINY, "optim.lr": 1.0e12},
                                "grid": {"method.name": ["dense"]}})
     cell, = sweeps.expand(str(path)).cells
-    assert main([str(path), "--executor", "inline"]) == 0  # diverging is a result, not a crash
+    # a diverged run is a result, not a crash, but a script must not take the sweep as done
+    assert main([str(path), "--executor", "inline"]) == 1
     out = capsys.readouterr().out
     assert _result("div", cell)["status"] == "diverged"
     assert "diverged" in out.split("not completed")[1]
-    assert main([str(path), "--executor", "inline"]) == 0
+    assert out.splitlines()[-1] == ("sweep div: not all runs completed: 0 completed, 0 failed, "
+                                    "1 diverged, 0 missing (exit code 1)")
+    assert main([str(path), "--executor", "inline"]) == 1
     assert "failed or diverged (not retried) 1" in capsys.readouterr().out
 
 

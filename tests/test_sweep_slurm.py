@@ -93,19 +93,20 @@ def test_fmnist_smoke_is_one_array_job_and_a_second_launch_submits_nothing(slurm
 
 def test_failed_runs_on_slurm_are_reported_then_retried_only_with_retry_failed(
         slurm_cluster, write_sweep, capsys):
-    # data.root pointing nowhere: a valid config whose run fails as soon as it starts
+    # data.root pointing nowhere: with --skip-data-check (data visible only on the compute
+    # nodes) the launcher submits it and the job fails as soon as it starts
     path = write_sweep("sfail", {"base": "configs/fmnist_mlp.yaml",
                                  "overrides": {"epochs": 1, "data.train_subset": 256},
                                  "grid": {"data.root": [None, "/nonexistent/fmnist"]},
                                  "slurm": {"array_parallelism": 1, "mem_gb": 2}})
     good, bad = sweeps.expand(str(path)).cells
 
-    assert main([str(path), "--dry-run", "--executor", "slurm"]) == 0
+    assert main([str(path), "--skip-data-check", "--dry-run", "--executor", "slurm"]) == 0
     out = capsys.readouterr().out
     assert "one SLURM array job of 2 tasks" in out and "dry run: nothing submitted" in out
     assert not paths.results_root().exists() or not list(paths.results_root().rglob("*.json"))
 
-    assert main([str(path), "--executor", "slurm", "--poll", "1"]) == 1
+    assert main([str(path), "--skip-data-check", "--executor", "slurm", "--poll", "1"]) == 1
     out = capsys.readouterr().out
     assert "submitted array job" in out and "1 run not completed" in out
     script, = paths.submitit_dir("sfail").glob("*_submission.sh")
@@ -121,13 +122,13 @@ def test_failed_runs_on_slurm_are_reported_then_retried_only_with_retry_failed(
     records = read_records("sfail")
 
     # Not retried: nothing submitted, the failure reported again.
-    assert main([str(path), "--poll", "1"]) == 1
+    assert main([str(path), "--skip-data-check", "--poll", "1"]) == 1
     out = capsys.readouterr().out
     assert "failed or diverged (not retried) 1" in out and "nothing to submit" in out
     assert "submitted" not in out and bad.run_id in out.split("not completed")[1]
     assert read_records("sfail") == records
 
-    assert main([str(path), "--dry-run", "--retry-failed"]) == 0
+    assert main([str(path), "--skip-data-check", "--dry-run", "--retry-failed"]) == 0
     out = capsys.readouterr().out
     line, = [l for l in out.splitlines() if l.strip().startswith(bad.run_id)]
     assert line.split()[1] == "retry"
@@ -136,7 +137,7 @@ def test_failed_runs_on_slurm_are_reported_then_retried_only_with_retry_failed(
     log = paths.run_dir("sfail", bad.run_id) / paths.LOG
     attempts = log.read_text().count("failed:")
     good_result = _result("sfail", good.run_id)
-    assert main([str(path), "--retry-failed", "--poll", "1"]) == 1
+    assert main([str(path), "--skip-data-check", "--retry-failed", "--poll", "1"]) == 1
     out = capsys.readouterr().out
     assert "to run 1" in out and "submitted array job" in out and ": 1 run (logs in" in out
     again = read_records("sfail")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sparsebench import paths, resolve
-from sparsebench.config import run_id
+from sparsebench.config import ConfigError, run_id
 from sparsebench.trainer import train
 
 from .conftest import REPO, needs_fmnist
@@ -78,12 +78,14 @@ def test_diverging_run_is_recorded_not_crashed():
 
 
 def test_failing_run_is_recorded_with_its_error(tmp_path):
+    # What a sweep job meets when its launcher skipped the data check: the preflight's line.
     cfg = resolve.load(BASE, SMALL + [f"data.root={tmp_path / 'nowhere'}"])
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ConfigError):
         train(cfg)
     saved = json.loads((paths.run_dir("adhoc", run_id(cfg)) / paths.RESULT).read_text())
     assert saved["status"] == "failed"
-    assert saved["error"].startswith("FileNotFoundError")
+    assert saved["error"].startswith(f"data.root: {tmp_path / 'nowhere'} does not exist")
+    assert "\n" not in saved["error"]
 
 
 @needs_fmnist

@@ -5,7 +5,9 @@ Layouts (as extracted from cifar-10-python.tar.gz / cifar-100-python.tar.gz):
   cifar-100-python/     train, test                    keys b"data", b"fine_labels"
 The folder passed in may be that directory itself or its parent.
 
-Note: these are pickles, so only load files from a source you trust.
+These folders are Python pickles, and unpickling a file can run any code in it: sparsebench
+reads them only from the data folder you point it at, and so should only be pointed at files
+from a source you trust (the archives from https://www.cs.toronto.edu/~kriz/cifar.html).
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ def _read_batch(path: pathlib.Path, label_key: str) -> tuple[np.ndarray, np.ndar
     except FileNotFoundError:
         raise
     except Exception as e:  # unpickling garbage raises many different types
-        raise ValueError(f"{path}: not a CIFAR pickle ({type(e).__name__}: {e})") from e
+        raise ValueError(f"{path}: not a CIFAR pickle ({type(e).__name__}: {e}); CIFAR batches "
+                         f"are read with pickle, which runs code from the file: use only the "
+                         f"archives of a source you trust") from e
     if not isinstance(d, dict):
         raise ValueError(f"{path}: expected a dict, got {type(d).__name__}")
     d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
