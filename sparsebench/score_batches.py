@@ -72,7 +72,6 @@ class ScoreBatches:
             flop_model, loss_fn, autocast, prepare)
         self.pending_flops = 0.0
         self.examples = 0            # scored examples over the run (this session)
-        self.draws = 0
         self._last_step: int | None = None
         self._in_step = 0
 
@@ -101,7 +100,6 @@ class ScoreBatches:
             batches += more
             key += 1
         self.count(batches, flops_per_example)
-        self.draws += 1
         return batches
 
     def count(self, batches, flops_per_example: float | None = None) -> None:
