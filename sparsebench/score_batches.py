@@ -82,7 +82,8 @@ class ScoreBatches:
         return self._stream
 
     # ---- drawing and counting --------------------------------------------------------------
-    def draw(self, step: int, flops_per_example: float | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def draw(self, step: int, flops_per_example: float | None = None
+             ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``n_batches`` fresh batches for a draw at optimizer step ``step`` (-1: before
         training), counted at ``flops_per_example`` (default 3·f_S at the current masks)."""
         if self.n_batches == 0:
