@@ -115,3 +115,8 @@ def configs_dir() -> Path:
 
 def methods_dir() -> Path:
     return repo_root() / "methods"
+
+
+def protocols_dir() -> Path:
+    """Named protocols (``protocol: NAME`` in a config or sweep): protocols/NAME.yaml."""
+    return repo_root() / "protocols"
