@@ -14,12 +14,11 @@ statistics) are restored afterwards so scoring leaves no trace but the masks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import islice
-
 import torch
 
 from sparsebench.config import positive
 from sparsebench.methods import Method, register
+from sparsebench.sparsity.scoring import restored_state, score_batches
 
 
 @dataclass
@@ -40,24 +39,18 @@ class Snip(Method):
 
     def init_masks(self, ctx):
         model, engine = ctx.model, self.engine
-        buffers = {name: b.clone() for name, b in model.named_buffers()}
-        model.train()
-        model.zero_grad(set_to_none=True)
-        batches = list(islice(ctx.train_batches(), self.params.batches))
-        if not batches:
-            raise RuntimeError("snip: the training set yields no batch to score on")
-        for x, y in batches:
-            (ctx.loss_fn(model(x), y) / len(batches)).backward()
-            self.scored_examples += y.numel()
-        with torch.no_grad():
-            scores = {layer.name: (layer.weight.grad * layer.weight).abs() for layer in engine.layers}
-        model.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                b.copy_(buffers[name])
-        total = sum(layer.target_active for layer in engine.layers)
-        engine.keep_largest(scores, total)
-        engine.adopt_current_counts()
+        with restored_state(model):
+            model.train()
+            model.zero_grad(set_to_none=True)
+            batches = score_batches(ctx, self.params.batches, self.name)
+            for x, y in batches:
+                (ctx.loss_fn(model(x), y) / len(batches)).backward()
+                self.scored_examples += y.numel()
+            with torch.no_grad():
+                scores = {layer.name: (layer.weight.grad * layer.weight).abs()
+                          for layer in engine.layers}
+            model.zero_grad(set_to_none=True)
+        engine.keep_target_globally(scores)
 
     def init_flops(self, flops):
         """One dense forward and backward per scored example: 3·f_D each."""
