@@ -18,6 +18,7 @@ import torch
 
 from sparsebench.config import positive
 from sparsebench.methods import Method, register
+from sparsebench.sparsity.engine import keep_target_globally
 from sparsebench.sparsity.scoring import restored_state, score_batches
 
 
@@ -50,7 +51,7 @@ class Snip(Method):
                 scores = {layer.name: (layer.weight.grad * layer.weight).abs()
                           for layer in engine.layers}
             model.zero_grad(set_to_none=True)
-        engine.keep_target_globally(scores)
+        keep_target_globally(engine, scores)
 
     def init_flops(self, flops):
         """One dense forward and backward per scored example: 3·f_D each."""
