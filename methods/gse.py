@@ -25,6 +25,10 @@ after that step's optimizer step (``after_step``), so it works the same on an en
 computes only active-weight gradients, and grown connections first train on the next batch.
 (The authors update before the step, from extra batches; here the step's own batch is reused.)
 
+Data-parallel runs: every rank draws the same candidates (same generator, and sampling weights
+all-reduced in :mod:`sparsebench.sparsity.sampling`), and the candidates' gradients are averaged
+over the ranks before the top-k, so every rank grows and prunes the same connections.
+
 Engine primitives used (flat indices and values only; never a tensor of a weight's shape):
 ``active_indices``, ``active_values``, ``is_active``, ``inactive_indices`` (only for layers at
 least half dense), ``grow``, ``prune``, ``global_largest``, ``global_smallest``,
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sparsebench import distributed
 from sparsebench.config import choice, positive
 from sparsebench.methods import Method, register
 from sparsebench.sparsity.dst import (ScheduledUpdates, drop_fraction_param, drop_schedule_param,
@@ -96,7 +101,9 @@ class Gse(ScheduledUpdates, Method):
                     cands = sample_candidates(engine, layer, p_out, p_in, n, gen)
                     extra += self.sampler.flops(layer, cap.positions)
                 candidates[layer.name] = cands
-                scores[layer.name] = candidate_gradients(cap, cands).abs()      # step 2
+                # Data-parallel: the global batch's gradient, the mean of the ranks' (as DDP's).
+                grads = distributed.all_reduce_mean(candidate_gradients(cap, cands))
+                scores[layer.name] = grads.abs()                                  # step 2
                 extra += candidate_gradient_flops(cands.numel(), cap.positions)
         finally:
             self.capture.clear()

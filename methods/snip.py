@@ -9,7 +9,9 @@ At initialization, with every connection active:
     4. train the resulting topology unchanged (static).
 
 The scoring forward passes run in training mode; the model's buffers (e.g. batch-norm running
-statistics) are restored afterwards so scoring leaves no trace but the masks.
+statistics) are restored afterwards so scoring leaves no trace but the masks. In a data-parallel
+run each rank scores its share of the batches and the gradients are averaged over the ranks
+before the top-k, so every rank keeps the same connections as one process would.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from itertools import islice
 
 import torch
 
+from sparsebench import distributed
 from sparsebench.config import positive
 from sparsebench.methods import Method, register
 
@@ -48,9 +51,10 @@ class Snip(Method):
             raise RuntimeError("snip: the training set yields no batch to score on")
         for x, y in batches:
             (ctx.loss_fn(model(x), y) / len(batches)).backward()
-            self.scored_examples += y.numel()
+            self.scored_examples += y.numel() * distributed.current().size
         with torch.no_grad():
-            scores = {layer.name: (layer.weight.grad * layer.weight).abs() for layer in engine.layers}
+            scores = {layer.name: (distributed.all_reduce_mean(layer.weight.grad) * layer.weight).abs()
+                      for layer in engine.layers}
         model.zero_grad(set_to_none=True)
         with torch.no_grad():
             for name, b in model.named_buffers():

@@ -3,6 +3,9 @@
 Writes ``results/<sweep>/runs/<run_id>/{config.yaml,result.json,metrics.jsonl,log}`` and prints
 the run folder as the last line of standard output. A completed run is not repeated (use
 ``--force``); an interrupted one resumes from its last epoch checkpoint.
+
+Data-parallel on N processes: ``torchrun --nproc_per_node=N -m sparsebench.train CONFIG.yaml
+[key=value ...]`` (``data.batch_size`` stays the global batch; see sparsebench.distributed).
 """
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import argparse
 import json
 import sys
 
-from . import resolve
+from . import distributed, resolve
 from .cli import config_errors_exit
 from .trainer import run_folder, train
 
@@ -27,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with config_errors_exit(args.config):
         cfg = resolve.load(args.config, args.overrides)
+        distributed.validate(cfg, distributed.launched_world_size())  # torchrun, SLURM tasks
     if args.print_config:
         from .config import to_dict
         import yaml

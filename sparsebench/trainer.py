@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import atomic, methods, paths
+from . import atomic, distributed, methods, paths
 from .config import RunConfig, run_id, to_dict
 from .data import build_data
 from .flops import FlopModel
@@ -121,13 +121,16 @@ class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: Path):
         self.cfg = cfg
         self.run_dir = run_dir
-        self.log = RunLog(run_dir / paths.LOG)
+        # Data-parallel runs: rank 0 alone writes (sparsebench.distributed).
+        self.world = distributed.current()
+        self.log = RunLog(run_dir / paths.LOG) if self.world.is_main else (lambda message: None)
         self.device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
         self.data = build_data(cfg.data.name, batch_size=cfg.data.batch_size,
                                test_batch_size=cfg.data.test_batch_size, device=self.device,
                                seed=cfg.seed, augment=cfg.data.augment, root=cfg.data.root,
-                               train_subset=cfg.data.train_subset)
+                               train_subset=cfg.data.train_subset, rank=self.world.rank,
+                               world_size=self.world.size)
         info = self.data.info
         self.model = build_model(cfg.model.name, num_classes=info.num_classes,
                                  in_shape=info.in_shape, width=cfg.model.width).to(self.device)
@@ -153,6 +156,9 @@ class Trainer:
         self.scheduler = build_scheduler(cfg.optim, self.optimizer, self.steps_per_epoch, self.total_steps)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
         self.flop_model = FlopModel(self.model, self.engine, info.in_shape, self.device)
+        self.train_model = distributed.wrap(self.model, self.device)  # DDP with several ranks
+        self.check_masks = distributed.check_masks_enabled()
+        self.devices = distributed.devices(self.device)  # every rank's (a collective: not in result())
         self.progress = Progress()
 
     # ---- pieces of the loop ------------------------------------------------------------------
@@ -191,6 +197,7 @@ class Trainer:
             correct += (out.argmax(1) == y).sum()
             count += y.numel()
         self.model.train()
+        loss_sum, correct, count = _global_sums(loss_sum, correct, count)  # sharded evaluation
         return float(loss_sum) / count, 100.0 * float(correct) / count
 
     def _timed(self, hook, ctx) -> None:
@@ -199,7 +206,7 @@ class Trainer:
         self.progress.update_s += time.perf_counter() - t0
 
     def train_epoch(self, epoch: int, bar) -> dict:
-        model, opt, sched, method, engine = (self.model, self.optimizer, self.scheduler,
+        model, opt, sched, method, engine = (self.train_model, self.optimizer, self.scheduler,
                                              self.method, self.engine)
         model.train()
         self.data.train.set_epoch(epoch)
@@ -217,14 +224,16 @@ class Trainer:
             out, loss = training_step(model, self.loss_fn, opt, engine, method, ctx, x, y,
                                       scheduler=sched, autocast=self.autocast,
                                       call_hook=self._timed)
-            batch = y.numel()
+            batch = y.numel() * self.world.size  # FLOPs and examples of the global batch
             self.progress.train_flops += method.step_flops(ctx, self.flop_model) * batch
             self.progress.examples_seen += batch
             loss_sum += loss.detach().float() * y.numel()
             correct += (out.detach().argmax(1) == y).sum()
             seen += y.numel()
+            if self.check_masks:
+                distributed.check_masks(engine, self.progress.step)
             self.progress.step += 1
-            if (i + 1) % DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
+            if (i + 1) % DIVERGENCE_CHECK_EVERY == 0 and distributed.any_rank(~torch.isfinite(loss_sum)):
                 raise Diverged(f"non-finite training loss at step {self.progress.step}")
             times.append(time.perf_counter() - t0)
             if bar is not None:
@@ -234,8 +243,9 @@ class Trainer:
         if self.cuda:
             torch.cuda.synchronize()
         epoch_time = time.perf_counter() - t_epoch
-        if not torch.isfinite(loss_sum):
+        if distributed.any_rank(~torch.isfinite(loss_sum)):
             raise Diverged(f"non-finite training loss in epoch {epoch + 1}")
+        loss_sum, correct, seen = _global_sums(loss_sum, correct, seen)
         self.progress.step_times.extend(times)
         return {"train_loss": float(loss_sum) / seen, "train_acc": 100.0 * float(correct) / seen,
                 "epoch_time_s": epoch_time}
@@ -246,6 +256,8 @@ class Trainer:
         return self.run_dir / paths.CHECKPOINT
 
     def save_checkpoint(self) -> None:
+        if not self.world.is_main:  # every rank holds the same state; all resume from this file
+            return
         atomic.torch_save(self.checkpoint_path, {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -280,7 +292,7 @@ class Trainer:
             self.init_masks()
         cfg, p = self.cfg, self.progress
         bar = tqdm(total=self.total_steps, initial=p.step, desc=f"{cfg.method.name} d={cfg.density:g}",
-                   unit="step", disable=not cfg.progress, leave=False, dynamic_ncols=True)
+                   unit="step", disable=not cfg.progress or not self.world.is_main, leave=False, dynamic_ncols=True)
         epochs_this_session = 0
         try:
             while p.epoch < cfg.epochs:
@@ -297,7 +309,8 @@ class Trainer:
                        "density": self.engine.global_density(), "update_time_s": p.update_s}
                 p.history.append(row)
                 p.elapsed_s += time.perf_counter() - t0
-                atomic.write_jsonl(self.run_dir / paths.METRICS, p.history)
+                if self.world.is_main:
+                    atomic.write_jsonl(self.run_dir / paths.METRICS, p.history)
                 self.save_checkpoint()
                 self.log(f"epoch {p.epoch}/{cfg.epochs} train_loss {row['train_loss']:.4f} "
                          f"test_acc {test_acc:.2f}% density {row['density']:.5f}")
@@ -323,6 +336,8 @@ class Trainer:
             "update_time_s": p.update_s,
             "steps": p.step,
             "device": str(self.device),
+            "world_size": self.world.size,
+            "devices": self.devices,
         }
 
 
@@ -343,6 +358,15 @@ def result_header(cfg: RunConfig, status: str, error: str | None, started_at: st
     }
 
 
+def _global_sums(loss_sum: torch.Tensor, correct: torch.Tensor, count: int):
+    """(loss sum, correct, count) summed over the ranks (unchanged on one rank)."""
+    if distributed.current().size == 1:
+        return loss_sum, correct, count
+    sums = distributed.all_reduce_sum(torch.stack([loss_sum.double(), correct.double(),
+                                                   torch.tensor(float(count), device=loss_sum.device)]))
+    return sums[0], sums[1], int(sums[2])
+
+
 def run_folder(cfg: RunConfig) -> Path:
     return paths.run_dir(cfg.sweep, run_id(cfg))
 
@@ -352,14 +376,20 @@ def train(cfg: RunConfig, *, stop_after_epochs: int | None = None, force: bool =
 
     Returns the result dict. A completed run is not repeated unless ``force``. A run that
     raises is recorded with status ``failed`` and its error, then the error propagates.
+    Launched as one rank of several (torchrun, SLURM tasks), it joins the run's process group
+    and trains data-parallel; rank 0 alone writes (see sparsebench.distributed).
     """
+    world = distributed.setup(resolve_device(cfg.device).type)
+    distributed.validate(cfg, world.size)
     run_dir = run_folder(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
     result_path = run_dir / paths.RESULT
     existing = atomic.read_json(result_path)
     if existing and existing.get("status") == "completed" and not force:
         return existing
-    atomic.write_yaml(run_dir / paths.CONFIG, to_dict(cfg))
+    write = world.is_main
+    if write:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic.write_yaml(run_dir / paths.CONFIG, to_dict(cfg))
     started_at = now_iso()
     trainer = None
     try:
@@ -372,16 +402,20 @@ def train(cfg: RunConfig, *, stop_after_epochs: int | None = None, force: bool =
     except Diverged as err:
         result = trainer.result("diverged", str(err), started_at)
         _add_measurements(result, trainer)
-        RunLog(run_dir / paths.LOG)(f"diverged: {err}")
+        if write:
+            RunLog(run_dir / paths.LOG)(f"diverged: {err}")
     except Exception as err:
-        RunLog(run_dir / paths.LOG)("failed:\n" + traceback.format_exc())
-        result = (trainer.result("failed", _first_line(err), started_at) if trainer is not None
-                  else result_header(cfg, "failed", _first_line(err), started_at))
-        atomic.write_json(result_path, result)
+        error = distributed.failure_text(err, _first_line(err))  # names the rank that failed
+        if write:
+            RunLog(run_dir / paths.LOG)(f"failed: {error}\n" + traceback.format_exc())
+            result = (trainer.result("failed", error, started_at) if trainer is not None
+                      else result_header(cfg, "failed", error, started_at))
+            atomic.write_json(result_path, result)
         raise
-    atomic.write_json(result_path, result)
-    if result["status"] in ("completed", "diverged"):
-        trainer.checkpoint_path.unlink(missing_ok=True)
+    if write:
+        atomic.write_json(result_path, result)
+        if result["status"] in ("completed", "diverged"):
+            trainer.checkpoint_path.unlink(missing_ok=True)
     return result
 
 
