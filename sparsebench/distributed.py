@@ -39,6 +39,7 @@ import hashlib
 import os
 import platform
 import signal
+import time
 from dataclasses import dataclass
 
 import torch
@@ -50,6 +51,7 @@ from .config import ConfigError
 ENV_CHECK_MASKS = "SPARSEBENCH_CHECK_MASKS"
 ENV_TIMEOUT = "SPARSEBENCH_COLLECTIVE_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 600.0
+FAULT_LOOK_S = 5.0  # how long rank 0 looks for the rank that failed before blaming itself
 _KEY = "sparsebench"  # prefix of this module's keys in the process group's store
 
 
@@ -246,11 +248,12 @@ def check_masks_enabled() -> bool:
 
 
 def mask_digest(engine) -> str:
-    """A hash of every layer's mask, in layer order."""
+    """A hash of the topology: every layer's name and active flat indices, in layer order (an
+    engine primitive, so the same on both engines)."""
     h = hashlib.sha256()
-    for name, mask in engine.state_dict()["masks"].items():
-        h.update(name.encode())
-        h.update(mask.detach().to(torch.bool).cpu().numpy().tobytes())
+    for layer in engine.layers:
+        h.update(layer.name.encode())
+        h.update(engine.active_indices(layer).to(torch.int64).cpu().numpy().tobytes())
     return h.hexdigest()
 
 
@@ -308,20 +311,29 @@ def failure_text(err: BaseException, first_line: str) -> str:
     world = current()
     if world.size == 1:
         return first_line
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        # Recording the failure must not be cut short by torchrun's SIGTERM (it SIGKILLs after
+        # a grace period of 30 s, well after this is done).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if not isinstance(err, RankFailure) and not _is_collective_error(err):
         _store_set(f"error/{world.rank}", first_line)
         return f"rank {world.rank}: {first_line}"
-    for rank in range(world.size):
-        text = _store_get(f"error/{rank}") if rank != world.rank else None
-        if text is not None:
-            return f"rank {rank}: {text}"
-    for rank in range(world.size):
-        where = (_store_get(f"pid/{rank}") or "").split()
-        if rank != world.rank and len(where) == 2 and where[0] == platform.node() \
-                and _process_gone(int(where[1])):
-            return f"rank {rank} died (pid {where[1]}: killed or out of memory); rank " \
-                   f"{world.rank} saw: {first_line}"
-    return f"rank {world.rank}: {first_line}"
+    others = [r for r in range(world.size) if r != world.rank]
+    pids = {r: (_store_get(f"pid/{r}") or "").split() for r in others}
+    # A killed peer's sockets close before the kernel has finished its exit: look for a while.
+    deadline = time.monotonic() + FAULT_LOOK_S
+    while True:
+        for rank in others:
+            text = _store_get(f"error/{rank}")
+            if text is not None:
+                return f"rank {rank}: {text}"
+        for rank, where in pids.items():
+            if len(where) == 2 and where[0] == platform.node() and _process_gone(int(where[1])):
+                return f"rank {rank} died (pid {where[1]}: killed or out of memory); rank " \
+                       f"{world.rank} saw: {first_line}"
+        if time.monotonic() >= deadline:
+            return f"rank {world.rank}: {first_line}"
+        time.sleep(0.1)
 
 
 def _is_collective_error(err: BaseException) -> bool:

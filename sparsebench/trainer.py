@@ -336,6 +336,7 @@ class Trainer:
             "update_time_s": p.update_s,
             "steps": p.step,
             "device": str(self.device),
+            "mask_sha256": distributed.mask_digest(self.engine),  # the final topology
             "world_size": self.world.size,
             "devices": self.devices,
         }
