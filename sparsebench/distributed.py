@@ -222,6 +222,16 @@ def any_rank(flag: torch.Tensor | bool) -> bool:
     return bool(_reduce(t, dist.ReduceOp.MAX) > 0)
 
 
+def sum_counts(loss_sum: torch.Tensor, correct: torch.Tensor, count: int):
+    """An epoch's or an evaluation's (loss sum, correct, count) summed over the ranks' shares
+    (returned unchanged on one rank)."""
+    if current().size == 1:
+        return loss_sum, correct, count
+    sums = all_reduce_sum(torch.stack([loss_sum.double(), correct.double(),
+                                       torch.tensor(float(count), device=loss_sum.device)]))
+    return sums[0], sums[1], int(sums[2])
+
+
 def gather_objects(obj) -> list:
     """``obj`` from every rank, in rank order."""
     world = current()

@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         print(run_folder(cfg))
         return 0
     result = train(cfg, force=args.force)
+    distributed.teardown()
     summary = {k: result.get(k) for k in ("status", "final_test_acc", "actual_density", "wall_clock_s")}
     print(json.dumps(summary), file=sys.stderr)
     print(run_folder(cfg))

@@ -197,7 +197,7 @@ class Trainer:
             correct += (out.argmax(1) == y).sum()
             count += y.numel()
         self.model.train()
-        loss_sum, correct, count = _global_sums(loss_sum, correct, count)  # sharded evaluation
+        loss_sum, correct, count = distributed.sum_counts(loss_sum, correct, count)  # sharded evaluation
         return float(loss_sum) / count, 100.0 * float(correct) / count
 
     def _timed(self, hook, ctx) -> None:
@@ -245,7 +245,7 @@ class Trainer:
         epoch_time = time.perf_counter() - t_epoch
         if distributed.any_rank(~torch.isfinite(loss_sum)):
             raise Diverged(f"non-finite training loss in epoch {epoch + 1}")
-        loss_sum, correct, seen = _global_sums(loss_sum, correct, seen)
+        loss_sum, correct, seen = distributed.sum_counts(loss_sum, correct, seen)
         self.progress.step_times.extend(times)
         return {"train_loss": float(loss_sum) / seen, "train_acc": 100.0 * float(correct) / seen,
                 "epoch_time_s": epoch_time}
@@ -357,15 +357,6 @@ def result_header(cfg: RunConfig, status: str, error: str | None, started_at: st
         "train_flops": None, "train_flops_rel_dense": None,
         "inference_flops": None, "inference_flops_rel_dense": None,
     }
-
-
-def _global_sums(loss_sum: torch.Tensor, correct: torch.Tensor, count: int):
-    """(loss sum, correct, count) summed over the ranks (unchanged on one rank)."""
-    if distributed.current().size == 1:
-        return loss_sum, correct, count
-    sums = distributed.all_reduce_sum(torch.stack([loss_sum.double(), correct.double(),
-                                                   torch.tensor(float(count), device=loss_sum.device)]))
-    return sums[0], sums[1], int(sums[2])
 
 
 def run_folder(cfg: RunConfig) -> Path:

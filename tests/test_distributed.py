@@ -243,6 +243,32 @@ def test_the_sparse_engine_is_refused_with_several_ranks():
     distributed.validate(cfg, 1)
 
 
+@pytest.mark.parametrize("slurm,grid,expected", [
+    ({"tasks_per_node": 8, "gpus_per_node": 4}, {"density": [0.1]},
+     "slurm.tasks_per_node: got 8; allowed: at most gpus_per_node (4), one task per GPU"),
+    ({"nodes": 2, "tasks_per_node": 2}, {"data.batch_size": [128, 90]},
+     "cell {data.batch_size: 90}: data.batch_size: got 90; the global batch must divide by "
+     "the world size 4"),
+])
+def test_a_sweep_whose_runs_cannot_split_exits_2_before_submitting(slurm, grid, expected,
+                                                                   write_sweep, capsys):
+    from sparsebench.sweep import main
+
+    path = write_sweep("split", {"base": "configs/fmnist_mlp.yaml", "grid": grid, "slurm": slurm})
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(path), "--executor", "slurm", "--dry-run"])
+    assert exit_info.value.code == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_the_slurm_block_asks_for_one_task_per_gpu():
+    from sparsebench.sweeps import SlurmSpec
+
+    params = SlurmSpec(nodes=2, tasks_per_node=8, gpus_per_node=8).submitit_parameters()
+    assert (params["nodes"], params["tasks_per_node"], params["gpus_per_node"]) == (2, 8, 8)
+    assert SlurmSpec(nodes=2, tasks_per_node=8).world_size == 16
+
+
 # ---- 2 processes = 1 process ----------------------------------------------------------------
 
 @needs_fmnist
