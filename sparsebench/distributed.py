@@ -83,7 +83,8 @@ def _launched() -> tuple[str, int] | None:
     """("torchrun" | "slurm", world size) when this process is one rank of several."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ:
         return "torchrun", int(os.environ["WORLD_SIZE"])
-    if os.environ.get("SLURM_JOB_ID") and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+    # A task of a submitit job only: a plain allocation's shell (salloc) has SLURM_NTASKS too.
+    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
         return "slurm", int(os.environ["SLURM_NTASKS"])
     return None
 

@@ -65,6 +65,16 @@ class RankRaise(Method):
     def after_step(self, ctx):
         if distributed.current().rank == 1 and ctx.step == 3:
             raise ValueError("boom on rank 1")
+
+
+@register
+class RankNan(Method):
+    """Rank 1's share of the fourth batch is NaN."""
+    name = "rank_nan"
+
+    def before_forward(self, ctx):
+        if distributed.current().rank == 1 and ctx.step == 3:
+            ctx.batch[0].fill_(float("nan"))
 '''
 
 # A driver that stops a 2-process run after one epoch through the trainer's own interruption.
@@ -107,6 +117,12 @@ def _metrics(run_dir: Path) -> list[dict]:
 def _run_dir(results: Path, overrides: list[str], monkeypatch) -> Path:
     monkeypatch.setenv("SPARSEBENCH_RESULTS", str(results))
     return run_folder(resolve.load(CONFIG, overrides))
+
+
+def _only_run(results: Path) -> Path:
+    """The one run folder under ``results`` (for plug-in methods this process has not loaded)."""
+    run_dir, = results.glob("*/runs/*/")
+    return run_dir
 
 
 def assert_same_run(one: tuple[dict, list[dict]], two: tuple[dict, list[dict]], *,
@@ -157,6 +173,20 @@ def test_imagenet_batch_sampler_shards_each_global_batch():
     ranks = [list(GlobalBatchShards(37, 8, shuffle=True, drop_last=True, generator=g, rank=r,
                                     world_size=2)) for r, g in enumerate(gens[1:])]
     assert len(one) == 4 and [a + b for a, b in zip(*ranks)] == one
+
+
+def test_the_world_size_comes_from_torchrun_or_a_submitit_task(monkeypatch):
+    for var in ("WORLD_SIZE", "RANK", "SUBMITIT_EXECUTOR", "SLURM_NTASKS", "SLURM_JOB_ID"):
+        monkeypatch.delenv(var, raising=False)
+    assert distributed.launched_world_size() == 1
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    assert distributed.launched_world_size() == 1  # an allocation's shell, not a submitit task
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    assert distributed.launched_world_size() == 4
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert distributed.launched_world_size() == 2  # torchrun inside an allocation
 
 
 def test_one_process_helpers_are_no_ops():
@@ -306,9 +336,7 @@ def test_the_mask_check_catches_ranks_that_differ(tmp_path, monkeypatch):
                SPARSEBENCH_METHODS_PATH=str(folder))
     proc = torchrun(overrides, env)
     assert proc.returncode != 0
-    monkeypatch.setenv("SPARSEBENCH_METHODS_PATH", str(folder))
-    result = json.loads((_run_dir(tmp_path / "results", overrides, monkeypatch)
-                         / "result.json").read_text())
+    result = json.loads((_only_run(tmp_path / "results") / "result.json").read_text())
     assert result["status"] == "failed"
     assert "MasksDiffer: masks differ across ranks after step 1: rank(s) 1" in result["error"]
 
@@ -326,12 +354,26 @@ def test_a_rank_that_raises_fails_the_run_naming_it(tmp_path, monkeypatch):
     env = _env(tmp_path / "results", SPARSEBENCH_METHODS_PATH=str(folder))
     proc = torchrun(overrides, env)
     assert proc.returncode != 0
-    monkeypatch.setenv("SPARSEBENCH_METHODS_PATH", str(folder))
-    run_dir = _run_dir(tmp_path / "results", overrides, monkeypatch)
+    run_dir = _only_run(tmp_path / "results")
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] == "failed"
     assert result["error"] == "rank 1: ValueError: boom on rank 1"
     assert "failed: rank 1: ValueError: boom on rank 1" in (run_dir / "log").read_text()
+
+
+@needs_fmnist
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_nan_on_one_rank_ends_the_run_as_diverged(tmp_path, monkeypatch):
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "faulty.py").write_text(FAULTY_METHODS)
+    overrides = ["method.name=rank_nan", *COMMON]
+    proc = torchrun(overrides, _env(tmp_path / "results", SPARSEBENCH_METHODS_PATH=str(folder)))
+    assert proc.returncode != 0  # every rank ends (sparsebench.train exits 1 unless completed)
+    result = json.loads((_only_run(tmp_path / "results") / "result.json").read_text())
+    assert result["status"] == "diverged" and result["epochs_completed"] == 0
+    assert "non-finite training loss in epoch 1" in result["error"]
 
 
 def _rank_pids(launcher_pid: int, timeout_s: float = 120) -> dict[int, int]:
