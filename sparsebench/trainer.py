@@ -292,7 +292,8 @@ class Trainer:
             self.init_masks()
         cfg, p = self.cfg, self.progress
         bar = tqdm(total=self.total_steps, initial=p.step, desc=f"{cfg.method.name} d={cfg.density:g}",
-                   unit="step", disable=not cfg.progress or not self.world.is_main, leave=False, dynamic_ncols=True)
+                   unit="step", disable=not cfg.progress or not self.world.is_main, leave=False,
+                   dynamic_ncols=True)
         epochs_this_session = 0
         try:
             while p.epoch < cfg.epochs:

@@ -87,6 +87,15 @@ assert train(cfg, stop_after_epochs=1)["status"] == "interrupted"
 '''
 
 
+@pytest.fixture
+def faulty_methods(tmp_path) -> Path:
+    """A folder for $SPARSEBENCH_METHODS_PATH holding FAULTY_METHODS."""
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "faulty.py").write_text(FAULTY_METHODS)
+    return folder
+
+
 def _env(results: Path, **extra) -> dict:
     return {**os.environ, "PYTHONPATH": str(REPO), "SPARSEBENCH_RESULTS": str(results),
             "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra}
@@ -327,13 +336,10 @@ def _static_digest(tmp_path, monkeypatch) -> str:
 @needs_fmnist
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_the_mask_check_catches_ranks_that_differ(tmp_path, monkeypatch):
-    folder = tmp_path / "plugins"
-    folder.mkdir()
-    (folder / "faulty.py").write_text(FAULTY_METHODS)
+def test_the_mask_check_catches_ranks_that_differ(tmp_path, faulty_methods):
     overrides = ["method.name=rank_skew", *COMMON]
     env = _env(tmp_path / "results", SPARSEBENCH_CHECK_MASKS="1",
-               SPARSEBENCH_METHODS_PATH=str(folder))
+               SPARSEBENCH_METHODS_PATH=str(faulty_methods))
     proc = torchrun(overrides, env)
     assert proc.returncode != 0
     result = json.loads((_only_run(tmp_path / "results") / "result.json").read_text())
@@ -346,12 +352,9 @@ def test_the_mask_check_catches_ranks_that_differ(tmp_path, monkeypatch):
 @needs_fmnist
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_a_rank_that_raises_fails_the_run_naming_it(tmp_path, monkeypatch):
-    folder = tmp_path / "plugins"
-    folder.mkdir()
-    (folder / "faulty.py").write_text(FAULTY_METHODS)
+def test_a_rank_that_raises_fails_the_run_naming_it(tmp_path, faulty_methods):
     overrides = ["method.name=rank_raise", *COMMON]
-    env = _env(tmp_path / "results", SPARSEBENCH_METHODS_PATH=str(folder))
+    env = _env(tmp_path / "results", SPARSEBENCH_METHODS_PATH=str(faulty_methods))
     proc = torchrun(overrides, env)
     assert proc.returncode != 0
     run_dir = _only_run(tmp_path / "results")
@@ -364,12 +367,10 @@ def test_a_rank_that_raises_fails_the_run_naming_it(tmp_path, monkeypatch):
 @needs_fmnist
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_a_nan_on_one_rank_ends_the_run_as_diverged(tmp_path, monkeypatch):
-    folder = tmp_path / "plugins"
-    folder.mkdir()
-    (folder / "faulty.py").write_text(FAULTY_METHODS)
+def test_a_nan_on_one_rank_ends_the_run_as_diverged(tmp_path, faulty_methods):
     overrides = ["method.name=rank_nan", *COMMON]
-    proc = torchrun(overrides, _env(tmp_path / "results", SPARSEBENCH_METHODS_PATH=str(folder)))
+    env = _env(tmp_path / "results", SPARSEBENCH_METHODS_PATH=str(faulty_methods))
+    proc = torchrun(overrides, env)
     assert proc.returncode != 0  # every rank ends (sparsebench.train exits 1 unless completed)
     result = json.loads((_only_run(tmp_path / "results") / "result.json").read_text())
     assert result["status"] == "diverged" and result["epochs_completed"] == 0
