@@ -9,7 +9,7 @@ EXECUTOR ?= auto
 STAMP := $(VENV)/.setup-stamp
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data sweep test report bench bench-width slurm-up slurm-down clean help
+.PHONY: setup data sweep test report bench bench-width bench-ddp slurm-up slurm-down clean help
 
 help:
 	@echo "make sweep [SWEEP=name]   run a sweep (default: $(SWEEP)) and write its report"
@@ -17,6 +17,7 @@ help:
 	@echo "make report SWEEP=name    tables and figures from results/name"
 	@echo "make bench                harness-overhead and sparse-step benchmarks"
 	@echo "make bench-width          always-sparse width-scaling benchmark"
+	@echo "make bench-ddp            data-parallel throughput at 1, 2, ... processes (PROCS=1,2)"
 	@echo "make slurm-up/slurm-down  start/stop a one-node SLURM cluster on localhost"
 
 setup: $(STAMP) data
@@ -65,6 +66,13 @@ bench-width: setup
 	$(PY) benchmarks/sparse_conv.py $(BENCH_ARGS)
 	$(PY) benchmarks/width_scaling.py $(BENCH_ARGS)
 	$(PY) benchmarks/width_scaling_cnn.py $(BENCH_ARGS)
+
+# Data-parallel throughput (examples/s) of one run on 1, 2, ... processes through torchrun.
+# Writes results/benchmarks/data_parallel.csv; on a GPU node: make bench-ddp PROCS=1,2,4,8
+# BENCH_ARGS="--config configs/cifar10_resnet56.yaml epochs=1 device=cuda".
+PROCS ?= 1,2
+bench-ddp: setup
+	$(PY) benchmarks/data_parallel.py --procs $(PROCS) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

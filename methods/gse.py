@@ -29,6 +29,10 @@ captured batch by batch and summed over them, and the update runs before the ste
 pass; the step then trains the new topology, as the authors' ``our_training.py`` does (their
 Algorithm 2 replaces that SGD step; their code takes it).
 
+Data-parallel runs: every rank draws the same candidates (same generator, and sampling weights
+all-reduced in :mod:`sparsebench.sparsity.sampling`), and the candidates' gradients are averaged
+over the ranks before the top-k, so every rank grows and prunes the same connections.
+
 Engine primitives used (flat indices and values only; never a tensor of a weight's shape):
 ``active_indices``, ``active_values``, ``is_active``, ``inactive_indices`` (only for layers at
 least half dense), ``grow``, ``prune``, ``global_largest``, ``global_smallest``,
@@ -47,6 +51,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sparsebench import distributed
 from sparsebench.config import choice, positive
 from sparsebench.methods import Method, register
 from sparsebench.score_batches import score_samples_param
@@ -128,7 +133,9 @@ class Gse(ScheduledUpdates, Method):
                     cands = sample_candidates(engine, layer, p_out, p_in, n, gen)
                     extra += self.sampler.flops(layer, cap.positions)
                 candidates[layer.name] = cands
-                scores[layer.name] = candidate_gradients(cap, cands).abs()      # step 2
+                # Data-parallel: the global batch's gradient, the mean of the ranks' (as DDP's).
+                grads = distributed.all_reduce_mean(candidate_gradients(cap, cands))
+                scores[layer.name] = grads.abs()                                  # step 2
                 extra += candidate_gradient_flops(cands.numel(), cap.positions)
         finally:
             self.capture.clear()

@@ -11,7 +11,9 @@ At initialization, with every connection active:
     4. train the resulting topology unchanged (static).
 
 The scoring forward passes run in training mode; the model's buffers (e.g. batch-norm running
-statistics) are restored afterwards so scoring leaves no trace but the masks.
+statistics) are restored afterwards so scoring leaves no trace but the masks. In a data-parallel
+run each rank scores its share of the batches and the gradients are averaged over the ranks
+before the top-k, so every rank keeps the same connections as one process would.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from itertools import islice
 
 import torch
 
+from sparsebench import distributed
 from sparsebench.config import positive
 from sparsebench.methods import Method, register
 from sparsebench.score_batches import backward_on, score_samples_param
@@ -51,12 +54,13 @@ class Snip(Method):
             batches = ctx.score_batches()
         else:
             batches = list(islice(ctx.train_batches(), self.params.batches))
-            self.scored_examples += sum(y.numel() for _, y in batches)
+            self.scored_examples += sum(y.numel() for _, y in batches) * distributed.current().size
         if not batches:
             raise RuntimeError("snip: the training set yields no batch to score on")
         backward_on(model, ctx.loss_fn, batches)
         with torch.no_grad():
-            scores = {layer.name: (layer.weight.grad * layer.weight).abs() for layer in engine.layers}
+            scores = {layer.name: (distributed.all_reduce_mean(layer.weight.grad) * layer.weight).abs()
+                      for layer in engine.layers}
         model.zero_grad(set_to_none=True)
         keep_target_globally(engine, scores)
 

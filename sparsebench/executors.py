@@ -82,6 +82,7 @@ class RunJob(submitit.helpers.Checkpointable):
     def __call__(self, cfg: RunConfig) -> dict:
         import torch
 
+        from .distributed import teardown
         from .trainer import train
 
         if self.results_root is not None:
@@ -89,6 +90,7 @@ class RunJob(submitit.helpers.Checkpointable):
         if self.threads is not None:
             torch.set_num_threads(self.threads)
         result = train(cfg)  # a run that raises has written status "failed" before it re-raises
+        teardown()  # a data-parallel run's process group (sparsebench.distributed)
         return {"run_id": result.get("run_id"), "status": result.get("status"),
                 "error": result.get("error"), "threads": torch.get_num_threads()}
 

@@ -86,8 +86,9 @@ def _what_would_run(executor: str, plan: Plan, workers: int) -> str:
         spec = plan.sweep.spec.slurm
         params = spec.submitit_parameters()
         text = ", ".join(f"{k}={v}" for k, v in params.items() if v not in ({}, [], None))
+        ranks = f", each run data-parallel on {spec.world_size} ranks" if spec.world_size > 1 else ""
         return (f"one SLURM array job of {n} task{'s' * (n > 1)}, at most "
-                f"{min(n, spec.array_parallelism)} at once ({text})")
+                f"{min(n, spec.array_parallelism)} at once{ranks} ({text})")
     if executor == "local":
         return f"{n} run{'s' * (n > 1)} in {max(1, min(workers, n))} local processes, one torch thread each"
     return f"{n} run{'s' * (n > 1)} one after another in this process"

@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from . import paths
+from . import distributed, paths
 from .config import (ConfigError, RunConfig, UNHASHED_FIELDS, checked, load_yaml, non_negative,
                      parse_dataclass, parse_override, positive, run_id, set_dotted)
 from .resolve import resolve
@@ -61,8 +61,13 @@ class SlurmSpec:
     partition: str | None = field(default=None, metadata={"help": "None: the cluster's default"})
     time_min: int = positive(60, "time limit of one run in minutes (--time); a longer run is "
                                  "checkpointed, requeued and resumed")
-    cpus_per_task: int = positive(1, "CPU cores per run; also its torch threads")
-    gpus_per_node: int = non_negative(0, "GPUs per run")
+    cpus_per_task: int = positive(1, "CPU cores per task (per run with one task); also its "
+                                     "torch threads")
+    gpus_per_node: int = non_negative(0, "GPUs per node of one run")
+    nodes: int = positive(1, "nodes per run (--nodes)")
+    tasks_per_node: int = positive(1, "processes per node of one run (--ntasks-per-node), one "
+                                      "per GPU: with nodes x tasks_per_node > 1 the run is "
+                                      "data-parallel (sparsebench.distributed)")
     mem_gb: float = positive(4, "memory per run in GB (--mem)")
     array_parallelism: int = positive(16, "most runs of the array job at once (--array=...%N)")
     signal_delay_s: int = positive(90, "USR2 this many seconds before the time limit (SLURM "
@@ -76,10 +81,23 @@ class SlurmSpec:
                                f"({', '.join(sorted(_RESERVED_SBATCH))})",
                                "extra sbatch options")
 
+    @property
+    def world_size(self) -> int:
+        """Ranks of one run."""
+        return self.nodes * self.tasks_per_node
+
+    def check(self) -> None:
+        """Cross-field checks; raises ConfigError naming the field."""
+        if self.gpus_per_node and self.tasks_per_node > self.gpus_per_node:
+            raise ConfigError("slurm.tasks_per_node",
+                              f"got {self.tasks_per_node}; allowed: at most gpus_per_node "
+                              f"({self.gpus_per_node}), one task per GPU")
+
     def submitit_parameters(self) -> dict:
         """Keyword arguments for ``submitit.AutoExecutor.update_parameters``."""
         params = {
             "timeout_min": self.time_min, "cpus_per_task": self.cpus_per_task,
+            "nodes": self.nodes, "tasks_per_node": self.tasks_per_node,
             "mem_gb": self.mem_gb,
             "slurm_array_parallelism": self.array_parallelism,
             "slurm_signal_delay_s": self.signal_delay_s,
@@ -207,6 +225,7 @@ def parse(path: Path) -> SweepSpec:
                 raise ConfigError(f"{kind}[{i}]", "expected a non-empty mapping of field: value")
     if not spec.grid and not spec.include:
         raise ConfigError("grid", "the sweep has no cells: give grid values or include cells")
+    spec.slurm.check()
     for source in ("overrides", "grid", "include", "exclude"):
         entries = getattr(spec, source)
         for i, entry in enumerate(entries if isinstance(entries, list) else [entries]):
@@ -332,6 +351,9 @@ def expand(name_or_path: str, overrides: list[str] = ()) -> Sweep:
         data["progress"] = False  # the sweep shows one bar over all cells instead
         try:
             cfg = resolve(data)
+            # A data-parallel run's needs (global batch divisible by its ranks) are checked
+            # here, before anything is submitted.
+            distributed.validate(cfg, spec.slurm.world_size)
         except ConfigError as err:
             raise CellError(label, err, _origin(err.field, label, spec, dict(cli))) from None
         rid = run_id(cfg)

@@ -8,6 +8,9 @@ Exit codes: 0 completed; 1 failed or diverged, or another process is training th
 or the results could not be written (the last line says which, naming the file); 2 invalid
 input (a config field, a missing data set or device, a batch larger than the training set),
 found before anything is written; 130 interrupted (Ctrl-C).
+
+Data-parallel on N processes: ``torchrun --nproc_per_node=N -m sparsebench.train CONFIG.yaml
+[key=value ...]`` (``data.batch_size`` stays the global batch; see sparsebench.distributed).
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import argparse
 import json
 import sys
 
-from . import atomic, locks, preflight, resolve
+from . import atomic, distributed, locks, preflight, resolve
 from .cli import config_errors_exit
 from .config import check_unique_overrides
 from .trainer import run_folder, train
@@ -34,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     with config_errors_exit(args.config):
         check_unique_overrides(args.overrides)
         cfg = resolve.load(args.config, args.overrides)
+        distributed.validate(cfg, distributed.launched_world_size())  # torchrun, SLURM tasks
         if not args.print_config:
             preflight.check(cfg)
     if args.print_config:
@@ -45,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         result = train(cfg, force=args.force)
+        distributed.teardown()
     except KeyboardInterrupt:
         print(f"\ninterrupted: run {run_folder(cfg)} stopped; the same command resumes it from "
               f"its last epoch checkpoint", file=sys.stderr)

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import atomic, checkpoints, locks, methods, paths, preflight
+from . import atomic, checkpoints, distributed, locks, methods, paths, preflight
 from .config import ConfigError, RunConfig, run_id, to_dict
 from .data import build_data
 from .flops import FlopModel
@@ -130,13 +130,16 @@ class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: Path):
         self.cfg = cfg
         self.run_dir = run_dir
-        self.log = RunLog(run_dir / paths.LOG)
+        # Data-parallel runs: rank 0 alone writes (sparsebench.distributed).
+        self.world = distributed.current()
+        self.log = RunLog(run_dir / paths.LOG) if self.world.is_main else (lambda message: None)
         self.device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
         self.data = build_data(cfg.data.name, batch_size=cfg.data.batch_size,
                                test_batch_size=cfg.data.test_batch_size, device=self.device,
                                seed=cfg.seed, augment=cfg.data.augment, root=cfg.data.root,
-                               train_subset=cfg.data.train_subset)
+                               train_subset=cfg.data.train_subset, rank=self.world.rank,
+                               world_size=self.world.size)
         info = self.data.info
         self.model = build_model(cfg.model.name, num_classes=info.num_classes,
                                  in_shape=info.in_shape, width=cfg.model.width).to(self.device)
@@ -165,6 +168,9 @@ class Trainer:
             self.data.train, samples_per_class=getattr(self.method.params, "score_samples_per_class", 0),
             num_classes=info.num_classes, seed=cfg.seed, flop_model=self.flop_model,
             loss_fn=self.loss_fn, autocast=self.autocast, prepare=self._inputs)
+        self.train_model = distributed.wrap(self.model, self.device)  # DDP with several ranks
+        self.check_masks = distributed.check_masks_enabled()
+        self.devices = distributed.devices(self.device)  # every rank's (a collective: not in result())
         self.progress = Progress()
 
     def reset_optimizer(self) -> None:
@@ -216,6 +222,7 @@ class Trainer:
             correct += (out.argmax(1) == y).sum()
             count += y.numel()
         self.model.train()
+        loss_sum, correct, count = distributed.sum_counts(loss_sum, correct, count)  # sharded evaluation
         return float(loss_sum) / count, 100.0 * float(correct) / count
 
     def _timed(self, hook, ctx) -> None:
@@ -224,7 +231,7 @@ class Trainer:
         self.progress.update_s += time.perf_counter() - t0
 
     def train_epoch(self, epoch: int, bar) -> dict:
-        model, opt, sched, method, engine = (self.model, self.optimizer, self.scheduler,
+        model, opt, sched, method, engine = (self.train_model, self.optimizer, self.scheduler,
                                              self.method, self.engine)
         model.train()
         round_, round_start = self.progress.round, self.progress.round * self.total_steps
@@ -245,15 +252,17 @@ class Trainer:
             out, loss = training_step(model, self.loss_fn, opt, engine, method, ctx, x, y,
                                       scheduler=sched, autocast=self.autocast,
                                       call_hook=self._timed)
-            batch = y.numel()
+            batch = y.numel() * self.world.size  # FLOPs and examples of the global batch
             self.progress.train_flops += (method.step_flops(ctx, self.flop_model) * batch
                                           + self.scoring.take_flops())
             self.progress.examples_seen += batch
             loss_sum += loss.detach().float() * y.numel()
             correct += (out.detach().argmax(1) == y).sum()
             seen += y.numel()
+            if self.check_masks:
+                distributed.check_masks(engine, self.progress.step)
             self.progress.step += 1
-            if (i + 1) % DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
+            if (i + 1) % DIVERGENCE_CHECK_EVERY == 0 and distributed.any_rank(~torch.isfinite(loss_sum)):
                 raise Diverged(f"non-finite training loss at step {self.progress.step}")
             times.append(time.perf_counter() - t0)
             if bar is not None:
@@ -263,8 +272,9 @@ class Trainer:
         if self.cuda:
             torch.cuda.synchronize()
         epoch_time = time.perf_counter() - t_epoch
-        if not torch.isfinite(loss_sum):
+        if distributed.any_rank(~torch.isfinite(loss_sum)):
             raise Diverged(f"non-finite training loss in epoch {epoch + 1}")
+        loss_sum, correct, seen = distributed.sum_counts(loss_sum, correct, seen)
         self.progress.step_times.extend(times)
         return {"train_loss": float(loss_sum) / seen, "train_acc": 100.0 * float(correct) / seen,
                 "epoch_time_s": epoch_time}
@@ -298,6 +308,8 @@ class Trainer:
         self.progress = Progress(**state["progress"])
 
     def save_checkpoint(self) -> None:
+        if not self.world.is_main:  # every rank holds the same state; all resume from this file
+            return
         checkpoints.save(self.checkpoint_path, self.checkpoint_state())
 
     def load_checkpoint(self) -> bool:
@@ -334,8 +346,9 @@ class Trainer:
             self.init_masks()
         cfg, p = self.cfg, self.progress
         bar = tqdm(total=self.total_steps * self.rounds, initial=p.step,
-                   desc=f"{cfg.method.name} d={cfg.density:g}",
-                   unit="step", disable=not cfg.progress, leave=False, dynamic_ncols=True)
+                   desc=f"{cfg.method.name} d={cfg.density:g}", unit="step",
+                   disable=not cfg.progress or not self.world.is_main, leave=False,
+                   dynamic_ncols=True)
         epochs_this_session = 0
         try:
             while p.epoch < cfg.epochs or p.round + 1 < self.rounds:
@@ -357,7 +370,8 @@ class Trainer:
                 p.elapsed_s += time.perf_counter() - t0
                 if p.epoch == cfg.epochs:
                     self.end_round()
-                atomic.write_jsonl(self.run_dir / paths.METRICS, p.history)
+                if self.world.is_main:
+                    atomic.write_jsonl(self.run_dir / paths.METRICS, p.history)
                 self.save_checkpoint()
                 self.log(f"{f'round {p.round + 1}/{self.rounds} ' if self.rounds > 1 else ''}"
                          f"epoch {p.epoch}/{cfg.epochs} train_loss {row['train_loss']:.4f} "
@@ -387,6 +401,9 @@ class Trainer:
             "update_time_s": p.update_s,
             "steps": p.step,
             "device": str(self.device),
+            "mask_sha256": distributed.mask_digest(self.engine),  # the final topology
+            "world_size": self.world.size,
+            "devices": self.devices,
         }
 
 
@@ -419,16 +436,20 @@ def train(cfg: RunConfig, *, stop_after_epochs: int | None = None, force: bool =
     raises is recorded with status ``failed`` and its error, then the error propagates.
     One process trains a run at a time: a second raises :class:`sparsebench.locks.Busy`
     without touching the run's files.
+    Launched as one rank of several (torchrun, SLURM tasks), it joins the run's process group
+    and trains data-parallel; rank 0 alone writes (see sparsebench.distributed).
     """
+    world = distributed.setup(resolve_device(cfg.device).type)
+    distributed.validate(cfg, world.size)
     run_dir = run_folder(cfg)
-    with run_lock(cfg, run_dir):
-        return _train_locked(cfg, run_dir, stop_after_epochs, force)
+    with run_lock(cfg, run_dir, world):
+        return _train_locked(cfg, run_dir, world, stop_after_epochs, force)
 
 
-def run_lock(cfg: RunConfig, run_dir: Path):
-    """The run's one-writer lock (sparsebench.locks). Under torchrun only rank 0 takes it: the
-    other ranks of the same run are not a second writer."""
-    if os.environ.get("RANK", "0") != "0":
+def run_lock(cfg: RunConfig, run_dir: Path, world):
+    """The run's one-writer lock (sparsebench.locks). Of a data-parallel run only rank 0 takes
+    it: the other ranks of the same run are not a second writer."""
+    if not world.is_main:
         return contextlib.nullcontext()
     log = RunLog(run_dir / paths.LOG)
     return locks.hold(
@@ -439,16 +460,18 @@ def run_lock(cfg: RunConfig, run_dir: Path):
                                          f"({previous})"))
 
 
-def _train_locked(cfg: RunConfig, run_dir: Path, stop_after_epochs: int | None,
+def _train_locked(cfg: RunConfig, run_dir: Path, world, stop_after_epochs: int | None,
                   force: bool) -> dict:
     result_path = run_dir / paths.RESULT
     existing = atomic.read_json(result_path)
     if existing and existing.get("status") == "completed" and not force:
         return existing
+    write = world.is_main
     started_at = now_iso()
     trainer = None
     try:
-        atomic.write_yaml(run_dir / paths.CONFIG, to_dict(cfg))
+        if write:
+            atomic.write_yaml(run_dir / paths.CONFIG, to_dict(cfg))
         # Again here for jobs whose launcher could not see the data (sweep --skip-data-check).
         preflight.check(cfg)
         trainer = Trainer(cfg, run_dir)
@@ -460,21 +483,25 @@ def _train_locked(cfg: RunConfig, run_dir: Path, stop_after_epochs: int | None,
     except Diverged as err:
         result = trainer.result("diverged", str(err), started_at)
         _add_measurements(result, trainer)
-        RunLog(run_dir / paths.LOG)(f"diverged: {err}")
+        if write:
+            RunLog(run_dir / paths.LOG)(f"diverged: {err}")
     except Exception as err:
         # Best effort: on a full or read-only disk these writes fail too, and the error that
         # propagates must stay the first one.
-        with contextlib.suppress(OSError):
-            RunLog(run_dir / paths.LOG)("failed:\n" + traceback.format_exc())
-        error = _first_line(err) if not isinstance(err, (atomic.WriteError, ConfigError)) else str(err)
-        result = (trainer.result("failed", error, started_at) if trainer is not None
-                  else result_header(cfg, "failed", error, started_at))
-        with contextlib.suppress(OSError):
-            atomic.write_json(result_path, result)
+        error = (str(err) if isinstance(err, (atomic.WriteError, ConfigError))
+                 else distributed.failure_text(err, _first_line(err)))  # names the rank that failed
+        if write:
+            with contextlib.suppress(OSError):
+                RunLog(run_dir / paths.LOG)(f"failed: {error}\n" + traceback.format_exc())
+            result = (trainer.result("failed", error, started_at) if trainer is not None
+                      else result_header(cfg, "failed", error, started_at))
+            with contextlib.suppress(OSError):
+                atomic.write_json(result_path, result)
         raise
-    atomic.write_json(result_path, result)
-    if result["status"] in ("completed", "diverged"):
-        checkpoints.remove(trainer.checkpoint_path)
+    if write:
+        atomic.write_json(result_path, result)
+        if result["status"] in ("completed", "diverged"):
+            checkpoints.remove(trainer.checkpoint_path)
     return result
 
 

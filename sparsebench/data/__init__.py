@@ -145,12 +145,14 @@ def _normalize(x: torch.Tensor, spec: _Spec, device: torch.device) -> torch.Tens
 
 def build_data(name: str, *, batch_size: int, test_batch_size: int, device: torch.device, seed: int,
                augment: bool | None = None, root: str | None = None,
-               train_subset: int | None = None) -> Data:
+               train_subset: int | None = None, rank: int = 0, world_size: int = 1) -> Data:
     """Train and test loaders for data set `name` (see DATASETS).
 
     augment: None = the data set's default (crop_flip for CIFAR, none for the MNISTs,
     the standard augmentations for ImageNet), True = on, False = off.
     train_subset keeps the first N training examples (for smoke tests).
+    rank, world_size: a data-parallel run's rank gets its share of every global batch of
+    ``batch_size`` / ``test_batch_size`` (sparsebench.distributed).
     """
     spec = _check_name(name)
     if train_subset is not None and train_subset < 1:
@@ -158,25 +160,30 @@ def build_data(name: str, *, batch_size: int, test_batch_size: int, device: torc
     device = torch.device(device)
     folder = find_root(name, root)
     if name == "imagenet":
-        return _build_imagenet(folder, batch_size, test_batch_size, device, seed, augment, train_subset)
+        return _build_imagenet(folder, batch_size, test_batch_size, device, seed, augment, train_subset,
+                               rank, world_size)
 
     x_tr, y_tr, x_te, y_te = _load_uint8(name, str(folder.resolve()))
     if train_subset is not None:
         x_tr, y_tr = x_tr[:train_subset], y_tr[:train_subset]
     aug = spec.augment if augment is None else ("crop_flip" if augment else None)
     train = TensorLoader(_normalize(x_tr, spec, device), y_tr.to(device), batch_size,
-                         shuffle=True, drop_last=True, augment=aug, seed=seed)
+                         shuffle=True, drop_last=True, augment=aug, seed=seed, rank=rank,
+                         world_size=world_size)
     test = TensorLoader(_normalize(x_te, spec, device), y_te.to(device), test_batch_size,
-                        shuffle=False, drop_last=False, augment=None, seed=seed)
+                        shuffle=False, drop_last=False, augment=None, seed=seed, rank=rank,
+                        world_size=world_size)
     info = DatasetInfo(name, spec.num_classes, tuple(x_tr.shape[1:]), len(x_tr), len(x_te))
     return Data(info, train, test)
 
 
-def _build_imagenet(folder, batch_size, test_batch_size, device, seed, augment, train_subset) -> Data:
+def _build_imagenet(folder, batch_size, test_batch_size, device, seed, augment, train_subset,
+                    rank, world_size) -> Data:
     from .imagenet import load_imagenet
 
+    shard = {"rank": rank, "world_size": world_size}
     train = load_imagenet(folder, batch_size, train=True, device=device, seed=seed,
-                          subset=train_subset, augment=augment)
-    test = load_imagenet(folder, test_batch_size, train=False, device=device, seed=seed)
+                          subset=train_subset, augment=augment, **shard)
+    test = load_imagenet(folder, test_batch_size, train=False, device=device, seed=seed, **shard)
     info = DatasetInfo("imagenet", len(test.classes), (3, 224, 224), train.num_examples, test.num_examples)
     return Data(info, train, test)

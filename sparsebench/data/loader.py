@@ -7,6 +7,10 @@ Determinism: all randomness of epoch e (the shuffle and the augmentation) is dra
 at the start of the epoch from a fresh CPU torch.Generator seeded from (seed, e).
 So a run resumed from an end-of-epoch checkpoint replays exactly the same batches,
 whatever was iterated before, and the global RNG is never touched.
+
+Data-parallel runs (sparsebench.distributed): every rank draws the same epoch (the generator
+depends on the seed and the epoch only) and takes its contiguous share of each global batch,
+so N ranks together see exactly the batches one process sees.
 """
 
 from __future__ import annotations
@@ -68,6 +72,8 @@ class TensorLoader:
     x: float (N, C, H, W), already normalized; y: int64 (N,), same device.
     augment: None, or "crop_flip" (random crop with 4-pixel zero padding + random
     horizontal flip, per example).
+    rank, world_size: this process yields only its share of each batch of ``batch_size``
+    (the global batch), see :func:`share`.
     """
 
     PAD = 4
@@ -82,6 +88,8 @@ class TensorLoader:
         drop_last: bool,
         augment: str | None = None,
         seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         if x.dim() != 4 or len(x) != len(y):
             raise ValueError(f"need x (N, C, H, W) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
@@ -100,6 +108,9 @@ class TensorLoader:
         self.augment = augment
         self.seed = seed
         self.epoch = 0
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside a world of {world_size}")
+        self.rank, self.world_size = rank, world_size
 
     @property
     def device(self) -> torch.device:
@@ -129,9 +140,19 @@ class TensorLoader:
             offsets, flips = offsets.to(dev), flips.to(dev)
         order = order.to(dev)
         for i in range(len(self)):
-            pos = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            start = i * self.batch_size
+            lo, hi = share(min(self.batch_size, n - start), self.rank, self.world_size)
+            pos = slice(start + lo, start + hi)
             idx = order[pos]
             xb = self.x[idx]
             if self.augment == "crop_flip":
                 xb = crop_flip(xb, offsets[0, pos], offsets[1, pos], flips[pos], self.PAD)
             yield xb, self.y[idx]
+
+
+def share(batch: int, rank: int, world_size: int) -> tuple[int, int]:
+    """[lo, hi) of rank ``rank``'s contiguous share of a batch of ``batch`` examples; the
+    shares differ by at most one (as ``torch.tensor_split``) and cover the batch in rank order."""
+    q, r = divmod(batch, world_size)
+    lo = rank * q + min(rank, r)
+    return lo, lo + q + (rank < r)

@@ -32,6 +32,12 @@ reuse one sign per row index across the batches of an update, here each update d
 signs from the method's generator (the sketch needs independent signs per sample and position);
 (3) an all-zero distribution (e.g. a layer whose output gradient vanished) falls back to uniform
 instead of raising.
+
+Data-parallel runs (sparsebench.distributed): each rank captures its share of the global batch,
+so the samplers' statistics are made the global batch's before they are sampled from: input
+sums are summed over the ranks, output-gradient sums averaged (each rank's dY is of its own
+mean loss, as DDP's gradients), and GraEst draws the signs of the whole global batch on every
+rank and uses its share's. Every rank then holds the same p_out, p_in and generator state.
 """
 from __future__ import annotations
 
@@ -42,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import distributed
 from .engine import MaskedLayer, SparsityEngine
 from .sparse_conv import SparseConv2d
 from .sparse_layers import csr_row_pointers, sampled_mm
@@ -205,7 +212,8 @@ class GraBo(Sampler):
     name = "grabo"
 
     def weights(self, layer, cap, generator):
-        return cap.output_grads().abs().sum((0, 2)), cap.inputs().abs().sum((0, 2))
+        return (distributed.all_reduce_mean(cap.output_grads().abs().sum((0, 2))),
+                distributed.all_reduce_sum(cap.inputs().abs().sum((0, 2))))
 
 
 class GraEst(Sampler):
@@ -222,8 +230,12 @@ class GraEst(Sampler):
         """(Σ_r s_r dY[r,:], Σ_r s_r U[r,:]) with one fresh sign per row r = (sample, position);
         their outer product is an unbiased estimate of the gradient G."""
         dy, u = cap.output_grads(), cap.inputs()
-        signs = rademacher((dy.shape[0], dy.shape[2]), generator).to(dy.device)
-        return torch.einsum("bil,bl->i", dy, signs), torch.einsum("bjl,bl->j", u, signs)
+        world = distributed.current()
+        # Every rank draws the global batch's signs (the same generator state everywhere).
+        signs = rademacher((dy.shape[0] * world.size, dy.shape[2]), generator)
+        signs = distributed.shard(signs, world).to(dy.device)
+        return (distributed.all_reduce_mean(torch.einsum("bil,bl->i", dy, signs)),
+                distributed.all_reduce_sum(torch.einsum("bjl,bl->j", u, signs)))
 
 
 SAMPLERS: dict[str, Sampler] = {s.name: s for s in (Uniform(), GraBo(), GraEst())}
