@@ -79,3 +79,18 @@ def configs_dir() -> Path:
 
 def methods_dir() -> Path:
     return repo_root() / "methods"
+
+
+# The GSE paper's artifacts (sparsebench.paper): tables, figures and index.md in one folder.
+def paper_dir(root: Path | None = None) -> Path:
+    return (root or results_root()) / "paper"
+
+
+def paper_mini_dir(root: Path | None = None) -> Path:
+    """The miniature paper (``make paper-mini``): its own sweeps, runs, data and report."""
+    return (root or results_root()) / "paper_mini"
+
+
+def paper_overlays_dir() -> Path:
+    """The miniature's overlay per paper sweep (sweeps/mini/NAME.yaml)."""
+    return sweeps_dir() / "mini"
