@@ -20,10 +20,14 @@ authors' ``update_masks_globally``), so the layers' shares drift during training
 update each layer's new count becomes its target (``engine.adopt_current_counts``), keeping the
 total exactly the run's target. Layer scope returns every layer exactly to its own target.
 
-When: the capture hooks are armed in ``before_forward`` of update steps only; the update runs
-after that step's optimizer step (``after_step``), so it works the same on an engine that
-computes only active-weight gradients, and grown connections first train on the next batch.
-(The authors update before the step, from extra batches; here the step's own batch is reused.)
+When: with ``score_samples_per_class: 0`` the capture hooks are armed in ``before_forward``
+of update steps only; the update runs after that step's optimizer step (``after_step``), so it
+works the same on an engine that computes only active-weight gradients, and grown connections
+first train on the next batch. With ``score_samples_per_class`` > 0 (the authors' protocol:
+10) steps 1-2 use ⌈n·classes/batch⌉ separate score batches (:mod:`sparsebench.score_batches`),
+captured batch by batch and summed over them, and the update runs before the step's forward
+pass; the step then trains the new topology, as the authors' ``our_training.py`` does (their
+Algorithm 2 replaces that SGD step; their code takes it).
 
 Engine primitives used (flat indices and values only; never a tensor of a weight's shape):
 ``active_indices``, ``active_values``, ``is_active``, ``inactive_indices`` (only for layers at
@@ -34,7 +38,8 @@ least half dense), ``grow``, ``prune``, ``global_largest``, ``global_smallest``,
 Cost per example (Evci et al. 2020 accounting): 3·f_S every step; on an update step also
 2·L_l·|C_l| per layer for the candidate gradients (a multiply and an add per candidate and
 output position L_l) and, for grabo and graest, (fan_in_l + out_l)·L_l for the sampling
-distributions. Drawing the samples, deduplication and top-k are not counted (no
+distributions, per example of the step's batch or, with score batches, per scored example
+(each of which also costs a forward and backward pass, 3·f_S). Drawing the samples, deduplication and top-k are not counted (no
 multiply-adds, as RigL leaves out its own top-k).
 """
 from __future__ import annotations
@@ -43,10 +48,11 @@ from dataclasses import dataclass
 
 from sparsebench.config import choice, positive
 from sparsebench.methods import Method, register
+from sparsebench.score_batches import score_samples_param
 from sparsebench.sparsity.dst import (ScheduledUpdates, drop_fraction_param, drop_schedule_param,
                                       end_param, grow_then_prune, interval_param, start_param)
 from sparsebench.sparsity.sampling import (SAMPLERS, ActivationCapture, candidate_gradient_flops,
-                                           candidate_gradients, sample_candidates)
+                                           candidate_gradients, concat_captures, sample_candidates)
 
 # At this density or above, every inactive connection of the layer is a candidate (the authors'
 # ``sample_gradient_masks``: sparsity <= 0.5).
@@ -64,13 +70,14 @@ class GseParams:
     subset_factor: float = positive(1.0, "γ: pairs drawn per layer, as a multiple of its active count")
     scope: str = choice("global", ("global", "layer"), "grow and prune by one top-k over all "
                                                        "layers, or per layer")
+    score_samples_per_class: int = score_samples_param(0)
 
 
 @register
 class Gse(ScheduledUpdates, Method):
     name = "gse"
     Params = GseParams
-    default_distribution = "er"
+    default_distribution = "er_flat"
 
     def __init__(self, params, engine, **kwargs):
         super().__init__(params, engine, **kwargs)
@@ -78,16 +85,39 @@ class Gse(ScheduledUpdates, Method):
         self.capture = ActivationCapture(engine.layers)
         self._update_cost: tuple[int, float] | None = None   # (step, extra FLOPs per example)
 
+    @property
+    def update_hook(self):
+        return "before_forward" if self.params.score_samples_per_class else "after_step"
+
     def before_forward(self, ctx):
-        if self.schedule.is_update(ctx.step):
+        if self.params.score_samples_per_class:
+            super().before_forward(ctx)          # the update itself, from score batches
+        elif self.schedule.is_update(ctx.step):
             self.capture.arm()
+
+    def _score_captures(self, ctx):
+        """Inputs and output gradients of every layer over the score batches, batch by batch
+        (a layer runs once per forward pass), joined along the batch dimension."""
+        batches, snapshots = ctx.score_batches(), []
+        try:
+            ctx.scoring.backward(ctx.model, batches, before_each=lambda i: self.capture.arm(),
+                                 after_each=lambda i: snapshots.append(self.capture.snapshot()))
+        finally:
+            self.capture.clear()
+        for p in ctx.model.parameters():  # only the captured tensors are used
+            p.grad = None
+        return concat_captures(snapshots), sum(int(y.numel()) for _, y in batches)
 
     def update(self, ctx, drop_fraction):
         engine, gen = self.engine, self.generator
         candidates, scores, extra = {}, {}, 0.0
+        if self.params.score_samples_per_class:
+            captures, scored = self._score_captures(ctx)
+        else:
+            captures, scored = self.capture, 0
         try:
             for layer in engine.layers:                                          # step 1
-                cap = self.capture[layer.name]
+                cap = captures[layer.name]
                 if layer.n_active() >= ALL_CANDIDATES_DENSITY * layer.numel:
                     cands = engine.inactive_indices(layer)
                 else:
@@ -114,7 +144,10 @@ class Gse(ScheduledUpdates, Method):
         grow_then_prune(engine, grown, budget)                                    # step 4
         if self.params.scope == "global":
             engine.adopt_current_counts()
-        self._update_cost = (ctx.step, extra)
+        if scored:   # extra per scored example, on top of their forward and backward
+            ctx.scoring.add_flops(extra * scored)
+        else:
+            self._update_cost = (ctx.step, extra)
 
     def step_flops(self, ctx, flops):
         base = 3.0 * flops.sparse_forward()

@@ -7,17 +7,21 @@ schedule (their Eq. 1, written in densities d = 1 − s):
     d_t = d_f + (d_i − d_f) · (1 − (t − t_0) / (t_end − t_0))³,
 
 from d_i = ``initial_density`` at t_0 to the run's density d_f at t_end, after which the
-topology is fixed. ``scope: global`` ranks |w| over all prunable layers at once (the layers'
+topology is fixed. ``ramp: cosine`` replaces the cubic factor (1 − p)³, p = (t − t_0)/(t_end − t_0),
+by ½·(1 + cos(π p)): the GSE paper's "gradual" baseline (the authors'
+``gradual_sparse_training.py``: sparsity s·(1 − ½(1 + cos(π t / t_end))) from dense, every 1000
+steps until 60 % of training, one global ranking). ``scope: global`` ranks |w| over all prunable layers at once (the layers'
 final shares follow from the magnitudes); ``scope: layer`` prunes each layer on its own
 schedule to its own target (from the run's distribution; Zhu & Gupta prune layer-wise with a
-uniform one). Counts are whole numbers: count_t = target + round((count_i − target)·(1 − p)³),
-which is exactly the target at t_end.
+uniform one). Counts are whole numbers: count_t = target + round((count_i − target)·r(p)), with
+r the ramp, which is exactly the target at t_end.
 
 Cost (Evci et al. 2020, App. H): every step is 3·f_S at the current masks, so the run's
 training FLOPs integrate the density schedule.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from sparsebench.config import ConfigError, checked, choice, fraction, positive
@@ -32,6 +36,8 @@ class MagnitudeParams:
     frequency: int = positive(100, "Δt: optimizer steps between pruning steps")
     initial_density: float = fraction(1.0, "d_i: density at the first pruning step")
     scope: str = choice("global", ("global", "layer"), "rank |w| over all layers or per layer")
+    ramp: str = choice("cubic", ("cubic", "cosine"), "density between t_0 and t_end: Zhu & "
+                                                     "Gupta's cubic, or the GSE paper's cosine")
 
 
 @register
@@ -39,6 +45,7 @@ class Magnitude(Method):
     name = "magnitude"
     Params = MagnitudeParams
     default_distribution = "uniform"
+    scores_initial_weights = True
 
     def __init__(self, params, engine, **kwargs):
         super().__init__(params, engine, **kwargs)
@@ -68,9 +75,16 @@ class Magnitude(Method):
         span = self.end_step - self.start_step
         return 1.0 if span == 0 else min(1.0, max(0.0, (t - self.start_step) / span))
 
+    def remaining(self, t: int) -> float:
+        """r(p): the share of (count_i − target) still active after t steps; 1 at t_0, 0 at t_end."""
+        p = self.progress(t)
+        if self.params.ramp == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * p))
+        return (1.0 - p) ** 3
+
     def count(self, initial: int, final: int, t: int) -> int:
-        """Active connections after t steps on the cubic schedule."""
-        return final + round((initial - final) * (1.0 - self.progress(t)) ** 3)
+        """Active connections after t steps on the ramp."""
+        return final + round((initial - final) * self.remaining(t))
 
     def target_density_at(self, t: int) -> float:
         """The global density the schedule prescribes after t steps (before t_0: dense)."""

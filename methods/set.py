@@ -7,19 +7,22 @@ for each layer,
     2. add as many new connections, chosen uniformly at random among the inactive ones;
        new weights start at zero (with zero optimizer state).
 
-Both steps are :func:`sparsebench.sparsity.dst.prune_then_grow` with a random grow score. As in
+Both steps are :func:`sparsebench.sparsity.dst.replace_smallest` without grow scores. As in
 RigL's implementation of SET, a weight removed in step 1 may be drawn again in step 2, and then
-simply stays. The update runs after the optimizer step, as in that implementation. Cost: 3·f_S
-per example per step; drawing random connections is not counted (Evci et al. 2020, App. H).
+simply stays (``regrow_dropped: false`` forbids it); ``scope: global`` removes the ζ·|A|
+smallest over all layers and adds as many at random among all layers' inactive connections (the
+GSE paper runs SET so). The update runs after the optimizer step, as in that implementation.
+Cost: 3·f_S per example per step; drawing random connections is not counted (Evci et al. 2020,
+App. H).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from sparsebench.methods import Method, register
-from sparsebench.sparsity.dst import (ScheduledUpdates, drop_count, drop_fraction_param,
-                                      drop_schedule_param, end_param, interval_param,
-                                      prune_then_grow, start_param)
+from sparsebench.sparsity.dst import (ScheduledUpdates, drop_fraction_param, drop_schedule_param,
+                                      end_param, interval_param, regrow_dropped_param,
+                                      replace_smallest, scope_param, start_param)
 
 
 @dataclass
@@ -29,6 +32,8 @@ class SetParams:
     start: float = start_param(0.0)
     end: float = end_param(1.0)
     drop_schedule: str = drop_schedule_param("constant")
+    scope: str = scope_param("layer")
+    regrow_dropped: bool = regrow_dropped_param(True)
 
 
 @register
@@ -38,6 +43,5 @@ class Set(ScheduledUpdates, Method):
     default_distribution = "er"
 
     def update(self, ctx, drop_fraction):
-        for layer in self.engine.layers:
-            prune_then_grow(self.engine, layer, drop_count(layer, drop_fraction),
-                            drop_score=layer.weight.abs(), generator=self.generator)
+        replace_smallest(self.engine, drop_fraction, scope=self.params.scope,
+                         regrow_dropped=self.params.regrow_dropped, generator=self.generator)

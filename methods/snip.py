@@ -2,7 +2,9 @@
 
 At initialization, with every connection active:
 
-    1. g = ∂L/∂w on ``batches`` training batches (the mean loss over them);
+    1. g = ∂L/∂w on ``batches`` training batches (the mean loss over them), or, with
+       ``score_samples_per_class`` > 0, on ⌈n·classes/batch⌉ separate score batches
+       (:mod:`sparsebench.score_batches`; the GSE authors' protocol: n = 10);
     2. s = |g ⊙ w|, the connection sensitivity (Eq. 6; its normalization does not change ranks);
     3. keep the top-k of s over all prunable layers at once, k = the run's target number of
        active connections; the layers' shares follow from the scores, not from a distribution;
@@ -20,11 +22,14 @@ import torch
 
 from sparsebench.config import positive
 from sparsebench.methods import Method, register
+from sparsebench.score_batches import backward_on, score_samples_param
 
 
 @dataclass
 class SnipParams:
-    batches: int = positive(1, "training batches the sensitivity is computed on")
+    batches: int = positive(1, "training batches the sensitivity is computed on "
+                               "(when score_samples_per_class is 0)")
+    score_samples_per_class: int = score_samples_param(0)
 
 
 @register
@@ -33,6 +38,7 @@ class Snip(Method):
     Params = SnipParams
     # Selection is global, so the distribution only fixes the total budget (the same for all).
     default_distribution = "uniform"
+    scores_initial_weights = True
 
     def __init__(self, params, engine, **kwargs):
         super().__init__(params, engine, **kwargs)
@@ -40,27 +46,24 @@ class Snip(Method):
 
     def init_masks(self, ctx):
         model, engine = ctx.model, self.engine
-        buffers = {name: b.clone() for name, b in model.named_buffers()}
-        model.train()
-        model.zero_grad(set_to_none=True)
-        batches = list(islice(ctx.train_batches(), self.params.batches))
+        if self.params.score_samples_per_class:   # counted by the score-batch facility
+            batches = ctx.score_batches()
+        else:
+            batches = list(islice(ctx.train_batches(), self.params.batches))
+            self.scored_examples += sum(y.numel() for _, y in batches)
         if not batches:
             raise RuntimeError("snip: the training set yields no batch to score on")
-        for x, y in batches:
-            (ctx.loss_fn(model(x), y) / len(batches)).backward()
-            self.scored_examples += y.numel()
+        backward_on(model, ctx.loss_fn, batches)
         with torch.no_grad():
             scores = {layer.name: (layer.weight.grad * layer.weight).abs() for layer in engine.layers}
         model.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                b.copy_(buffers[name])
         total = sum(layer.target_active for layer in engine.layers)
         engine.keep_largest(scores, total)
         engine.adopt_current_counts()
 
     def init_flops(self, flops):
-        """One dense forward and backward per scored example: 3·f_D each."""
+        """One dense forward and backward per scored example: 3·f_D each (score batches are
+        counted by their facility)."""
         return 3.0 * flops.dense_forward() * self.scored_examples
 
     def state_dict(self):

@@ -91,8 +91,11 @@ class OptimConfig:
 
 @dataclass
 class SparsityConfig:
-    distribution: str = choice("auto", ("auto", "uniform", "er", "erk"),
-                               "layer-wise density; auto: the method's default")
+    distribution: str = choice("auto", ("auto", "uniform", "er", "er_flat", "erk"),
+                               "layer-wise density; auto: the protocol's, else the method's default")
+    init: str = choice("model", ("model", "active_fan_in"),
+                       "weights of prunable layers: the model's own init, masked; or redrawn from "
+                       "U(±√(3/active fan-in)) per output unit (the GSE authors')")
     dense_first_layer: bool = False
     dense_last_layer: bool = False
     engine: str = choice("masked", ("masked", "sparse"), "masked-dense or always-sparse execution")
@@ -107,6 +110,9 @@ class MethodConfig:
 @dataclass
 class RunConfig:
     sweep: str = field(default="adhoc", metadata={"help": "sweep the run belongs to (results folder)"})
+    protocol: str = field(default="own", metadata={
+        "help": "a file in protocols/ whose settings fill in what the config leaves unset "
+                "(gse_paper: the GSE paper's protocol); own: each method's own defaults"})
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

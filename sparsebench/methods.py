@@ -23,6 +23,7 @@ import os
 import sys
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
@@ -34,6 +35,7 @@ from .sparsity.engine import SparsityEngine
 
 if TYPE_CHECKING:
     from .flops import FlopModel
+    from .score_batches import ScoreBatches
 
 
 @dataclass
@@ -52,6 +54,15 @@ class StepContext:
     model: nn.Module
     batch: tuple[torch.Tensor, torch.Tensor] | None = None
     loss: torch.Tensor | None = None
+    scoring: "ScoreBatches | None" = None   # the run's score batches (sparsebench.score_batches)
+
+    def score_batches(self, flops_per_example: float | None = None) -> list:
+        """The batches this step's scores use: with ``method.score_samples_per_class`` > 0,
+        fresh ones from the run's separate score stream (their FLOPs counted, 3·f_S per example
+        unless ``flops_per_example`` says otherwise); with 0, the step's own batch."""
+        if self.scoring is None or self.scoring.n_batches == 0:
+            return [self.batch]
+        return self.scoring.draw(self.step, flops_per_example)
 
 
 @dataclass
@@ -61,6 +72,19 @@ class InitContext:
     model: nn.Module
     train_batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    scoring: "ScoreBatches | None" = None
+
+    def score_batches(self, flops_per_example: float | None = None) -> list:
+        """Batches for scores at initialization: with ``method.score_samples_per_class`` > 0,
+        drawn from the run's separate score stream; with 0, the first training batch. Counted
+        like :meth:`StepContext.score_batches` (at initialization the masks are those
+        ``init_masks`` starts from: all active for pruning methods, so 3·f_D)."""
+        if self.scoring is not None and self.scoring.n_batches:
+            return self.scoring.draw(-1, flops_per_example)
+        batches = list(islice(self.train_batches(), 1))
+        if self.scoring is not None:
+            self.scoring.count(batches, flops_per_example)
+        return batches
 
 
 class Method:
@@ -71,6 +95,10 @@ class Method:
     default_distribution: ClassVar[str] = "erk"
     # A method that always trains at one density (dense: 1.0) overrides the run's density.
     fixed_density: ClassVar[float | None] = None
+    # True: init_masks picks the topology from the initial weights (SNIP, magnitude pruning),
+    # so ``sparsity.init: active_fan_in`` draws them before it, at full fan-in; False: after
+    # it, at the active fan-in of the topology it drew (sparsebench.sparsity.init).
+    scores_initial_weights: ClassVar[bool] = False
 
     def __init__(self, params: Any, engine: SparsityEngine, *, total_steps: int,
                  steps_per_epoch: int, seed: int):

@@ -92,5 +92,10 @@ def paper_mini_dir(root: Path | None = None) -> Path:
 
 
 def paper_overlays_dir() -> Path:
-    """The miniature's overlay per paper sweep (sweeps/mini/NAME.yaml)."""
+    """What the miniature changes in every paper sweep (sweeps/mini/common.yaml, tiny.yaml)."""
     return sweeps_dir() / "mini"
+
+
+def protocols_dir() -> Path:
+    """Named protocols (``protocol: NAME`` in a config or sweep): protocols/NAME.yaml."""
+    return repo_root() / "protocols"

@@ -2,7 +2,8 @@
 
 This is where names are checked against the registries (models, data sets, methods) and
 where a method's parameters are checked against its own dataclass. Everything that needs
-filling in is filled in here (the method's default distribution, a fixed density), so the
+filling in is filled in here (the protocol's settings, :mod:`sparsebench.protocols`; the
+method's default distribution, a fixed density), so the
 resolved config hashes to a stable ``run_id`` and is written out as the run's config.yaml.
 """
 from __future__ import annotations
@@ -10,13 +11,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from . import methods, models
+from . import methods, models, protocols
 from .config import ConfigError, RunConfig, apply_overrides, from_dict, load_yaml, parse_dataclass
 from .data import DATASETS
 
 
 def resolve(data: dict) -> RunConfig:
-    cfg = from_dict(data)
+    cfg = from_dict(protocols.apply(data))  # the protocol fills in what the config leaves unset
     if cfg.data.name not in DATASETS:
         raise ConfigError("data.name", f"got {cfg.data.name!r}; allowed: {', '.join(DATASETS)}")
     if cfg.model.name not in models.available():

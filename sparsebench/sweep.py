@@ -33,7 +33,7 @@ from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import atomic, executors, paths, sweeps
+from . import atomic, executors, paths, protocols, sweeps
 from .cli import config_errors_exit
 from .executors import Outcome
 
@@ -103,6 +103,8 @@ def print_plan(plan: Plan, executor: str, workers: int, dry_run: bool) -> None:
         print(f"  {'run_id':12}  {'status':{width}}  cell")
         for cell in sweep.cells:
             print(f"  {cell.run_id:12}  {plan.action(cell):{width}}  {cell.describe()}")
+        print("resolved method parameters [protocol] method: params | run settings | runs:")
+        print("\n".join(protocols.describe(sweep.cells)))
     print(f"executor {executor}: {_what_would_run(executor, plan, workers)}")
 
 

@@ -32,6 +32,8 @@ from .data import build_data
 from .flops import FlopModel
 from .models import build_model
 from .schedules import build_optimizer, build_scheduler
+from .score_batches import ScoreBatches
+from .sparsity.init import apply_init
 from .sparsity.sparse_engine import build_engine
 
 # Check for a non-finite loss every this many steps (each check synchronizes a GPU).
@@ -153,6 +155,10 @@ class Trainer:
         self.scheduler = build_scheduler(cfg.optim, self.optimizer, self.steps_per_epoch, self.total_steps)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
         self.flop_model = FlopModel(self.model, self.engine, info.in_shape, self.device)
+        self.scoring = ScoreBatches(
+            self.data.train, samples_per_class=getattr(self.method.params, "score_samples_per_class", 0),
+            num_classes=info.num_classes, seed=cfg.seed, flop_model=self.flop_model,
+            loss_fn=self.loss_fn, autocast=self.autocast, prepare=self._inputs)
         self.progress = Progress()
 
     # ---- pieces of the loop ------------------------------------------------------------------
@@ -171,10 +177,15 @@ class Trainer:
 
     def init_masks(self) -> None:
         ctx = methods.InitContext(self.model, self._train_batches,
-                                  lambda out, y: self.loss_fn(out, y))
+                                  lambda out, y: self.loss_fn(out, y), scoring=self.scoring)
+        before = self.method.scores_initial_weights  # sparsity.init before or after the topology
+        if before:
+            apply_init(self.cfg.sparsity.init, self.engine, self.cfg.seed)
         self.method.init_masks(ctx)
         self.engine.apply_masks()
-        self.progress.train_flops += self.method.init_flops(self.flop_model)
+        if not before:
+            apply_init(self.cfg.sparsity.init, self.engine, self.cfg.seed)
+        self.progress.train_flops += self.method.init_flops(self.flop_model) + self.scoring.take_flops()
         self.log(f"initial masks: global density {self.engine.global_density():.5f}, per layer "
                  + ", ".join(f"{n}={d:.4f}" for n, d in self.engine.layer_densities().items()))
 
@@ -207,7 +218,8 @@ class Trainer:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
         ctx = methods.StepContext(step=self.progress.step, epoch=epoch, total_steps=self.total_steps,
-                                  steps_per_epoch=self.steps_per_epoch, model=model)
+                                  steps_per_epoch=self.steps_per_epoch, model=model,
+                                  scoring=self.scoring)
         times = []
         t_epoch = time.perf_counter()
         for i, (x, y) in enumerate(self.data.train):
@@ -218,7 +230,8 @@ class Trainer:
                                       scheduler=sched, autocast=self.autocast,
                                       call_hook=self._timed)
             batch = y.numel()
-            self.progress.train_flops += method.step_flops(ctx, self.flop_model) * batch
+            self.progress.train_flops += (method.step_flops(ctx, self.flop_model) * batch
+                                          + self.scoring.take_flops())
             self.progress.examples_seen += batch
             loss_sum += loss.detach().float() * y.numel()
             correct += (out.detach().argmax(1) == y).sum()
@@ -332,6 +345,7 @@ def result_header(cfg: RunConfig, status: str, error: str | None, started_at: st
         "run_id": run_id(cfg), "sweep": cfg.sweep, "status": status, "error": error,
         "method": cfg.method.name, "method_params": dict(cfg.method.params),
         "model": cfg.model.name, "width": cfg.model.width, "dataset": cfg.data.name,
+        "protocol": cfg.protocol, "init": cfg.sparsity.init,
         "density": cfg.density, "distribution": cfg.sparsity.distribution,
         "engine": cfg.sparsity.engine, "seed": cfg.seed, "epochs": cfg.epochs,
         "config": to_dict(cfg), "git_sha": git_sha(), "torch_version": torch.__version__,

@@ -17,7 +17,7 @@ def _shapes(name, in_shape):
     return {n: tuple(m.weight.shape) for n, m in prunable_modules(model)}
 
 
-@pytest.mark.parametrize("kind", ["uniform", "er", "erk"])
+@pytest.mark.parametrize("kind", ["uniform", "er", "er_flat", "erk"])
 @pytest.mark.parametrize("model, in_shape", MODELS)
 @pytest.mark.parametrize("density", [0.5, 0.1, 0.02])
 def test_densities_sum_to_target_and_stay_at_most_one(kind, model, in_shape, density):
@@ -61,3 +61,49 @@ def test_uniform_is_uniform_and_bad_input_rejected():
         layer_densities(shapes, 0.0, "erk")
     with pytest.raises(ValueError):
         layer_densities(shapes, 0.5, "random")
+
+
+# ---- er_flat: the GSE authors' Erdős–Rényi of the flattened (out, fan_in) weight --------------
+
+def _er_flat_by_formula(shapes, density):
+    """ε·(out + fan_in)/(out·fan_in) with fan_in = C_in·k_h·k_w, written out from the formula;
+    a layer that would pass 1 is made dense and ε solved again over the rest."""
+    size = {n: math.prod(s) for n, s in shapes.items()}
+    raw = {n: (s[0] + math.prod(s[1:])) / (s[0] * math.prod(s[1:])) for n, s in shapes.items()}
+    dense = set()
+    while True:
+        rest = [n for n in shapes if n not in dense]
+        eps = (density * sum(size.values()) - sum(size[n] for n in dense)) / sum(raw[n] * size[n] for n in rest)
+        over = [n for n in rest if eps * raw[n] > 1]
+        if not over:
+            return {n: 1.0 if n in dense else eps * raw[n] for n in shapes}
+        dense.add(max(over, key=lambda n: raw[n]))
+
+
+def test_er_flat_on_resnet56_cifar100_gives_the_classifier_its_share():
+    model = build_model("resnet56", num_classes=100, in_shape=(3, 32, 32))
+    shapes = {n: tuple(m.weight.shape) for n, m in prunable_modules(model)}
+    classifier = list(shapes)[-1]
+    assert shapes[classifier] == (100, 64)
+    expected = _er_flat_by_formula(shapes, 0.02)
+    dens = layer_densities(shapes, 0.02, "er_flat")
+    for n in shapes:
+        assert dens[n] == pytest.approx(expected[n], rel=1e-12), n
+        assert dens[n] <= 1
+    counts = active_counts(shapes, dens, total_density=0.02)
+    total = sum(math.prod(s) for s in shapes.values())
+    assert sum(counts.values()) == round(0.02 * total)          # the total is exact
+    assert counts[classifier] >= 100                             # every class can have an input
+    # RigL's `er` counts only a conv's channels and starves the classifier (about 78).
+    er = active_counts(shapes, layer_densities(shapes, 0.02, "er"), total_density=0.02)
+    assert er[classifier] < 100 < counts[classifier]
+
+
+def test_er_flat_redistributes_and_equals_er_on_linear_layers():
+    shapes = _shapes("mlp", (1, 28, 28))
+    for density in (0.5, 0.1, 0.02):
+        assert layer_densities(shapes, density, "er_flat") == layer_densities(shapes, density, "er")
+    # at 50 % the 100x10 classifier would pass 1: it is made dense, the rest share what is left
+    dens = layer_densities(shapes, 0.5, "er_flat")
+    assert dens == pytest.approx(_er_flat_by_formula(shapes, 0.5))
+    assert max(dens.values()) == 1.0

@@ -23,18 +23,20 @@ COMPARED = ("snip", "magnitude", "set", "rigl", "gse")
 
 # The defaults issue 4 documents, pinned so docstrings and code cannot drift apart.
 DEFAULTS = {
-    "snip": {"batches": 1},
+    "snip": {"batches": 1, "score_samples_per_class": 0},
     "magnitude": {"start": 0.1, "end": 0.8, "frequency": 100, "initial_density": 1.0,
-                  "scope": "global"},
+                  "scope": "global", "ramp": "cubic"},
     "set": {"drop_fraction": 0.3, "interval": 0, "start": 0.0, "end": 1.0,
-            "drop_schedule": "constant"},
+            "drop_schedule": "constant", "scope": "layer", "regrow_dropped": True},
     "rigl": {"drop_fraction": 0.3, "interval": 100, "start": 0.0, "end": 0.75,
-             "drop_schedule": "cosine"},
+             "drop_schedule": "cosine", "scope": "layer", "regrow_dropped": True,
+             "score_samples_per_class": 0},
     "gse": {"drop_fraction": 0.2, "interval": 1000, "start": 0.0, "end": 0.6,
             "drop_schedule": "cosine", "sampler": "uniform", "subset_factor": 1.0,
-            "scope": "global"},
+            "scope": "global", "score_samples_per_class": 0},
 }
-DISTRIBUTIONS = {"snip": "uniform", "magnitude": "uniform", "set": "er", "rigl": "erk", "gse": "er"}
+DISTRIBUTIONS = {"snip": "uniform", "magnitude": "uniform", "set": "er", "rigl": "erk",
+                 "gse": "er_flat"}
 
 
 def test_every_method_is_registered_with_its_documented_defaults():
@@ -60,6 +62,14 @@ def test_every_method_is_registered_with_its_documented_defaults():
     (["method.name=magnitude", "method.initial_density=0.01", "density=0.1"],
      "method.initial_density"),
     (["method.name=magnitude", "method.drop_fraction=0.3"], "method.drop_fraction"),
+    (["method.name=magnitude", "method.ramp=linear"], "method.ramp"),
+    (["method.name=set", "method.scope=row"], "method.scope"),
+    (["method.name=rigl", "method.scope=all"], "method.scope"),
+    (["method.name=rigl", "method.regrow_dropped=maybe"], "method.regrow_dropped"),
+    (["method.name=rigl", "method.score_samples_per_class=-1"], "method.score_samples_per_class"),
+    (["method.name=gse", "method.score_samples_per_class=2.5"], "method.score_samples_per_class"),
+    (["sparsity.init=xavier"], "sparsity.init"),
+    (["protocol=gse_papr"], "protocol"),
 ])
 def test_bad_method_values_exit_2_naming_the_field(overrides, field, capsys):
     with pytest.raises(ConfigError) as exc:

@@ -11,7 +11,8 @@ import torch.nn as nn
 from sparsebench.models import available, build_model, register, scaled
 
 NUM_CLASSES = 7  # not 10, so a hard-coded classifier size would show
-EXPECTED = {"lenet5", "mlp", "resnet20", "resnet32", "resnet50", "resnet56", "vgg16", "vit"}
+EXPECTED = {"lenet5", "mlp", "resnet20", "resnet32", "resnet50", "resnet56", "simple_vit_tiny",
+            "vgg16", "vgg16_small", "vit"}
 SMALL_INPUT = {"mlp", "lenet5"}  # also tested on (1, 28, 28)
 
 
@@ -104,8 +105,8 @@ def test_first_and_last_prunable_layers(name, in_shape):
     layers = [m for _, m in _prunable(model)]
     assert len(layers) >= 2
     first, last = layers[0], layers[-1]
-    if isinstance(first, nn.Linear):
-        assert first.in_features == math.prod(in_shape)
+    if isinstance(first, nn.Linear):  # a whole input, or one patch of it (SimpleViT)
+        assert first.in_features == getattr(model, "patch_dim", math.prod(in_shape))
     else:
         assert first.in_channels == in_shape[0]
     assert isinstance(last, nn.Linear)
@@ -235,3 +236,39 @@ def test_resnet50_matches_reference_architecture():
     block = model.layers[3]
     assert block.conv1.stride == (1, 1) and block.conv2.stride == (2, 2)
     assert model.fc.in_features == 2048
+
+
+# The GSE authors' models (their models/vgg_cifar.py and models/simple_vit.py), with the sizes
+# the issue gives: about 1.30 M and 4.28 M parameters for CIFAR-100.
+@pytest.mark.parametrize("name, published, n_prunable", [("vgg16_small", 1.30e6, 16),
+                                                         ("simple_vit_tiny", 4.28e6, 18)])
+def test_gse_paper_model_parameter_counts(name, published, n_prunable):
+    model = build_model(name, num_classes=100, in_shape=(3, 32, 32))
+    assert abs(_n_params(model) - published) / published < 0.02
+    assert len(_prunable(model)) == n_prunable
+
+
+def test_vgg16_small_layout_and_width():
+    model = build_model("vgg16_small", num_classes=100, in_shape=(3, 32, 32))
+    layers = [m for _, m in _prunable(model)]
+    assert [m.out_channels for m in layers[:13]] == [16, 16, 32, 32, 64, 64, 64,
+                                                     128, 128, 128, 128, 128, 128]
+    assert [(m.in_features, m.out_features) for m in layers[13:]] == [(128, 512), (512, 512), (512, 100)]
+    assert sum(isinstance(m, nn.Dropout) for m in model.modules()) == 2
+    double = build_model("vgg16_small", num_classes=100, in_shape=(3, 32, 32), width=2)
+    fc = [m for _, m in _prunable(double)][13:]
+    assert [(m.in_features, m.out_features) for m in fc] == [(256, 1024), (1024, 1024), (1024, 100)]
+
+
+def test_simple_vit_tiny_layout_and_width():
+    model = build_model("simple_vit_tiny", num_classes=100, in_shape=(3, 32, 32))
+    shapes = [tuple(m.weight.shape) for _, m in _prunable(model)]
+    block = [(1152, 512), (512, 384), (256, 512), (512, 256)]  # qkv, out (6 heads x 64), MLP
+    assert shapes == [(512, 48)] + block * 4 + [(100, 512)]
+    assert all(m.bias is None for n, m in _prunable(model) if "to_" in n)
+    # width scales dim, heads and MLP dim; a head stays 64 wide
+    half = build_model("simple_vit_tiny", num_classes=100, in_shape=(3, 32, 32), width=0.5)
+    assert [tuple(m.weight.shape) for _, m in _prunable(half)][1:5] == [
+        (576, 256), (256, 192), (128, 256), (256, 128)]
+    # the position embedding is the fixed 2-D sine-cosine one: not a parameter
+    assert not any("pos" in n for n, _ in model.named_parameters())

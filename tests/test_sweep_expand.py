@@ -138,18 +138,23 @@ def test_default_sweep_is_all_seven_methods_five_densities_three_seeds():
             assert cell.config.method.params["interval"] == 100
 
 
-def test_paper_sweeps_use_the_gse_recipe():
-    for name in ("cifar10_densities", "cifar100_densities"):
+@pytest.mark.parametrize("suffix, protocol", [("", "gse_paper"), ("_own", "own")])
+def test_paper_sweeps_use_the_gse_recipe(suffix, protocol):
+    for name in ("cifar10_densities" + suffix, "cifar100_densities" + suffix):
         sweep = sweeps.expand(name)
-        assert {c.config.model.name for c in sweep.cells} == {"resnet56", "vgg16", "vit"}
-        assert {c.config.density for c in sweep.cells} == {0.1, 0.05, 0.02}
+        assert {c.config.model.name for c in sweep.cells} == {"resnet56", "vgg16_small",
+                                                              "simple_vit_tiny"}
+        assert {c.config.protocol for c in sweep.cells} == {protocol}
+        assert {c.config.method.name for c in sweep.cells} == {
+            "dense", "static", "snip", "magnitude", "set", "rigl", "gse"}
+        assert {c.config.density for c in sweep.cells} == {0.1, 0.05, 0.02, 1.0}  # 1.0: dense
         samplers = {c.config.method.params.get("sampler") for c in sweep.cells
                     if c.config.method.name == "gse"}
         assert samplers == {"uniform", "grabo", "graest"}
         for c in sweep.cells:
             o = c.config.optim
             assert (c.config.epochs, o.schedule, o.milestones, o.warmup_epochs) == (200, "step", [0.4, 0.6], 5)
-            assert o.lr == (0.01 if c.config.model.name == "vit" else 0.1)
+            assert o.lr == (0.01 if c.config.model.name == "simple_vit_tiny" else 0.1)
             assert (o.momentum, o.weight_decay, c.config.data.batch_size) == (0.9, 1e-4, 128)
 
 

@@ -95,4 +95,4 @@ def _image_shape(in_shape: tuple[int, ...], model: str) -> tuple[int, int, int]:
 
 # Import the family modules so that they register themselves (after the
 # definitions above, which they import).
-from . import lenet, mlp, resnet_cifar, resnet_imagenet, vgg, vit  # noqa: E402,F401
+from . import lenet, mlp, resnet_cifar, resnet_imagenet, simple_vit, vgg, vit  # noqa: E402,F401

@@ -1,7 +1,11 @@
-"""How a global density is shared among layers: ``uniform``, ``er`` and ``erk``.
+"""How a global density is shared among layers: ``uniform``, ``er``, ``er_flat`` and ``erk``.
 
 Erdős–Rényi (Mocanu et al. 2018) gives layer l a density proportional to
-(n_in + n_out) / (n_in · n_out); ERK (Evci et al. 2020, "Rigging the Lottery", Sec. 3) adds the
+(n_in + n_out) / (n_in · n_out). ``er`` is RigL's ``erdos_renyi``: for a conv it counts only the
+channels, n_in = C_in, n_out = C_out. ``er_flat`` is the GSE authors' (Heddes et al., their
+``layers.get_active_param_scaler``): every weight is viewed as the (out, fan_in) matrix it
+multiplies, fan_in = C_in·k_h·k_w, so a conv gets (out + fan_in) / (out · fan_in); on a model
+of linear layers only the two coincide. ERK (Evci et al. 2020, "Rigging the Lottery", Sec. 3) adds the
 kernel dimensions: (n_in + n_out + k_h + k_w) / (n_in · n_out · k_h · k_w), i.e. sum over product
 of the weight's dimensions. One scale ε is solved so that the active parameters add up to the
 global budget:
@@ -20,12 +24,15 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
-DISTRIBUTIONS = ("uniform", "er", "erk")
+DISTRIBUTIONS = ("uniform", "er", "er_flat", "erk")
 
 
 def _raw_score(shape: Sequence[int], kind: str) -> float:
     if kind == "erk":
         return sum(shape) / math.prod(shape)
+    if kind == "er_flat":
+        n_out, fan_in = shape[0], math.prod(shape[1:])
+        return (n_out + fan_in) / (n_out * fan_in)
     # ER counts only fan-out and fan-in: torch weights are (out, in, *kernel).
     n_out, n_in = shape[0], shape[1] if len(shape) > 1 else 1
     return (n_in + n_out) / (n_in * n_out)

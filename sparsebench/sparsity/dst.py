@@ -13,7 +13,10 @@ The compositions:
 
 * :func:`prune_then_grow` (SET, Mocanu et al. 2018; RigL, Evci et al. 2020, Alg. 1): per layer,
   drop the n smallest-magnitude active connections, then grow n among the inactive ones, the
-  just-dropped included;
+  just-dropped included or not (``regrow_dropped``); :func:`global_prune_then_grow` does the
+  same with one bottom-k and one top-k over all layers (GSE's schedule for its baselines, the
+  authors' ``dynamic_sparse_training.py``); :func:`replace_smallest` picks one of the two by
+  ``scope``;
 * :func:`grow_then_prune` (GSE, Heddes et al.): grow the chosen candidates first, then prune the
   smallest-magnitude active connections back to a count, never the ones just grown.
 
@@ -22,7 +25,7 @@ Each method file composes these with its own scores, so it reads like its paper'
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import torch
@@ -34,6 +37,7 @@ if TYPE_CHECKING:  # imports point one way: methods build on sparsity, not the r
     from ..methods import StepContext
 
 DROP_SCHEDULES = ("cosine", "constant")
+SCOPES = ("global", "layer")
 
 
 # ---- parameter fields shared by name across set / rigl / gse (defaults differ per method) -------
@@ -59,6 +63,17 @@ def end_param(default: float) -> Any:
 
 def drop_schedule_param(default: str) -> Any:
     return choice(default, DROP_SCHEDULES, "α_t: cosine decay to 0 at end (RigL), or constant")
+
+
+def scope_param(default: str) -> Any:
+    return choice(default, SCOPES, "prune and grow by one ranking over all layers (global), "
+                                   "or each layer by its own share (layer)")
+
+
+def regrow_dropped_param(default: bool) -> Any:
+    return field(default=default, metadata={
+        "help": "a connection dropped in an update may be grown back in the same update "
+                "(RigL's and SET's reference code); false: never (the GSE authors' code)"})
 
 
 def check_window(params: Any) -> None:
@@ -118,7 +133,9 @@ class ScheduledUpdates:
     schedule; a method writes only ``update(ctx, drop_fraction)``.
 
     ``update_hook`` says when in a step the update runs: ``"after_step"`` (SET, GSE: after the
-    optimizer step) or ``"after_backward"`` (RigL: it needs the step's dense gradient).
+    optimizer step), ``"after_backward"`` (RigL: it needs the step's dense gradient) or
+    ``"before_forward"`` (scores from separate score batches: the update precedes the step,
+    which then trains the new topology, as in the GSE authors' code).
     """
 
     update_hook: ClassVar[str] = "after_step"
@@ -139,6 +156,9 @@ class ScheduledUpdates:
         if hook == self.update_hook and self.schedule.is_update(ctx.step):
             self.update(ctx, self.schedule.fraction_at(ctx.step))
 
+    def before_forward(self, ctx: "StepContext") -> None:
+        self._maybe_update(ctx, "before_forward")
+
     def after_backward(self, ctx: "StepContext") -> None:
         self._maybe_update(ctx, "after_backward")
 
@@ -155,26 +175,95 @@ def drop_count(layer: MaskedLayer, drop_fraction: float) -> int:
 
 def prune_then_grow(engine: SparsityEngine, layer: MaskedLayer, n: int, *,
                     drop_score: torch.Tensor, grow_score: torch.Tensor | None = None,
-                    generator: torch.Generator | None = None) -> None:
+                    generator: torch.Generator | None = None, regrow_dropped: bool = True) -> None:
     """Drop the ``n`` active connections with the smallest ``drop_score``, then grow ``n``:
     those with the largest ``grow_score`` or, without one, uniformly at random.
 
-    Growth chooses among the inactive connections and the ones just dropped, as both reference
-    implementations do (RigL's ``_get_update_op``, whose SET shares it). A dropped connection
-    that is chosen again simply stays, keeping its weight and optimizer state
-    (``reinit_when_same=False``); every other grown connection starts at zero with zero state.
-    The layer's active count is unchanged.
+    With ``regrow_dropped`` growth chooses among the inactive connections and the ones just
+    dropped, as both reference implementations do (RigL's ``_get_update_op``, whose SET shares
+    it). A dropped connection that is chosen again simply stays, keeping its weight and
+    optimizer state (``reinit_when_same=False``); every other grown connection starts at zero
+    with zero state. Without it, only connections inactive before the update can grow (the GSE
+    authors' ``grow.disable_pruned_connections``); n is then capped at the number of inactive
+    connections, so the layer's active count is unchanged in either case (the authors' code
+    would grow fewer than it dropped in a nearly dense layer).
     """
+    if not regrow_dropped:
+        n = min(n, layer.numel - layer.n_active())
     if n <= 0:
         return
     dropped = engine.smallest_active(layer, n, drop_score)
+    also = dropped if regrow_dropped else None   # still active here, so excluded without it
     if grow_score is None:
-        grown = engine.random_inactive(layer, n, generator, also=dropped)
+        grown = engine.random_inactive(layer, n, generator, also=also)
     else:
-        grown = engine.largest_inactive(layer, n, grow_score, also=dropped)
-    stays = torch.isin(dropped, grown)
-    engine.prune(layer, dropped[~stays])
-    engine.grow(layer, grown[~torch.isin(grown, dropped)])
+        grown = engine.largest_inactive(layer, n, grow_score, also=also)
+    _swap(engine, {layer.name: dropped}, {layer.name: grown})
+
+
+def global_prune_then_grow(engine: SparsityEngine, n: int, *, drop_scores: Mapping[str, torch.Tensor],
+                           grow_scores: Mapping[str, torch.Tensor] | None = None,
+                           generator: torch.Generator | None = None,
+                           regrow_dropped: bool = True) -> None:
+    """:func:`prune_then_grow` over all layers at once: drop the ``n`` active connections with
+    the smallest drop score over the whole model (one bottom-k), then grow ``n`` with the
+    largest grow score over the whole model (one top-k), or ``n`` uniformly at random among
+    all layers' eligible connections without grow scores (the authors' random grow score,
+    ``torch.rand_like``, ranked globally). Layers end with whatever share the scores give them;
+    each layer's new count becomes its target, the run's total is unchanged (checked; without
+    ``regrow_dropped`` n is capped at the number of inactive connections, as in
+    :func:`prune_then_grow`).
+    """
+    layers = [engine.by_name[name] for name in drop_scores]
+    if not regrow_dropped:
+        n = min(n, sum(layer.numel - layer.n_active() for layer in layers))
+    if n <= 0:
+        return
+    candidates = {layer.name: drop_scores[layer.name].detach().flatten().float().masked_fill(
+                  ~layer.mask.flatten(), float("inf")) for layer in layers}
+    dropped = engine.global_smallest(candidates, n)
+    eligible_scores = {}
+    for layer in layers:
+        eligible = ~layer.mask.flatten()
+        if regrow_dropped:
+            eligible = eligible.clone()
+            eligible[dropped[layer.name]] = True
+        if grow_scores is None:
+            score = torch.rand(layer.numel, generator=generator).to(eligible.device)
+        else:
+            score = grow_scores[layer.name].detach().flatten().float()
+        eligible_scores[layer.name] = score.masked_fill(~eligible, float("-inf"))
+    grown = engine.global_largest(eligible_scores, n)
+    _swap(engine, dropped, grown)
+    engine.adopt_current_counts()
+
+
+def _swap(engine: SparsityEngine, dropped: Mapping[str, torch.Tensor],
+          grown: Mapping[str, torch.Tensor]) -> None:
+    """Prune ``dropped`` and grow ``grown`` (flat indices per layer); one in both stays."""
+    for name in dropped:
+        layer, d, g = engine.by_name[name], dropped[name], grown.get(name)
+        g = d[:0] if g is None else g.to(d.device)
+        engine.prune(layer, d[~torch.isin(d, g)])
+        engine.grow(layer, g[~torch.isin(g, d)])
+
+
+def replace_smallest(engine: SparsityEngine, drop_fraction: float, *, scope: str,
+                     regrow_dropped: bool, grow_scores: Mapping[str, torch.Tensor] | None = None,
+                     generator: torch.Generator | None = None) -> None:
+    """One SET/RigL update: replace the fraction α_t of the active connections with the
+    smallest magnitude |w| by the largest ``grow_scores`` (random without them), per layer
+    (n_l = ⌊α_t·|A_l|⌋) or globally (n = ⌊α_t·Σ_l |A_l|⌋)."""
+    if scope == "global":
+        n = int(drop_fraction * sum(layer.n_active() for layer in engine.layers))
+        global_prune_then_grow(engine, n, drop_scores={layer.name: layer.weight.abs() for layer in engine.layers},
+                               grow_scores=grow_scores, generator=generator,
+                               regrow_dropped=regrow_dropped)
+        return
+    for layer in engine.layers:
+        prune_then_grow(engine, layer, drop_count(layer, drop_fraction), drop_score=layer.weight.abs(),
+                        grow_score=None if grow_scores is None else grow_scores[layer.name],
+                        generator=generator, regrow_dropped=regrow_dropped)
 
 
 def grow_then_prune(engine: SparsityEngine, grown: Mapping[str, torch.Tensor],

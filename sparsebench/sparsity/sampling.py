@@ -150,6 +150,27 @@ class ActivationCapture:
         for cap in self.layers.values():
             cap.x = cap.dy = cap._inputs = None
 
+    def snapshot(self) -> dict[str, LayerCapture]:
+        """The tensors captured by the last pass, detached from this capture (re-arming it
+        keeps them)."""
+        return {name: LayerCapture(cap.module, cap.x, cap.dy) for name, cap in self.layers.items()}
+
+
+def concat_captures(snapshots: list[dict[str, LayerCapture]]) -> dict[str, LayerCapture]:
+    """One capture per layer over several passes (score batches), joined along the batch
+    dimension: sums over rows (the samplers' weights, candidate gradients) then run over all
+    of them, as the authors accumulate over their prune/grow batches."""
+    if len(snapshots) == 1:
+        return snapshots[0]
+    out = {}
+    for name, first in snapshots[0].items():
+        parts = [s[name] for s in snapshots]
+        if any(p.x is None or p.dy is None for p in parts):
+            raise RuntimeError(f"layer {name}: a score batch left no captured input or gradient")
+        out[name] = LayerCapture(first.module, torch.cat([p.x for p in parts]),
+                                 torch.cat([p.dy for p in parts]))
+    return out
+
 
 # ---- samplers ----------------------------------------------------------------------------------
 
