@@ -16,8 +16,6 @@ statistics) are restored afterwards so scoring leaves no trace but the masks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import islice
-
 import torch
 
 from sparsebench.config import positive
@@ -57,9 +55,7 @@ class Snip(Method):
         with torch.no_grad():
             scores = {layer.name: (layer.weight.grad * layer.weight).abs() for layer in engine.layers}
         model.zero_grad(set_to_none=True)
-        total = sum(layer.target_active for layer in engine.layers)
-        engine.keep_largest(scores, total)
-        engine.adopt_current_counts()
+        engine.keep_target_globally(scores)
 
     def init_flops(self, flops):
         """One dense forward and backward per scored example: 3·f_D each (score batches are

@@ -61,16 +61,20 @@ class FlopModel:
         """f_S at the current masks (recomputed only when the masks change)."""
         version = self.engine.mask_version
         if self._cache is None or self._cache[0] != version:
-            value = self.non_prunable + sum(self.layer[layer.name] * layer.density()
-                                            for layer in self.engine.layers)
-            self._cache = (version, value)
+            self._cache = (version, self.forward_at(self.engine.layer_densities()))
         return self._cache[1]
+
+    def forward_at(self, densities: dict[str, float]) -> float:
+        """The forward cost at given per-layer densities (e.g. Top-KAST's backward set)."""
+        return self.non_prunable + sum(self.layer[name] * densities[name] for name in self.layer)
 
 
 def measure(trainer) -> dict:
     """The FLOPs keys of result.json for a finished run."""
     fm, p = trainer.flop_model, trainer.progress
-    examples = p.examples_seen
+    # Relative to dense training of one round's schedule (``epochs``): a method that trains
+    # several rounds (Lottery) shows what all of them cost against one ordinary dense run.
+    examples = p.examples_seen * min(1.0, trainer.total_steps / max(1, p.step))
     dense_train = 3.0 * fm.dense_forward() * examples
     return {
         "train_flops": p.train_flops,

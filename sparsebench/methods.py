@@ -9,6 +9,9 @@ sparsity engine and hooks into the common trainer at fixed moments; it never own
 ``after_backward`` dense gradients are available, before they are masked and applied
 ``after_step``     after the optimizer step
 ``end_of_epoch``   after the last step of each epoch
+``start_round``    between rounds, for methods that train the schedule several times
+                   (``rounds()`` > 1, Lottery): e.g. prune and rewind; the trainer then
+                   resets the optimizer and the learning-rate schedule
 =================  ===========================================================================
 
 Methods are plug-ins: every ``*.py`` file in the repository's ``methods/`` folder (and in each
@@ -31,6 +34,7 @@ import torch
 from torch import nn
 
 from . import paths
+from .config import ConfigError
 from .sparsity.engine import SparsityEngine
 
 if TYPE_CHECKING:
@@ -47,13 +51,14 @@ class NoParams:
 class StepContext:
     """What a hook sees: where training is, and the current batch and loss."""
 
-    step: int              # index of the current optimizer step, from 0
-    epoch: int             # index of the current epoch, from 0
-    total_steps: int
+    step: int              # index of the current optimizer step in this round, from 0
+    epoch: int             # index of the current epoch in this round, from 0
+    total_steps: int       # of one round
     steps_per_epoch: int
     model: nn.Module
     batch: tuple[torch.Tensor, torch.Tensor] | None = None
     loss: torch.Tensor | None = None
+    round: int = 0         # index of the round (only methods with rounds() > 1 see others)
     scoring: "ScoreBatches | None" = None   # the run's score batches (sparsebench.score_batches)
 
     def score_batches(self, flops_per_example: float | None = None) -> list:
@@ -85,6 +90,13 @@ class InitContext:
         if self.scoring is not None:
             self.scoring.count(batches, flops_per_example)
         return batches
+
+
+def require_masked_engine(cfg: Any, method: str) -> None:
+    """For methods that need weight-shaped masks, scores or gradients (see sparse_engine)."""
+    if cfg.sparsity.engine != "masked":
+        raise ConfigError("sparsity.engine", f"got {cfg.sparsity.engine!r}; method {method!r} "
+                          "runs on the masked engine only; allowed: masked")
 
 
 class Method:
@@ -128,6 +140,20 @@ class Method:
 
     def end_of_epoch(self, ctx: StepContext) -> None:
         pass
+
+    # ---- rounds and optimizer set-up -----------------------------------------------------------
+    def rounds(self) -> int:
+        """How many times the trainer runs the whole schedule (epochs, LR schedule)."""
+        return 1
+
+    def start_round(self, round: int, model: nn.Module) -> None:
+        """Before round ``round`` (>= 1) begins; the optimizer and schedule are reset after."""
+
+    def regularized_parameters(self, weight_decay: float) -> list[nn.Parameter]:
+        """Parameters the method regularizes itself in place of the optimizer's weight decay
+        (``weight_decay``: the run's coefficient, which the method takes over); the optimizer
+        does not decay them."""
+        return []
 
     # ---- cost accounting (FLOPs per training example; see sparsebench.flops) ----------------
     def step_flops(self, ctx: StepContext, flops: "FlopModel") -> float:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
 import torch
 from torch import nn
@@ -9,14 +10,19 @@ from torch import nn
 from .config import OptimConfig
 
 
-def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(cfg: OptimConfig, model: nn.Module,
+                    exclude_decay: Iterable[nn.Parameter] = ()) -> torch.optim.Optimizer:
+    """``exclude_decay``: parameters never decayed (a method regularizes them itself,
+    e.g. Top-KAST's exploration penalty on the prunable weights)."""
+    excluded = {id(p) for p in exclude_decay}
     decay, no_decay = [], []
     for p in model.parameters():
         # Weights decay, biases and norms do not; an always-sparse layer's weight is a vector
         # of active values, marked ``sparse_weight`` (sparsebench.sparsity.sparse_layers).
         is_weight = p.ndim > 1 or getattr(p, "sparse_weight", False)
-        (decay if cfg.decay_norm_and_bias or is_weight else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
+        decays = (cfg.decay_norm_and_bias or is_weight) and id(p) not in excluded
+        (decay if decays else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}] if decay else []
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
     if cfg.name == "sgd":

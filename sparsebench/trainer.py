@@ -6,6 +6,11 @@ schedule step, ``after_step`` hook. After each epoch: ``end_of_epoch`` hook, eva
 line in ``metrics.jsonl`` and an atomic checkpoint, from which a restarted run resumes and
 ends with exactly the result an uninterrupted run gets (on CPU; the data order and
 augmentation of an epoch depend only on the seed and the epoch, the rest is in the checkpoint).
+
+Rounds: a method whose ``rounds()`` is R > 1 (Lottery) gets the whole schedule R times in
+the same loop. Between rounds its ``start_round`` hook runs (prune, rewind), then the
+optimizer and the learning-rate schedule start afresh. Steps, FLOPs and wall-clock add up
+over the rounds; metrics rows carry their round; a checkpoint taken in any round resumes there.
 """
 from __future__ import annotations
 
@@ -90,6 +95,8 @@ class Progress:
     step_times: list[float] = field(default_factory=list)
     examples_seen: int = 0          # training examples processed (steps x batch)
     train_flops: float = 0.0        # summed over the actual run, see sparsebench.flops
+    round: int = 0                  # current round (methods with several rounds, e.g. Lottery)
+    rounds: list[dict] = field(default_factory=list)   # one summary per finished round
 
 
 def _call(hook, ctx) -> None:
@@ -150,9 +157,8 @@ class Trainer:
         self.method = method_cls(method_cls.Params(**cfg.method.params), self.engine,
                                  total_steps=self.total_steps,
                                  steps_per_epoch=self.steps_per_epoch, seed=cfg.seed)
-        self.optimizer = build_optimizer(cfg.optim, self.model)
-        self.engine.attach_optimizer(self.optimizer)
-        self.scheduler = build_scheduler(cfg.optim, self.optimizer, self.steps_per_epoch, self.total_steps)
+        self.rounds = self.method.rounds()
+        self.reset_optimizer()
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
         self.flop_model = FlopModel(self.model, self.engine, info.in_shape, self.device)
         self.scoring = ScoreBatches(
@@ -160,6 +166,14 @@ class Trainer:
             num_classes=info.num_classes, seed=cfg.seed, flop_model=self.flop_model,
             loss_fn=self.loss_fn, autocast=self.autocast, prepare=self._inputs)
         self.progress = Progress()
+
+    def reset_optimizer(self) -> None:
+        """A fresh optimizer and learning-rate schedule (at the start and of every round)."""
+        self.optimizer = build_optimizer(
+            self.cfg.optim, self.model, self.method.regularized_parameters(self.cfg.optim.weight_decay))
+        self.engine.attach_optimizer(self.optimizer)
+        self.scheduler = build_scheduler(self.cfg.optim, self.optimizer, self.steps_per_epoch,
+                                         self.total_steps)
 
     # ---- pieces of the loop ------------------------------------------------------------------
     def autocast(self):
@@ -213,19 +227,21 @@ class Trainer:
         model, opt, sched, method, engine = (self.model, self.optimizer, self.scheduler,
                                              self.method, self.engine)
         model.train()
-        self.data.train.set_epoch(epoch)
+        round_, round_start = self.progress.round, self.progress.round * self.total_steps
+        self.data.train.set_epoch(round_ * self.cfg.epochs + epoch)  # each round its own order
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
-        ctx = methods.StepContext(step=self.progress.step, epoch=epoch, total_steps=self.total_steps,
-                                  steps_per_epoch=self.steps_per_epoch, model=model,
+        ctx = methods.StepContext(step=self.progress.step - round_start, epoch=epoch,
+                                  total_steps=self.total_steps,
+                                  steps_per_epoch=self.steps_per_epoch, model=model, round=round_,
                                   scoring=self.scoring)
         times = []
         t_epoch = time.perf_counter()
         for i, (x, y) in enumerate(self.data.train):
             t0 = time.perf_counter()
             x = self._inputs(x)
-            ctx.step = self.progress.step
+            ctx.step = self.progress.step - round_start
             out, loss = training_step(model, self.loss_fn, opt, engine, method, ctx, x, y,
                                       scheduler=sched, autocast=self.autocast,
                                       call_hook=self._timed)
@@ -286,17 +302,39 @@ class Trainer:
         self.log(f"resumed from checkpoint after epoch {self.progress.epoch}")
         return True
 
+    # ---- rounds ------------------------------------------------------------------------------
+    def end_round(self) -> None:
+        """Summarize the round just finished (its last epoch's row) for result.json."""
+        p = self.progress
+        last = p.history[-1]
+        p.rounds.append({"round": p.round, "final_test_acc": last["test_acc"],
+                         "best_test_acc": p.best_test_acc, "density": last["density"],
+                         "steps": p.step, "train_flops": p.train_flops})
+
+    def start_next_round(self) -> None:
+        """The method's ``start_round`` hook, then a fresh optimizer and schedule."""
+        p, t0 = self.progress, time.perf_counter()
+        p.round, p.epoch, p.best_test_acc = p.round + 1, 0, -math.inf
+        self._timed(lambda _: self.method.start_round(p.round, self.model), None)
+        self.engine.apply_masks()
+        self.reset_optimizer()
+        p.elapsed_s += time.perf_counter() - t0
+        self.log(f"round {p.round + 1}/{self.rounds}: density {self.engine.global_density():.5f}")
+
     # ---- the run -----------------------------------------------------------------------------
     def run(self, stop_after_epochs: int | None = None) -> str:
         """Train to the end (or for ``stop_after_epochs`` more epochs); returns the status."""
         if not self.load_checkpoint():
             self.init_masks()
         cfg, p = self.cfg, self.progress
-        bar = tqdm(total=self.total_steps, initial=p.step, desc=f"{cfg.method.name} d={cfg.density:g}",
+        bar = tqdm(total=self.total_steps * self.rounds, initial=p.step,
+                   desc=f"{cfg.method.name} d={cfg.density:g}",
                    unit="step", disable=not cfg.progress, leave=False, dynamic_ncols=True)
         epochs_this_session = 0
         try:
-            while p.epoch < cfg.epochs:
+            while p.epoch < cfg.epochs or p.round + 1 < self.rounds:
+                if p.epoch == cfg.epochs:  # a round is done (checkpointed); the next starts here
+                    self.start_next_round()
                 if stop_after_epochs is not None and epochs_this_session >= stop_after_epochs:
                     return "interrupted"
                 t0 = time.perf_counter()
@@ -305,14 +343,18 @@ class Trainer:
                 p.epoch += 1
                 epochs_this_session += 1
                 p.best_test_acc = max(p.best_test_acc, test_acc)
-                row = {"epoch": p.epoch, "step": p.step, **row, "test_loss": test_loss,
+                row = {"epoch": p.round * cfg.epochs + p.epoch, "round": p.round,
+                       "round_epoch": p.epoch, "step": p.step, **row, "test_loss": test_loss,
                        "test_acc": test_acc, "lr": self.optimizer.param_groups[0]["lr"],
                        "density": self.engine.global_density(), "update_time_s": p.update_s}
                 p.history.append(row)
                 p.elapsed_s += time.perf_counter() - t0
+                if p.epoch == cfg.epochs:
+                    self.end_round()
                 atomic.write_jsonl(self.run_dir / paths.METRICS, p.history)
                 self.save_checkpoint()
-                self.log(f"epoch {p.epoch}/{cfg.epochs} train_loss {row['train_loss']:.4f} "
+                self.log(f"{f'round {p.round + 1}/{self.rounds} ' if self.rounds > 1 else ''}"
+                         f"epoch {p.epoch}/{cfg.epochs} train_loss {row['train_loss']:.4f} "
                          f"test_acc {test_acc:.2f}% density {row['density']:.5f}")
                 bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{test_acc:.2f}")
         finally:
@@ -327,7 +369,10 @@ class Trainer:
             "actual_density": self.engine.global_density(),
             "layer_densities": self.engine.layer_densities(),
             "layer_sizes": {layer.name: layer.numel for layer in self.engine.layers},
-            "epochs_completed": p.epoch,
+            "epochs_completed": p.round * cfg.epochs + p.epoch,
+            "rounds": self.rounds,
+            "round_final_test_acc": [r["final_test_acc"] for r in p.rounds],
+            "round_results": p.rounds,
             "final_test_acc": last.get("test_acc"),
             "best_test_acc": p.best_test_acc if p.history else None,
             "final_train_loss": last.get("train_loss"),

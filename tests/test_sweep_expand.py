@@ -127,15 +127,18 @@ def test_every_shipped_sweep_validates(name):
     assert sweep.spec.description
 
 
-def test_default_sweep_is_all_seven_methods_five_densities_three_seeds():
+def test_default_sweep_is_all_eleven_methods_five_densities_three_seeds():
     sweep = sweeps.expand("fmnist_densities")
     methods = {c.config.method.name for c in sweep.cells}
-    assert methods == {"dense", "static", "snip", "magnitude", "set", "rigl", "gse"}
-    assert sweep.n_cells == 7 * 5 * 3 and len(sweep.cells) == 6 * 5 * 3 + 3
+    assert methods == {"dense", "static", "snip", "magnitude", "set", "rigl", "gse",
+                       "lottery", "grasp", "synflow", "topkast"}
+    assert sweep.n_cells == 11 * 5 * 3 and len(sweep.cells) == 10 * 5 * 3 + 3
     for cell in sweep.cells:
         assert cell.config.epochs == 10
-        if cell.config.method.name in ("rigl", "gse"):
+        if cell.config.method.name in ("rigl", "gse", "topkast"):
             assert cell.config.method.params["interval"] == 100
+        if cell.config.method.name == "lottery":  # 3 pruned rounds of 10 epochs after the dense one
+            assert cell.config.method.params["rounds"] == 3
 
 
 @pytest.mark.parametrize("suffix, protocol", [("", "gse_paper"), ("_own", "own")])

@@ -56,6 +56,14 @@ class MaskedLayer(LayerDensity):
     module: nn.Module
     mask: torch.Tensor
     target_active: int
+    # Connections that receive gradients and keep optimizer state; None: the active ones.
+    # A superset of ``mask`` for methods whose backward set is larger than their forward set
+    # (Top-KAST's B ⊇ A); such weights are zero in the forward pass and are trained.
+    grad_mask: torch.Tensor | None = None
+
+    @property
+    def trainable(self) -> torch.Tensor:
+        return self.mask if self.grad_mask is None else self.grad_mask
 
     @property
     def weight(self) -> nn.Parameter:
@@ -133,13 +141,15 @@ class SparsityEngine:
         self.mask_version += 1
         self.fully_dense = all(bool(layer.mask.all()) for layer in self.layers)
         self._float_masks = [layer.mask.to(layer.weight.dtype) for layer in self.layers]
+        self._float_grad_masks = [m if layer.grad_mask is None else layer.grad_mask.to(m.dtype)
+                                  for layer, m in zip(self.layers, self._float_masks)]
 
     def mask_gradients(self) -> None:
-        """Zero the gradients of inactive weights (one fused multiply over all layers)."""
+        """Zero the gradients of inactive (not trainable) weights, one fused multiply."""
         if self.fully_dense:
             return
         grads, masks = [], []
-        for layer, mask in zip(self.layers, self._float_masks):
+        for layer, mask in zip(self.layers, self._float_grad_masks):
             if layer.weight.grad is not None:
                 grads.append(layer.weight.grad)
                 masks.append(mask)
@@ -150,7 +160,7 @@ class SparsityEngine:
     def apply_masks(self) -> None:
         """Zero inactive weights and their optimizer state (after any change of the masks)."""
         torch._foreach_mul_([layer.weight for layer in self.layers], self._float_masks)
-        for layer, mask in zip(self.layers, self._float_masks):
+        for layer, mask in zip(self.layers, self._float_grad_masks):
             for state in self._state_tensors(layer):
                 state.mul_(mask)
 
@@ -238,6 +248,21 @@ class SparsityEngine:
         return layer.mask.view(-1)[idx]
 
     @staticmethod
+    def top_mask(score: torch.Tensor, k: int) -> torch.Tensor:
+        """A bool tensor shaped like ``score``, True at exactly its ``k`` largest entries."""
+        flat = score.detach().flatten()
+        if k >= flat.numel():
+            return torch.ones_like(score, dtype=torch.bool)
+        if k <= 0:
+            return torch.zeros_like(score, dtype=torch.bool)
+        # The k-th largest value is a threshold (O(n)); ties at it fall back to an exact top-k.
+        keep = flat >= flat.kthvalue(flat.numel() - k + 1).values
+        if int(keep.sum()) != k:
+            keep = torch.zeros_like(keep)
+            keep[torch.topk(flat, k, sorted=False).indices] = True
+        return keep.view_as(score)
+
+    @staticmethod
     def global_largest(scores: Mapping[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
         """The ``k`` largest entries over several layers' flat scores, split back per layer.
 
@@ -295,11 +320,31 @@ class SparsityEngine:
         self._masks_changed()
 
     @torch.no_grad()
-    def set_mask(self, layer: MaskedLayer, mask: torch.Tensor) -> None:
-        """Replace a layer's mask (one-shot methods); newly inactive weights are zeroed."""
-        layer.mask.copy_(mask.to(torch.bool).view_as(layer.mask))
+    def set_mask(self, layer: MaskedLayer, mask: torch.Tensor,
+                 grad_mask: torch.Tensor | None = None) -> None:
+        """Replace a layer's mask (one-shot methods); newly inactive weights are zeroed.
+        ``grad_mask`` (a superset of ``mask``) also trains those connections; the optimizer
+        state of every connection outside it is zeroed."""
+        self.set_masks({layer.name: mask}, None if grad_mask is None else {layer.name: grad_mask})
+
+    @torch.no_grad()
+    def set_masks(self, masks: Mapping[str, torch.Tensor],
+                  grad_masks: Mapping[str, torch.Tensor] | None = None) -> None:
+        """:meth:`set_mask` for several layers at once (one pass over the optimizer state)."""
+        for name, mask in masks.items():
+            layer = self.by_name[name]
+            layer.mask.copy_(mask.to(torch.bool).view_as(layer.mask))
+            grad_mask = None if grad_masks is None else grad_masks.get(name)
+            layer.grad_mask = None if grad_mask is None else grad_mask.to(torch.bool).view_as(layer.mask)
         self._masks_changed()
         self.apply_masks()
+
+    def keep_target_globally(self, scores: Mapping[str, torch.Tensor]) -> None:
+        """One-shot global pruning (SNIP, GraSP, SynFlow): keep the run's target number of
+        connections with the largest score over all layers; the layers' shares become their
+        targets."""
+        self.keep_largest(scores, sum(layer.target_active for layer in self.layers))
+        self.adopt_current_counts()
 
     @torch.no_grad()
     def random_masks(self, generator: torch.Generator) -> None:
@@ -313,12 +358,16 @@ class SparsityEngine:
     # ---- checkpoint --------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"masks": {layer.name: layer.mask.clone() for layer in self.layers},
-                "targets": {layer.name: layer.target_active for layer in self.layers}}
+                "targets": {layer.name: layer.target_active for layer in self.layers},
+                "grad_masks": {layer.name: layer.grad_mask.clone() for layer in self.layers
+                               if layer.grad_mask is not None}}
 
     def load_state_dict(self, state: dict) -> None:
+        grad_masks = state.get("grad_masks", {})
         for layer in self.layers:
             layer.mask.copy_(state["masks"][layer.name])
             layer.target_active = int(state["targets"][layer.name])
+            layer.grad_mask = grad_masks[layer.name].clone() if layer.name in grad_masks else None
         self._masks_changed()
 
 

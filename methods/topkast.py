@@ -1,0 +1,168 @@
+"""Top-KAST: Top-K Always Sparse Training (Jayakumar, Pascanu, Rae, Osindero & Elsen,
+NeurIPS 2020).
+
+Each prunable layer keeps a dense parameter θ. Per layer, with D its forward density:
+
+    A = top-D of |θ| (the forward set): the forward pass uses α = θ ⊙ 1_A;
+    B = top-D_b of |θ| ⊇ A (the backward set): only θ_B receives gradients, ∂L/∂α on B
+        (straight through; on B \\ A the forward weight is zero and the gradient is taken
+        there); θ outside B never changes;
+    the exploration penalty (their Sec. 2.3) replaces weight decay on the prunable weights:
+        λ/2 · ( Σ_{i∈A} θ_i² + Σ_{i∈B\\A} θ_i² / D ),
+    so a weight that only the backward pass trains is pulled towards zero 1/D times harder
+    and must earn its way into A. λ is the run's ``optim.weight_decay``, which the optimizer
+    then no longer applies to these weights (it still decays biases and norms as configured).
+
+A and B are refreshed before every step for the first ``explore_epochs`` epochs and every
+``interval`` steps after (the GSE authors' ``num_epochs_explore`` = 20 and
+``prune_grow_delta`` = 1000 in ``topkast_training.py``); the paper recomputes the top-K sets
+at every step. ``actual_density`` is the forward set's.
+
+Backward density: the paper's text treats the backward sparsity as its own hyperparameter and
+reports pairs such as 80 % / 50 %, 90 % / 80 %, 95 % / 90 % (forward / backward sparsity), so
+this file takes ``backward_density`` as a parameter; its default 0 means D_b = min(1, 2·D),
+the GSE authors' (1 + γ)·D with γ = 1, which also matches the paper's 90/80 and 95/90 pairs.
+Where the sources differ: the GSE authors penalize the L2 *norms* ‖θ_A‖ + ‖θ_{B\\A}‖ / D
+(not squared); this file follows the paper's per-weight L2 penalty. The GSE authors count
+``epoch <= explore_epochs`` (one epoch more); this file refreshes in epochs [0, explore_epochs).
+
+On the masked engine: A is the engine's mask and B its gradient mask (``grad_mask``), so
+``mask_gradients`` leaves exactly B's gradients and the optimizer keeps state on B only. The
+model's weight holds θ on A and zero elsewhere; θ off A lives in ``self.outside``. After each
+optimizer step the update the optimizer made on B \\ A (from zero) moves into ``outside`` and
+the forward weight there is zero again (as the GSE authors do). An always-sparse version
+would store θ only on B (and the frozen rest off the device), as the paper does.
+
+Cost per example (the paper's accounting): forward at the forward set, backward at the
+backward set, f_S(A) + 2·f_S(B).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from sparsebench.config import ConfigError, checked, non_negative
+from sparsebench.methods import Method, register, require_masked_engine
+from sparsebench.sparsity.dst import interval_param
+
+
+@dataclass
+class TopKastParams:
+    backward_density: float = checked(0.0, lambda v: 0 <= v <= 1, "a number in [0, 1]",
+                                      "D_b: density of the backward set B; 0: min(1, 2·density)")
+    explore_epochs: float = non_negative(20.0, "refresh A and B before every step for this "
+                                               "many epochs")
+    interval: int = interval_param(1000)
+
+
+@register
+class TopKast(Method):
+    name = "topkast"
+    Params = TopKastParams
+    default_distribution = "uniform"
+
+    def __init__(self, params, engine, **kwargs):
+        super().__init__(params, engine, **kwargs)
+        self.penalty = 0.0            # λ, set by regularized_parameters (the run's weight decay)
+        self.outside: dict[str, torch.Tensor] = {}   # θ off the forward set, per layer
+        self.interval = params.interval or self.steps_per_epoch
+        self.explore_steps = math.ceil(params.explore_epochs * self.steps_per_epoch)
+        self.backward_active = {}
+        for layer in engine.layers:
+            density = layer.target_active / layer.numel
+            d_b = params.backward_density or min(1.0, 2.0 * density)
+            self.backward_active[layer.name] = max(layer.target_active, round(d_b * layer.numel))
+        self._backward_flops = (None, 0.0)
+
+    @classmethod
+    def validate(cls, params, cfg):
+        require_masked_engine(cfg, cls.name)
+        if params.backward_density and params.backward_density < cfg.density:
+            raise ConfigError("method.backward_density",
+                              f"got {params.backward_density}; allowed: 0 or a number in "
+                              f"[density, 1] = [{cfg.density}, 1]")
+
+    def regularized_parameters(self, weight_decay):
+        self.penalty = weight_decay
+        return [layer.weight for layer in self.engine.layers]
+
+    # ---- the sets ----------------------------------------------------------------------------
+    def theta(self, layer) -> torch.Tensor:
+        """The dense parameter θ: the forward weight on A, ``outside`` elsewhere."""
+        return torch.where(layer.mask, layer.weight.detach(), self.outside[layer.name])
+
+    @torch.no_grad()
+    def refresh(self, thetas: dict[str, torch.Tensor]) -> None:
+        """A = top-D and B = top-D_b of |θ| per layer; forward weight θ ⊙ 1_A."""
+        forward, backward = {}, {}
+        for layer in self.engine.layers:
+            theta, name = thetas[layer.name], layer.name
+            magnitude = theta.abs()
+            forward[name] = self.engine.top_mask(magnitude, layer.target_active)
+            backward[name] = self.engine.top_mask(magnitude, self.backward_active[name]) | forward[name]
+            layer.weight.copy_(torch.where(forward[name], theta, 0.0))
+            self.outside[name] = torch.where(forward[name], 0.0, theta)
+        self.engine.set_masks(forward, backward)
+
+    def is_refresh(self, step: int) -> bool:
+        """Before step ``step`` (the sets of step 0 come from ``init_masks``)."""
+        return step > 0 and (step < self.explore_steps or step % self.interval == 0)
+
+    # ---- hooks -------------------------------------------------------------------------------
+    def init_masks(self, ctx):
+        self.refresh({layer.name: layer.weight.detach().clone() for layer in self.engine.layers})
+
+    def before_forward(self, ctx):
+        if self.is_refresh(ctx.step):
+            self.refresh({layer.name: self.theta(layer) for layer in self.engine.layers})
+
+    @torch.no_grad()
+    def after_backward(self, ctx):
+        """Add the exploration penalty's gradient: λ·θ on A, λ·θ/D on B \\ A."""
+        if not self.penalty:
+            return
+        for layer in self.engine.layers:
+            if layer.weight.grad is None:
+                continue
+            scale = self.penalty * layer.numel / layer.target_active
+            just_backward = layer.trainable & ~layer.mask
+            layer.weight.grad.add_(layer.weight, alpha=self.penalty)
+            layer.weight.grad.add_(torch.where(just_backward, self.outside[layer.name], 0.0),
+                                   alpha=scale)
+
+    @torch.no_grad()
+    def after_step(self, ctx):
+        """Move the optimizer's update on B \\ A (made from a zero weight) into θ."""
+        for layer in self.engine.layers:
+            just_backward = layer.trainable & ~layer.mask
+            self.outside[layer.name] += torch.where(just_backward, layer.weight, 0.0)
+            layer.weight.masked_fill_(~layer.mask, 0.0)
+
+    def penalty_value(self) -> torch.Tensor:
+        """The exploration penalty at the current θ (what ``after_backward`` differentiates)."""
+        total = 0.0
+        for layer in self.engine.layers:
+            theta = self.theta(layer)
+            inv_d = layer.numel / layer.target_active
+            just_backward = layer.trainable & ~layer.mask
+            total = total + (theta[layer.mask] ** 2).sum() + inv_d * (theta[just_backward] ** 2).sum()
+        return self.penalty / 2 * total
+
+    # ---- cost --------------------------------------------------------------------------------
+    def step_flops(self, ctx, flops):
+        version = self.engine.mask_version
+        if self._backward_flops[0] != version:
+            densities = {layer.name: float(layer.trainable.sum()) / layer.numel
+                         for layer in self.engine.layers}
+            self._backward_flops = (version, flops.forward_at(densities))
+        return flops.sparse_forward() + 2.0 * self._backward_flops[1]
+
+    # ---- checkpoint --------------------------------------------------------------------------
+    def state_dict(self):
+        return {**super().state_dict(), "outside": {n: t.clone() for n, t in self.outside.items()}}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.outside = {n: t.clone() for n, t in state["outside"].items()}
