@@ -6,7 +6,8 @@ reuse another's runs (figure 2's γ = 1 points and its RigL reference are Table 
 runs at 98 %; Table 3's 200 epochs too) instead of training them twice.
 
 The CIFAR sweeps ``cifar10_densities`` and ``cifar100_densities`` are the paper's Table 1
-sweeps (GSE protocol); the other sweeps are ``sweeps/paper_*.yaml``.
+sweeps (GSE protocol), with ``paper_table1_baselines`` for the four baselines they do not
+run; the other sweeps are ``sweeps/paper_*.yaml``, each extending one of them.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from . import fig_accuracy, fig_curves, fig_layers, tables
 from .runs import Source
 
 C10, C100 = "cifar10_densities", "cifar100_densities"
+BASELINES = "paper_table1_baselines"  # Lottery, GraSP, SynFlow, Top-KAST on both data sets
 SPARSEST = 0.02   # the paper's 98 %
 GSE_UNIFORM = dict(method__name="gse", method__sampler="uniform")
 
@@ -37,7 +39,7 @@ class Artifact:
 ARTIFACTS: tuple[Artifact, ...] = (
     Artifact("table1", "table", "Final test accuracy of every method on CIFAR-10/100, three "
              "models, 90 / 95 / 98 % sparsity",
-             (Source.of(C10), Source.of(C100)), tables.table1),
+             (Source.of(C10), Source.of(C100), Source.of(BASELINES)), tables.table1),
     Artifact("table2", "table", "ImageNet ResNet-50 top-1 accuracy at 80 / 90 % sparsity, with "
              "published rows",
              (Source.of("paper_table2_imagenet"),), tables.table2),
@@ -66,7 +68,8 @@ ARTIFACTS: tuple[Artifact, ...] = (
               Source.of(C100, "Erdős–Rényi runs of Table 1", density=SPARSEST, **GSE_UNIFORM)),
              fig_accuracy.distribution),
     Artifact("fig6", "figure", "Test accuracy per epoch at 98 % for every method",
-             (Source.of(C10, density=[SPARSEST, 1.0]), Source.of(C100, density=[SPARSEST, 1.0])),
+             (Source.of(C10, density=[SPARSEST, 1.0]), Source.of(C100, density=[SPARSEST, 1.0]),
+              Source.of(BASELINES, density=SPARSEST)),
              fig_curves.per_method),
     Artifact("table3", "table", "Extended training: GSE at 98 % on CIFAR-100 for 200 / 300 / "
              "400 epochs",
@@ -82,7 +85,7 @@ ARTIFACTS: tuple[Artifact, ...] = (
              "weights, n = 2048 … 16384, batch 128, 80 % … 99.9 % sparsity"),
     Artifact("fig9", "figure", "Density of each layer at the end of training, per method, "
              "averaged over CIFAR-10/100",
-             (Source.of(C10), Source.of(C100)), fig_layers.layer_density),
+             (Source.of(C10), Source.of(C100), Source.of(BASELINES)), fig_layers.layer_density),
 )
 
 BY_ID = {a.id: a for a in ARTIFACTS}

@@ -50,6 +50,7 @@ class MiniSpec:
     overrides: dict = field(default_factory=dict)
     method_params: dict = field(default_factory=dict)
     keep: dict = field(default_factory=dict)
+    keep_in: dict = field(default_factory=dict)
     kernels: list = field(default_factory=list)
 
     @classmethod
@@ -147,7 +148,7 @@ def derive(name: str, spec: MiniSpec) -> Derived:
     include, seen, changes = [], set(), defaultdict(set)
     for cell in full.cells:
         flat = sweeps.flat_config(cell.config)
-        if cell.config.seed not in spec.seeds or not _keep(flat, spec.keep):
+        if cell.config.seed not in spec.seeds or not _keep(flat, spec.keep_in.get(name, spec.keep)):
             continue
         cfg, changed = mini_config(to_dict(cell.config), spec)
         key = yaml.safe_dump(cfg, sort_keys=True)
