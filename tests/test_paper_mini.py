@@ -69,7 +69,7 @@ def test_tiny_miniature_writes_every_artifact_and_the_index(tmp_path, monkeypatc
     text = index.read_text()
     assert text.startswith("# The GSE paper's artifacts — MINIATURE")
     assert "This is a miniature of the paper, not its results" in text
-    assert "synthetic-100 (generated; not CIFAR-100)" in text
+    assert "synth-100 (not CIFAR-100)" in text
     for artifact in ARTIFACTS:
         exts = ("md", "tex", "csv") if artifact.kind == "table" else ("png", "pdf")
         for ext in exts:

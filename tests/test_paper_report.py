@@ -160,11 +160,11 @@ def test_table3_prints_the_papers_numbers_beside_ours_with_the_difference(fake, 
     # 2 epochs come from the Table 1 sweep, 3 and 4 from the extended-training one.
     assert header == ["model"] + [f"{e} epochs: {k}" for e in (2, 3, 4)
                                   for k in ("ours", "paper", "Δ")]
-    assert cells[4:7] == [f"{ours:.2f} ± 0.71", "85 ± 0.4", f"{ours - 85:+.1f}".replace("-", "−")]
+    assert cells[4:7] == [f"{ours:.2f} ± 0.71", "85.0 ± 0.4", f"{ours - 85:+.1f}".replace("-", "−")]
     assert cells[2] == "—" and cells[3] == "—"  # no published number at 2 epochs
     beside = [b for b in table.beside if b["paper"] != "—"]
     assert beside == [{"what": "MLP, 3 epochs", "ours": f"{ours:.2f} ± 0.71",
-                       "paper": "85 ± 0.4", "difference": f"{ours - 85:+.1f}".replace("-", "−"),
+                       "paper": "85.0 ± 0.4", "difference": f"{ours - 85:+.1f}".replace("-", "−"),
                        "source": "Made-up Table 3, p. 7"}]
     row = table.csv[(table.csv["epochs"] == 3)].iloc[0]
     assert row["difference"] == pytest.approx(ours - 85)

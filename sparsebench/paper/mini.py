@@ -244,8 +244,9 @@ def preamble(derived: list[Derived], spec: MiniSpec, minutes: float | None, tiny
     lines = [
         "> **This is a miniature of the paper, not its results.** It runs the same sweeps, cell "
         "by cell, on a CPU in minutes: generated CIFAR-format images (synthetic, not CIFAR; "
-        "ImageNet replaced by the 100-class set), smaller models, 1 % of the epochs, one seed, "
-        "mask updates every 2 steps. Its numbers show that every artifact can be produced, not "
+        f"ImageNet replaced by the 100-class set), smaller models, {100 * spec.epochs_scale:g} % "
+        f"of the epochs (at least {spec.min_epochs}), seed(s) {', '.join(map(str, spec.seeds))}, "
+        "mask updates every few steps (sweeps/mini/common.yaml). Its numbers show that every artifact can be produced, not "
         "what the paper's will show; the paper's numbers are listed for orientation only.",
         ""]
     if tiny:

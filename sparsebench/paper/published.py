@@ -66,8 +66,9 @@ class Published:
     page: str
 
     def text(self) -> str:
-        pm = "" if self.pm is None else f" ± {self.pm:g}"
-        return f"{self.value:g}{pm}"
+        # One decimal, as the paper prints its accuracies ("40.7 ± 1.0").
+        pm = "" if self.pm is None else f" ± {self.pm:.1f}"
+        return f"{self.value:.1f}{pm}"
 
     def cite(self) -> str:
         return self.source + (f", p. {self.page}" if self.page else "")

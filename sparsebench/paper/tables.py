@@ -254,7 +254,7 @@ def _versus_table(ev, ctx, artifact, row_key, col_key, row_name, col_name, capti
         tex_rows.append(tex)
     full = f"{caption}; Δ = ours − paper, in points" if ctx.comparable else (
         f"{caption}; the paper's full-size numbers are shown for orientation only")
-    md_text = (f"# {artifact.capitalize()}: {full}\n\n" + to_markdown(pd.DataFrame(md_rows))
+    md_text = (f"# Table {artifact[-1]}: {full}\n\n" + to_markdown(pd.DataFrame(md_rows))
                + f"\n{base.FOOTNOTE}\n")
     tex_frame = pd.DataFrame(tex_rows)
     tex_frame.columns = [latex_escape(c).replace("Δ", r"$\Delta$") for c in tex_frame.columns]
