@@ -242,3 +242,15 @@ def test_fig4_matches_the_rigl_papers_formula():
     assert "FLOPs" in ax.get_ylabel() and "sparsity" in ax.get_xlabel()
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["RigL", "GSE"]
     assert not math.isnan(last.loc["GSE", "train_flops"])
+
+
+def test_curves_of_methods_with_rounds_show_their_last_round():
+    from sparsebench.paper.fig_curves import last_round
+
+    rows = pd.DataFrame([{"run_id": "a", "round": r, "round_epoch": e, "epoch": 2 * r + e,
+                          "test_acc": 10 * r + e} for r in (0, 1, 2) for e in (1, 2)]
+                        + [{"run_id": "b", "round": 0, "round_epoch": e, "epoch": e,
+                            "test_acc": e} for e in (1, 2)])
+    out = last_round(rows)
+    assert sorted(zip(out["run_id"], out["epoch"], out["test_acc"])) == [
+        ("a", 1, 21), ("a", 2, 22), ("b", 1, 1), ("b", 2, 2)]

@@ -11,6 +11,19 @@ from .names import sparsity_text
 from .plotting import Drawn, colors_for, runs_per_point, with_paper_names
 
 
+def last_round(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Methods with several rounds of the schedule (Lottery): their last round only, by its own
+    epochs, so that every line spans the same training schedule."""
+    if "round" not in metrics.columns or metrics["round"].fillna(0).eq(0).all():
+        return metrics
+    rounds = metrics["round"].fillna(0)
+    last = rounds.groupby(metrics["run_id"]).transform("max")
+    out = metrics[rounds == last].copy()
+    if "round_epoch" in out.columns:
+        out["epoch"] = out["round_epoch"].fillna(out["epoch"])
+    return out
+
+
 def _epochs_axis(ax, rows: pd.DataFrame) -> None:
     from matplotlib.ticker import MaxNLocator
 
@@ -30,7 +43,7 @@ def per_method(done: pd.DataFrame, names) -> Drawn:
     metrics = load_metrics(chosen)
     if metrics.empty or metrics["epoch"].nunique() < 2:
         raise SkipFigure("needs metrics.jsonl with two or more epochs")
-    metrics = with_paper_names(metrics, names)
+    metrics = with_paper_names(last_round(metrics), names)
     colors = colors_for(metrics["Method"])
     counts = []
     style, context = _theme()
@@ -51,13 +64,14 @@ def per_method(done: pd.DataFrame, names) -> Drawn:
                "mean ± std band over seeds; Dense (dashed) for reference")
         _figure_legend(fig, order=list(colors))
     return Drawn(fig, f"Test accuracy after every epoch at {sparsity_text(density)} sparsity "
-                      f"for every method, one panel per data set and model; "
+                      f"for every method (Lottery: its last round), one panel per data set and "
+                      f"model; "
                       f"{runs_per_point(counts)} (lines: mean, bands: ± std).")
 
 
 def per_width(done: pd.DataFrame, names) -> Drawn:
     """Figure 7: train (dashed) and test (solid) accuracy per epoch for each width."""
-    metrics = load_metrics(done[done["method"] != "dense"])
+    metrics = last_round(load_metrics(done[done["method"] != "dense"]))
     if metrics.empty or metrics["epoch"].nunique() < 2:
         raise SkipFigure("needs metrics.jsonl with two or more epochs")
     if "train_acc" not in metrics.columns:
