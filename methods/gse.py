@@ -39,7 +39,8 @@ Cost per example (Evci et al. 2020 accounting): 3·f_S every step; on an update 
 2·L_l·|C_l| per layer for the candidate gradients (a multiply and an add per candidate and
 output position L_l) and, for grabo and graest, (fan_in_l + out_l)·L_l for the sampling
 distributions, per example of the step's batch or, with score batches, per scored example
-(each of which also costs a forward and backward pass, 3·f_S). Drawing the samples, deduplication and top-k are not counted (no
+(each of which also costs a forward and backward pass, 3·f_S). Drawing the samples,
+deduplication and top-k are not counted (no
 multiply-adds, as RigL leaves out its own top-k).
 """
 from __future__ import annotations

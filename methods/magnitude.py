@@ -7,11 +7,13 @@ schedule (their Eq. 1, written in densities d = 1 − s):
     d_t = d_f + (d_i − d_f) · (1 − (t − t_0) / (t_end − t_0))³,
 
 from d_i = ``initial_density`` at t_0 to the run's density d_f at t_end, after which the
-topology is fixed. ``ramp: cosine`` replaces the cubic factor (1 − p)³, p = (t − t_0)/(t_end − t_0),
-by ½·(1 + cos(π p)): the GSE paper's "gradual" baseline (the authors'
-``gradual_sparse_training.py``: sparsity s·(1 − ½(1 + cos(π t / t_end))) from dense, every 1000
-steps until 60 % of training, one global ranking). ``scope: global`` ranks |w| over all prunable layers at once (the layers'
-final shares follow from the magnitudes); ``scope: layer`` prunes each layer on its own
+topology is fixed. ``ramp: cosine`` replaces the cubic factor (1 − p)³,
+p = (t − t_0)/(t_end − t_0), by ½·(1 + cos(π p)): the GSE paper's "gradual" baseline (the
+authors' ``gradual_sparse_training.py``: sparsity s·(1 − ½(1 + cos(π t / t_end))) from dense,
+every 1000 steps until 60 % of training, one global ranking).
+
+``scope: global`` ranks |w| over all prunable layers at once (the layers' final shares follow
+from the magnitudes); ``scope: layer`` prunes each layer on its own
 schedule to its own target (from the run's distribution; Zhu & Gupta prune layer-wise with a
 uniform one). Counts are whole numbers: count_t = target + round((count_i − target)·r(p)), with
 r the ramp, which is exactly the target at t_end.

@@ -72,7 +72,6 @@ class ScoreBatches:
             flop_model, loss_fn, autocast, prepare)
         self.pending_flops = 0.0
         self.examples = 0            # scored examples over the run (this session)
-        self.draws = 0
         self._last_step: int | None = None
         self._in_step = 0
 
@@ -83,7 +82,8 @@ class ScoreBatches:
         return self._stream
 
     # ---- drawing and counting --------------------------------------------------------------
-    def draw(self, step: int, flops_per_example: float | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def draw(self, step: int, flops_per_example: float | None = None
+             ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``n_batches`` fresh batches for a draw at optimizer step ``step`` (-1: before
         training), counted at ``flops_per_example`` (default 3·f_S at the current masks)."""
         if self.n_batches == 0:
@@ -101,7 +101,6 @@ class ScoreBatches:
             batches += more
             key += 1
         self.count(batches, flops_per_example)
-        self.draws += 1
         return batches
 
     def count(self, batches, flops_per_example: float | None = None) -> None:

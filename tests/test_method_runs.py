@@ -26,6 +26,13 @@ METHODS = {
     "gse-grabo-layer": ["method.name=gse", "method.interval=5", "method.sampler=grabo",
                         "method.scope=layer"],
     "gse-graest": ["method.name=gse", "method.interval=5", "method.sampler=graest"],
+    # The GSE paper's protocol: global updates, no regrowth, score batches, active-fan-in init.
+    "set-paper": ["protocol=gse_paper", "method.name=set", "method.interval=5"],
+    "rigl-paper": ["protocol=gse_paper", "method.name=rigl", "method.interval=5"],
+    "gse-paper": ["protocol=gse_paper", "method.name=gse", "method.interval=5",
+                  "method.sampler=grabo"],
+    "magnitude-paper": ["protocol=gse_paper", "method.name=magnitude", "method.frequency=3"],
+    "snip-paper": ["protocol=gse_paper", "method.name=snip"],
 }
 
 
@@ -45,7 +52,9 @@ def _check_invariants(engine, optimizer, total_target, exact_layers=True):
 @pytest.mark.parametrize("key, extra", [
     ("snip", []), ("magnitude", []), ("set", []), ("rigl", []), ("gse-grabo-layer", []),
     # ER leaves LeNet's convs at least half dense (all candidates); uniform makes them sampled.
-    ("gse-graest", ["sparsity.distribution=uniform"])])
+    ("gse-graest", ["sparsity.distribution=uniform"]),
+    ("set-paper", []), ("rigl-paper", []), ("gse-paper", ["sparsity.distribution=uniform"]),
+    ("magnitude-paper", [])])
 def test_every_update_keeps_exact_counts_and_zero_inactive_state(key, extra, tmp_path):
     """LeNet-5 (conv and linear layers) through the trainer; checked after every hook that
     changed the topology."""
@@ -63,7 +72,7 @@ def test_every_update_keeps_exact_counts_and_zero_inactive_state(key, extra, tmp
             original(ctx)
             if engine.mask_version != version:
                 changes.append((hook_name, getattr(ctx, "step", None)))
-                final = key != "magnitude" or ctx.step + 1 >= method.end_step
+                final = not key.startswith("magnitude") or ctx.step + 1 >= method.end_step
                 _check_invariants(engine, trainer.optimizer, total, exact_layers=final)
         setattr(method, hook_name, hook)
 
@@ -71,7 +80,7 @@ def test_every_update_keeps_exact_counts_and_zero_inactive_state(key, extra, tmp
         watch(name)
     assert trainer.run() == "completed"
     assert changes, "the topology changed at least once"
-    if key not in ("snip",):
+    if not key.startswith("snip"):
         assert any(step is not None and step > 0 for _, step in changes)
     _check_invariants(engine, trainer.optimizer, total)
     assert engine.global_density() == pytest.approx(0.1, abs=1 / engine.num_prunable())
@@ -89,7 +98,7 @@ def test_short_run_completes_at_the_target_density(key):
 
 
 @needs_fmnist
-@pytest.mark.parametrize("key", ["rigl", "gse-graest", "set-steps"])
+@pytest.mark.parametrize("key", ["rigl", "gse-graest", "set-steps", "rigl-paper", "gse-paper"])
 def test_resume_is_exact_for_dynamic_methods(key):
     overrides = SMALL + METHODS[key] + ["epochs=3"]
     whole = train(resolve.load(BASE, overrides + ["sweep=whole"]))

@@ -187,3 +187,28 @@ def test_snip_scores_on_score_batches_counted_at_the_dense_cost():
     assert scoring.take_flops() == pytest.approx(3 * flop_model.dense_forward() * 8 * BATCH)
     assert method.init_flops(flop_model) == 0.0             # not counted twice
     assert engine.global_density() == pytest.approx(0.2, abs=1e-3)
+
+
+def test_gse_with_score_batches_runs_on_the_always_sparse_engine():
+    from sparsebench.sparsity.sparse_engine import build_engine
+
+    model, loader = _small_setup()
+    engine = build_engine(model, 0.3, "er_flat", engine="sparse")
+    cls = methods.get("gse")
+    method = cls(cls.Params(score_samples_per_class=10, interval=1, sampler="graest"), engine,
+                 total_steps=10, steps_per_epoch=5, seed=0)
+    method.init_masks(None)
+    engine.apply_masks()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    engine.attach_optimizer(optimizer)
+    scoring = ScoreBatches(loader, samples_per_class=10, num_classes=100, seed=0,
+                           flop_model=FlopModel(model, engine, (1, 3, 4)), loss_fn=nn.functional.cross_entropy)
+    before = {layer.name: engine.active_indices(layer).clone() for layer in engine.layers}
+    x, y = next(iter(loader))
+    ctx = StepContext(step=0, epoch=0, total_steps=10, steps_per_epoch=5, model=model,
+                      batch=(x, y), scoring=scoring)
+    method.before_forward(ctx)                   # the update, from 8 score batches
+    assert scoring.examples == 8 * BATCH and scoring.take_flops() > 0
+    assert sum(layer.n_active() for layer in engine.layers) == sum(b.numel() for b in before.values())
+    assert any(not torch.equal(before[layer.name], engine.active_indices(layer)) for layer in engine.layers)
+    method.after_step(ctx)                       # nothing more happens after the step

@@ -256,9 +256,9 @@ def replace_smallest(engine: SparsityEngine, drop_fraction: float, *, scope: str
     (n_l = ⌊α_t·|A_l|⌋) or globally (n = ⌊α_t·Σ_l |A_l|⌋)."""
     if scope == "global":
         n = int(drop_fraction * sum(layer.n_active() for layer in engine.layers))
-        global_prune_then_grow(engine, n, drop_scores={layer.name: layer.weight.abs() for layer in engine.layers},
-                               grow_scores=grow_scores, generator=generator,
-                               regrow_dropped=regrow_dropped)
+        drop_scores = {layer.name: layer.weight.abs() for layer in engine.layers}
+        global_prune_then_grow(engine, n, drop_scores=drop_scores, grow_scores=grow_scores,
+                               generator=generator, regrow_dropped=regrow_dropped)
         return
     for layer in engine.layers:
         prune_then_grow(engine, layer, drop_count(layer, drop_fraction), drop_score=layer.weight.abs(),
