@@ -34,6 +34,7 @@ import torch
 
 from sparsebench.config import positive
 from sparsebench.methods import Method, register, require_masked_engine
+from sparsebench.sparsity.engine import keep_target_globally
 from sparsebench.sparsity.scoring import restored_state, score_batches
 
 
@@ -92,7 +93,7 @@ class Grasp(Method):
 
     def init_masks(self, ctx):
         # Keep the smallest S: the largest −S.
-        self.engine.keep_target_globally({n: -s for n, s in self.scores(ctx).items()})
+        keep_target_globally(self.engine, {n: -s for n, s in self.scores(ctx).items()})
 
     def init_flops(self, flops):
         return 9.0 * flops.dense_forward() * self.scored_examples

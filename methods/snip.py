@@ -21,6 +21,7 @@ import torch
 from sparsebench.config import positive
 from sparsebench.methods import Method, register
 from sparsebench.score_batches import backward_on, score_samples_param
+from sparsebench.sparsity.engine import keep_target_globally
 
 
 @dataclass
@@ -55,7 +56,7 @@ class Snip(Method):
         with torch.no_grad():
             scores = {layer.name: (layer.weight.grad * layer.weight).abs() for layer in engine.layers}
         model.zero_grad(set_to_none=True)
-        engine.keep_target_globally(scores)
+        keep_target_globally(engine, scores)
 
     def init_flops(self, flops):
         """One dense forward and backward per scored example: 3·f_D each (score batches are

@@ -15,8 +15,9 @@ Each prunable layer keeps a dense parameter θ. Per layer, with D its forward de
 
 A and B are refreshed before every step for the first ``explore_epochs`` epochs and every
 ``interval`` steps after (the GSE authors' ``num_epochs_explore`` = 20 and
-``prune_grow_delta`` = 1000 in ``topkast_training.py``); the paper recomputes the top-K sets
-at every step. ``actual_density`` is the forward set's.
+``prune_grow_delta`` = 1000 in ``topkast_training.py``; the paper reselects the sets by
+magnitude as training goes and leaves the refresh rate open). ``actual_density`` is the
+forward set's.
 
 Backward density: the paper's text treats the backward sparsity as its own hyperparameter and
 reports pairs such as 80 % / 50 %, 90 % / 80 %, 95 % / 90 % (forward / backward sparsity), so

@@ -15,6 +15,7 @@ BASE = str(REPO / "configs" / "fmnist_mlp.yaml")
 
 @needs_fmnist
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # full Fashion-MNIST; minutes on a shared CPU
 @pytest.mark.parametrize("method, overrides", [
     ("lottery", ["method.rounds=2", "epochs=2"]),
     ("grasp", ["epochs=3"]),

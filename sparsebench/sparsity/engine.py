@@ -110,6 +110,14 @@ def adopt_counts(layers) -> None:
         layer.target_active = counts[layer.name]
 
 
+def keep_target_globally(engine, scores: Mapping[str, torch.Tensor]) -> None:
+    """One-shot global pruning (SNIP, GraSP, SynFlow), on either engine: keep the run's
+    target number of connections with the largest score over all layers; the layers' shares
+    become their targets."""
+    engine.keep_largest(scores, sum(layer.target_active for layer in engine.layers))
+    engine.adopt_current_counts()
+
+
 class SparsityEngine:
     def __init__(self, layers: list[MaskedLayer]):
         self.layers = layers
@@ -338,13 +346,6 @@ class SparsityEngine:
             layer.grad_mask = None if grad_mask is None else grad_mask.to(torch.bool).view_as(layer.mask)
         self._masks_changed()
         self.apply_masks()
-
-    def keep_target_globally(self, scores: Mapping[str, torch.Tensor]) -> None:
-        """One-shot global pruning (SNIP, GraSP, SynFlow): keep the run's target number of
-        connections with the largest score over all layers; the layers' shares become their
-        targets."""
-        self.keep_largest(scores, sum(layer.target_active for layer in self.layers))
-        self.adopt_current_counts()
 
     @torch.no_grad()
     def random_masks(self, generator: torch.Generator) -> None:
