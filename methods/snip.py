@@ -16,6 +16,8 @@ statistics) are restored afterwards so scoring leaves no trace but the masks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import islice
+
 import torch
 
 from sparsebench.config import positive
