@@ -9,12 +9,14 @@ EXECUTOR ?= auto
 STAMP := $(VENV)/.setup-stamp
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data sweep test report bench bench-width bench-ddp slurm-up slurm-down clean help
+.PHONY: setup data sweep test report bench bench-width bench-ddp slurm-up slurm-down clean help paper paper-mini paper-report
 
 help:
 	@echo "make sweep [SWEEP=name]   run a sweep (default: $(SWEEP)) and write its report"
 	@echo "make test                 set up if needed, then run the whole test suite"
 	@echo "make report SWEEP=name    tables and figures from results/name"
+	@echo "make paper                every paper sweep on the cluster, then results/paper/"
+	@echo "make paper-mini           the same in miniature on this CPU: results/paper_mini/"
 	@echo "make bench                harness-overhead and sparse-step benchmarks"
 	@echo "make bench-width          always-sparse width-scaling benchmark"
 	@echo "make bench-ddp            data-parallel throughput at 1, 2, ... processes (PROCS=1,2)"
@@ -40,6 +42,20 @@ sweep: setup
 
 report: setup
 	$(PY) -m sparsebench.report $(SWEEP)
+
+# The GSE paper: submit every paper sweep (SLURM where sbatch exists), wait, run figure 8's
+# benchmark, write results/paper/ (tables 1-4, figures 2-9, index.md).
+paper: setup
+	$(PY) -m sparsebench.paper.full --executor $(EXECUTOR)
+
+# The same pipeline in miniature on a CPU (generated CIFAR-format data, small models, 1 % of
+# the epochs, one seed): results/paper_mini/.
+paper-mini: setup
+	$(PY) -m sparsebench.paper.mini
+
+# results/paper/ from whatever has landed so far.
+paper-report: setup
+	$(PY) -m sparsebench.report --paper
 
 # The SLURM tests run on the local one-node cluster; where it cannot be had (no root, no apt)
 # they skip with the reason, so a failure to start it never fails this target.

@@ -84,6 +84,10 @@ def append_text(path: Path, text: str) -> None:
         raise storage_error(path, err) or err from None
 
 
+def write_bytes(path: Path, data: bytes) -> None:
+    _write_atomic(path, lambda f: f.write(data), "wb")
+
+
 def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 

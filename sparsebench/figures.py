@@ -414,10 +414,18 @@ def write_figures(df: pd.DataFrame, sweep: str, root: Path | None = None,
         except SkipFigure as why:
             skipped[name] = str(why)
             continue
-        for fmt in formats:
-            path = folder / f"{name}.{fmt}"
-            tmp = path.with_name(f".{path.name}.tmp")
-            fig.savefig(tmp, format=fmt, dpi=150)
-            tmp.replace(path)  # a reader never sees a half-written figure
-            written.append(path)
+        written += save_figure(fig, folder, name, formats)
     return written, skipped
+
+
+def save_figure(fig: Figure, folder: Path, name: str,
+                formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
+    """``folder/name.{png,pdf}``, each written to a temporary file and renamed into place."""
+    written = []
+    for fmt in formats:
+        path = folder / f"{name}.{fmt}"
+        tmp = path.with_name(f".{path.name}.tmp")
+        fig.savefig(tmp, format=fmt, dpi=150)
+        tmp.replace(path)  # a reader never sees a half-written figure
+        written.append(path)
+    return written

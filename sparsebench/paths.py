@@ -117,6 +117,21 @@ def methods_dir() -> Path:
     return repo_root() / "methods"
 
 
+# The GSE paper's artifacts (sparsebench.paper): tables, figures and index.md in one folder.
+def paper_dir(root: Path | None = None) -> Path:
+    return (root or results_root()) / "paper"
+
+
+def paper_mini_dir(root: Path | None = None) -> Path:
+    """The miniature paper (``make paper-mini``): its own sweeps, runs, data and report."""
+    return (root or results_root()) / "paper_mini"
+
+
+def paper_overlays_dir() -> Path:
+    """What the miniature changes in every paper sweep (sweeps/mini/common.yaml, tiny.yaml)."""
+    return sweeps_dir() / "mini"
+
+
 def protocols_dir() -> Path:
     """Named protocols (``protocol: NAME`` in a config or sweep): protocols/NAME.yaml."""
     return repo_root() / "protocols"

@@ -15,6 +15,10 @@ A damaged run file gives one warning naming it (the run counts as ``unreadable``
 header) and the rest is reported. Where the results folder cannot be written (read-only, full)
 the tables are still printed and writing is skipped with a warning; ``--out DIR`` writes the
 files under DIR/NAME/ instead.
+
+``--paper`` writes the GSE paper's tables and figures instead, across the paper's sweeps, into
+results/paper/ (see sparsebench.paper); ``--paper --mini`` the miniature's, into
+results/paper_mini/ (made by ``make paper-mini``).
 """
 from __future__ import annotations
 
@@ -102,8 +106,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="write summary, tables and figures under DIR/NAME/ instead of the "
                              "results folder (e.g. when that is read-only)")
+    parser.add_argument("--paper", action="store_true",
+                        help="the GSE paper's tables and figures into results/paper/")
+    parser.add_argument("--mini", action="store_true",
+                        help="with --paper: the miniature's, into results/paper_mini/")
     args = parser.parse_args(argv)
     root = args.results
+    if args.mini and not args.paper:
+        parser.error("--mini goes with --paper")
+    if args.paper:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from .paper import mini, report as paper_report
+
+        if args.sweeps:
+            parser.error("--paper takes no sweep names (it reads every paper sweep)")
+        index = mini.report(root) if args.mini else paper_report.write_default(root)
+        print(f"wrote {index}")
+        return 0
     base = root if root is not None else paths.results_root()
     names = args.sweeps or available_sweeps(root)
     for name in args.sweeps:

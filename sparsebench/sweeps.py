@@ -10,9 +10,15 @@
       method.name: [dense, static]   # a dotted field ...
       method: [{name: rigl, interval: 100}, gse]   # ... or a whole section (a mapping or a name)
       density: [0.5, 0.1]
+      together:                      # one axis of fields set together (paired values)
+        - {model.width: 2, density: 0.05}
     include: [{method.name: snip, density: 0.1}]   # extra cells on top of base + overrides
     exclude: [{method.name: dense, density: 0.5}]  # grid cells matching every given key are dropped
     slurm: {partition: debug, time_min: 60, ...}   # see SlurmSpec
+
+A sweep may ``extends: OTHER`` (a name in sweeps/ or a path): it starts from OTHER's file and
+changes only what it names (:func:`merge_specs`), so that, e.g., the paper's extended-training
+sweep stays the CIFAR-100 sweep with other epochs and cannot drift from it.
 
 Every value is applied the same way (:func:`apply_values`): a dotted key sets one field, a
 mapping under a section key (``data: {train_subset: 2048}``) sets the fields it names and keeps
@@ -119,6 +125,8 @@ class SweepSpec:
 
     name: str = field(default="", metadata={"help": "the file's stem"})
     description: str = ""
+    extends: str | None = field(default=None, metadata={
+        "help": "a sweep (name or path) this one starts from; see merge_specs"})
     base: str | None = field(default=None, metadata={"help": "run config the cells start from"})
     overrides: dict = field(default_factory=dict)
     grid: dict = field(default_factory=dict)
@@ -202,9 +210,46 @@ def find(name_or_path: str) -> Path:
     return path
 
 
+def merge_specs(parent: dict, child: dict) -> dict:
+    """``child`` applied on ``parent`` (two sweep dicts): ``grid`` and ``slurm`` by key (a grid
+    key set to null is dropped), ``overrides`` by dotted key (nested sections are merged),
+    ``include`` and ``exclude`` replaced when the child gives them, everything else (name,
+    description, base) taken from the child where it sets it."""
+    out = copy.deepcopy(parent)
+    for key, value in child.items():
+        if key in ("grid", "slurm") and isinstance(value, dict):
+            merged = dict(out.get(key) or {})
+            merged.update(copy.deepcopy(value))
+            out[key] = {k: v for k, v in merged.items() if v is not None}
+        elif key == "overrides" and isinstance(value, dict):
+            merged = copy.deepcopy(out.get(key) or {})
+            apply_values(merged, value)
+            out[key] = merged
+        else:
+            out[key] = copy.deepcopy(value)
+    out.pop("extends", None)
+    return out
+
+
+def load_spec_dict(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A sweep file as a plain dict, with its ``extends`` chain applied."""
+    data = load_yaml(path)
+    parent_name = data.get("extends")
+    if parent_name is None:
+        return data
+    if not isinstance(parent_name, str) or not parent_name:
+        raise ConfigError("extends", f"got {parent_name!r}; allowed: the name of a sweep in "
+                                     f"{paths.sweeps_dir()} or a path to one")
+    parent_path = find(parent_name)
+    if parent_path.resolve() in _seen or parent_path.resolve() == path.resolve():
+        raise ConfigError("extends", f"{parent_name!r} extends {path.stem!r} again (a cycle)")
+    parent = load_spec_dict(parent_path, _seen + (path.resolve(),))
+    return merge_specs(parent, data)
+
+
 def parse(path: Path) -> SweepSpec:
     """Read and check a sweep file's structure (cells are checked by :func:`expand`)."""
-    spec = parse_dataclass(SweepSpec, load_yaml(path))
+    spec = parse_dataclass(SweepSpec, load_spec_dict(path))
     if not spec.name:
         raise ConfigError("name", f"missing; it must be the file's stem ({path.stem!r})")
     if not paths.is_safe_name(spec.name):
@@ -219,6 +264,9 @@ def parse(path: Path) -> SweepSpec:
         if not isinstance(values, list) or not values:
             raise ConfigError(f"grid.{key}", f"expected a non-empty list of values, got {values!r} "
                                              "(a single value belongs in overrides)")
+        if key == TOGETHER and not all(isinstance(v, dict) and v for v in values):
+            raise ConfigError(f"grid.{key}", "expected a list of non-empty mappings of fields "
+                                             "set together (e.g. {model.width: 2, density: 0.01})")
     for kind in ("include", "exclude"):
         for i, entry in enumerate(getattr(spec, kind)):
             if not entry:
@@ -251,11 +299,18 @@ def base_path(spec: SweepSpec, sweep_path: Path) -> Path | None:
 # ---------------------------------------------------------------------------------------------
 # applying values and expanding cells
 
+# A grid key whose values are mappings of fields set together: one grid axis over paired values
+# (``together: [{model.width: 2, density: 0.0049}, {model.width: 4, density: 0.0012}]``).
+TOGETHER = "together"
+
+
 def apply_values(data: dict, values: dict) -> None:
     """Apply one cell's (or the overrides') values to a plain config dict, in place."""
     for key, value in values.items():
         key = str(key)
-        if isinstance(value, dict) and key != "method" and not key.startswith("method."):
+        if key == TOGETHER and isinstance(value, dict):
+            apply_values(data, value)  # fields that vary together, e.g. a width and its density
+        elif isinstance(value, dict) and key != "method" and not key.startswith("method."):
             # A section given as a mapping sets the fields it names and keeps the others.
             apply_values(data, {f"{key}.{sub}": v for sub, v in value.items()})
         elif key == "method":

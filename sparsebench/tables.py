@@ -68,10 +68,12 @@ def display_name(column: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # numbers
 
-def main_table(df: pd.DataFrame) -> pd.DataFrame:
+def main_table(df: pd.DataFrame, keys: list[str] | None = None) -> pd.DataFrame:
     """One row per cell: accuracy mean/std/n over completed runs, mean FLOPs relative to dense,
-    mean wall-clock, step and mask-update time, and the counts of runs not averaged in."""
-    keys = cell_keys(df)
+    mean wall-clock, step and mask-update time, and the counts of runs not averaged in.
+    ``keys`` (default :func:`cell_keys`) are the columns that define a cell; they must include
+    :data:`BASE_KEYS` (the paper's tables add e.g. ``epochs`` or ``width``)."""
+    keys = list(keys) if keys is not None else cell_keys(df)
     columns = keys + ["acc_mean", "acc_std", "n", "best_acc_mean", "train_flops_rel_dense",
                       "inference_flops_rel_dense", "wall_clock_s", "step_time_ms",
                       "update_time_s", "failed", "diverged", "running"]

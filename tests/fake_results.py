@@ -32,11 +32,24 @@ def write_run(root: Path, sweep: str, method: str, density: float, seed: int, *,
               train_flops_rel_dense: float | None = None, **config_kw) -> Path:
     """One run folder. ``status="running"`` writes config.yaml (and metrics so far) only."""
     cfg = config_for(sweep, method, density, seed, **config_kw)
-    run = paths.run_dir(sweep, run_id(cfg), root)
+    return write_config_run(root, cfg, acc=acc, status=status, curve=curve,
+                            layer_densities=layer_densities, wall_clock_s=wall_clock_s,
+                            step_time_ms=step_time_ms, update_time_s=update_time_s,
+                            train_flops_rel_dense=train_flops_rel_dense)
+
+
+def write_config_run(root: Path, cfg, *, acc: float | None = None, status: str = "completed",
+                     curve: list[float] | None = None,
+                     layer_densities: dict[str, float] | None = None, wall_clock_s: float = 10.0,
+                     step_time_ms: float = 2.0, update_time_s: float = 0.1,
+                     train_flops_rel_dense: float | None = None) -> Path:
+    """The run folder of a given (e.g. a sweep cell's resolved) config, as :func:`write_run`."""
+    run = paths.run_dir(cfg.sweep, run_id(cfg), root)
     atomic.write_yaml(run / paths.CONFIG, to_dict(cfg))
     if curve:
         atomic.write_jsonl(run / paths.METRICS, [
-            {"epoch": i + 1, "step": 10 * (i + 1), "test_acc": a, "train_loss": 1.0 / (i + 1)}
+            {"epoch": i + 1, "step": 10 * (i + 1), "test_acc": a, "train_acc": a + 5.0,
+             "train_loss": 1.0 / (i + 1)}
             for i, a in enumerate(curve)])
     if status == "running":
         return run
