@@ -77,7 +77,7 @@ def parse_args(argv=None):
     p.add_argument("--out", type=Path, default=None, help="CSV path (default: "
                    "results/benchmarks/sparse_layer.csv)")
     p.add_argument("--headline-rounds", type=int, default=9,
-                   help="interleaved rounds of dense vs sparse_layer at the issue's point")
+                   help="interleaved rounds of dense vs sparse_layer at the issue's point (0: skip it)")
     p.add_argument("--quick", action="store_true",
                    help="widths 2048 and 8192 at 99 %% (plus the headline point), 3 reps")
     args = p.parse_args(argv)
@@ -324,8 +324,9 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     import pandas as pd
 
-    atomic.write_text(out.with_name(out.stem + "_headline.csv"),
-                      pd.DataFrame([headline(args)]).to_csv(index=False))
+    if args.headline_rounds > 0:  # 0: the table alone (the paper's fig8 needs no headline)
+        atomic.write_text(out.with_name(out.stem + "_headline.csv"),
+                          pd.DataFrame([headline(args)]).to_csv(index=False))
     rows = run_benchmark(args)
     import pandas as pd
 

@@ -22,7 +22,8 @@ from matplotlib.figure import Figure
 PAPER_SPARSITIES = tuple(float(f"{1 - d:.6g}") for d in np.logspace(np.log10(0.2), -3, 10))
 PAPER_WIDTHS = (2048, 4096, 8192, 16384)
 BENCHMARK_ARGS = ["--widths", *map(str, PAPER_WIDTHS), "--sparsities", *map(str, PAPER_SPARSITIES),
-                  "--extra", "--batch", "128", "--variants", "dense", "coo", "csr"]
+                  "--extra", "--batch", "128", "--variants", "dense", "coo", "csr",
+                  "--headline-rounds", "0"]
 VARIANT_NAMES = {"dense": "Dense", "coo": "COO", "csr": "CSR", "gather": "gather",
                  "sparse_layer": "SparseLinear (ours)"}
 NEEDED = ("width", "sparsity", "variant", "mode", "time_s")
@@ -33,7 +34,9 @@ class NoKernelData(Exception):
 
 
 def load(folder: Path) -> pd.DataFrame:
-    files = sorted(Path(folder).glob("sparse_layer*.csv"))
+    # The benchmark's ``*_headline.csv`` (one dense-vs-SparseLinear ratio) is not a table row.
+    files = sorted(f for f in Path(folder).glob("sparse_layer*.csv")
+                   if not f.name.endswith("_headline.csv"))
     if not files:
         raise NoKernelData(f"no sparse_layer*.csv in {folder} (run: python benchmarks/"
                            f"sparse_layer.py --out {folder}/sparse_layer_cpu.csv ...)")
