@@ -109,9 +109,11 @@ def test_ctrl_c_stops_the_local_workers_and_keeps_their_checkpoints(write_sweep)
                                  "--executor", "local", "--workers", "2"], cwd=REPO, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        metrics = [paths.run_dir("stop", c.run_id) / paths.METRICS for c in cells]
+        # Wait for the checkpoints themselves: metrics.jsonl is written just before the
+        # checkpoint, so its presence alone leaves a window in which Ctrl-C lands mid-save.
+        checkpoints = [paths.run_dir("stop", c.run_id) / paths.CHECKPOINT for c in cells]
         deadline = time.monotonic() + 120
-        while not all(m.is_file() for m in metrics):  # both runs have an epoch checkpoint
+        while not all(c.is_file() for c in checkpoints):  # both runs have an epoch checkpoint
             assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()
             time.sleep(0.2)
         workers = _children(launcher.pid)
