@@ -10,12 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from sparsebench import methods, resolve
-from sparsebench.config import ConfigError
+from sparsebench import methods
 from sparsebench.methods import InitContext, StepContext
 from sparsebench.sparsity import SparsityEngine
-from sparsebench.train import main as train_main
 
+from .bad_config import assert_exits_2_naming
 from .conftest import REPO
 
 BASE = str(REPO / "configs" / "fmnist_mlp.yaml")
@@ -72,12 +71,7 @@ def test_every_method_is_registered_with_its_documented_defaults():
     (["protocol=gse_papr"], "protocol"),
 ])
 def test_bad_method_values_exit_2_naming_the_field(overrides, field, capsys):
-    with pytest.raises(ConfigError) as exc:
-        resolve.load(BASE, overrides)
-    assert exc.value.field == field
-    with pytest.raises(SystemExit) as code:
-        train_main([BASE, *overrides])
-    assert code.value.code == 2 and field in capsys.readouterr().err
+    assert_exits_2_naming(BASE, overrides, field, capsys)
 
 
 # ---- a small model driven through the trainer's hook order ------------------------------------
