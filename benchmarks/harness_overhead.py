@@ -1,29 +1,38 @@
 """What the harness costs: sparsebench's trainer against a bare torch loop, masked sparse
 training against dense, and dynamic sparse training (DST) against static, per step.
 
-Three ratios, each measured in one process run. Every repeat runs each configuration once,
-in an order shuffled per repeat (so that no configuration always runs first, warm or cold),
-after an untimed warm-up; each ratio is taken within a repeat, so that the machine's
-drift hits both of its sides alike. A ratio is printed as the median over ``--repeats`` with
-a bootstrap 95 % interval and its min-max (:mod:`sparsebench.spread`), and a target is
-called met or missed only when that interval lies wholly on one side of it (else undecided):
+The speed this shared 2-core machine gives one process moves by up to 1.6x from one second
+to the next, so runs timed one after the other (even A-B-B-A, seconds apart) give ratios
+that move by ±10 % between repeats. Here every configuration is a live trainer in the same
+process, and they take **turns step by step**: a round of the loop runs one training step
+of each (in an order rotated every round), so all of them see the same machine within a few
+milliseconds, and a ratio of their summed step times compares like with like. The trainer's
+own loop (``Trainer.epoch_steps``, the generator ``train_epoch`` runs) is what is timed, so
+the harness's per-step work (fetching the batch, hooks, masks, FLOP and loss accounting) is
+all in it; a method's topology updates (in a step, or at the end of the epoch) are too.
+
+Each repeat builds every trainer afresh and trains ``--epochs`` epochs; a ratio is taken
+within a repeat and printed as the median over ``--repeats`` with a bootstrap 95 % interval
+and the min-max (:mod:`sparsebench.spread`); a target is called met or missed only when that
+interval lies wholly on one side of it (else undecided):
 
 1. **harness / bare loop** (target ≤ 1.10): the same dense model, data, optimizer and LR
-   schedule, trained for ``--epochs`` epochs with a test evaluation after each, once through
-   ``sparsebench.trainer.train`` and once through a hand-written loop over the same on-device
-   tensors. Compared on the training+evaluation time of the epochs (``wall_clock_s`` of the
-   run), and, separately, on the whole call including set-up (data decoding, FLOP counting,
-   result files), which a short run cannot amortize.
-2. **masked sparse / dense** per step (target ≤ 1.10): the median training-step time of
-   ``static`` at ``--density`` against ``dense`` through the harness.
-3. **DST / static** amortized step (target ≤ 1.05): total training-loop time (topology
-   updates included) divided by the number of steps, for ``set``, ``rigl``, ``gse``
-   and ``magnitude`` at their paper defaults (GSE every 100 steps instead of 1000, so that it
-   updates within the measured epochs), against ``static``.
+   schedule, through ``sparsebench.trainer.Trainer`` and through a hand-written loop over
+   the same tensors: per training step, and per epoch with the test evaluation after each
+   (the harness also writes ``metrics.jsonl`` and a checkpoint then). Set-up (data decoding
+   is cached; model, masks, FLOP counting) is printed in seconds, once per run.
+2. **masked sparse / dense** per step (target ≤ 1.10): ``static`` at ``--density`` against
+   ``dense``.
+3. **DST / static** amortized step (target ≤ 1.05): all steps' time, topology updates
+   included, for ``set``, ``rigl``, ``gse`` and ``magnitude`` at their paper defaults (GSE
+   every 100 steps instead of 1000, so that it updates within the measured epochs), against
+   ``static``.
 
-Writes ``results/benchmarks/harness_overhead.csv`` (one row per measured run) and prints the
-ratios. 37 runs with the defaults (the 21 of three repeats took two minutes on an idle 2-core
-CPU, so about three and a half)::
+Interleaving has one cost of its own: each trainer's weights are no longer in the cache when
+its turn comes (they are about 1 MB for the MLP), which the bare loop pays as well.
+
+Writes ``results/benchmarks/harness_overhead.csv`` (one row per trainer and repeat) and prints
+the ratios; about two minutes with the defaults on an idle 2-core CPU::
 
     python benchmarks/harness_overhead.py                 # make bench
     python benchmarks/harness_overhead.py --model lenet5 --epochs 1
@@ -32,10 +41,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
-import os
-import random
-import statistics
 import sys
 import tempfile
 import time
@@ -45,125 +50,162 @@ import pandas as pd
 import torch
 from torch import nn
 
-from sparsebench import atomic, paths, resolve, spread
-from sparsebench.config import run_id
+from sparsebench import atomic, resolve, spread
+from sparsebench.config import RunConfig, run_id
 from sparsebench.data import build_data
 from sparsebench.models import build_model
-from sparsebench.trainer import train
+from sparsebench.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_CONFIG = REPO / "configs" / "fmnist_mlp.yaml"
 DST_METHODS = ("set", "rigl", "gse", "magnitude")
 TARGETS = {"harness/bare": 1.10, "static/dense": 1.10, "dst/static": 1.05}
+BARE = "dense (bare loop)"
 
 
-def harness_run(overrides: list[str]) -> dict:
-    """One run through the trainer in a throw-away results folder; its result.json fields."""
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ["SPARSEBENCH_RESULTS"] = tmp
-        cfg = resolve.load(str(BASE_CONFIG), overrides + ["progress=false"])
-        t0 = time.perf_counter()
-        result = train(cfg, force=True)
-        total = time.perf_counter() - t0
-        metrics = paths.run_dir(cfg.sweep, run_id(cfg)) / paths.METRICS
-        epoch_times = [json.loads(line)["epoch_time_s"] for line in metrics.read_text().splitlines()]
-    if result["status"] != "completed":
-        raise RuntimeError(f"{overrides}: {result['status']}: {result.get('error')}")
-    return {"total_s": total, "epochs_s": result["wall_clock_s"],
-            "median_step_ms": result["step_time_ms"],
-            # the training loop's time, topology updates included, per step (no evaluation)
-            "amortized_step_ms": 1000 * sum(epoch_times) / result["steps"],
-            "update_s": result["update_time_s"], "steps": result["steps"],
-            "test_acc": result["final_test_acc"]}
+def short(label: str) -> str:
+    return "bare" if label == BARE else label.split()[0]
 
 
-def bare_loop(cfg, epochs: int) -> dict:
+class BareLoop:
     """The loop a researcher would write by hand: same model, data tensors, optimizer and
-    schedule; no hooks, masks, FLOP accounting, checkpoints or result files."""
-    t_call = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    data = build_data(cfg.data.name, batch_size=cfg.data.batch_size,
-                      test_batch_size=cfg.data.test_batch_size, device=torch.device("cpu"),
-                      seed=cfg.seed, augment=cfg.data.augment, root=cfg.data.root)
-    x_train, y_train = data.train.x, data.train.y
-    x_test, y_test = data.test.x, data.test.y
-    model = build_model(cfg.model.name, num_classes=data.info.num_classes,
-                        in_shape=data.info.in_shape, width=cfg.model.width)
-    o = cfg.optim
-    opt = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
-                          weight_decay=o.weight_decay)
-    bs = cfg.data.batch_size
-    steps_per_epoch = len(x_train) // bs
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
-    loss_fn = nn.CrossEntropyLoss()
-    step_times = []
-    t_start = time.perf_counter()
-    for epoch in range(epochs):
-        model.train()
-        order = torch.randperm(len(x_train))
-        for i in range(steps_per_epoch):
-            t0 = time.perf_counter()
-            idx = order[i * bs:(i + 1) * bs]
-            loss = loss_fn(model(x_train[idx]), y_train[idx])
-            opt.zero_grad(set_to_none=True)
+    schedule; no hooks, masks, FLOP accounting, checkpoints or result files. Shaped like the
+    trainer (``epoch_steps`` yields after every step, ``finish_epoch`` evaluates) so that the
+    two can take turns."""
+
+    def __init__(self, cfg: RunConfig):
+        torch.manual_seed(cfg.seed)
+        data = build_data(cfg.data.name, batch_size=cfg.data.batch_size,
+                          test_batch_size=cfg.data.test_batch_size, device=torch.device("cpu"),
+                          seed=cfg.seed, augment=cfg.data.augment, root=cfg.data.root,
+                          train_subset=cfg.data.train_subset)
+        self.x_train, self.y_train = data.train.x, data.train.y
+        self.x_test, self.y_test = data.test.x, data.test.y
+        self.model = build_model(cfg.model.name, num_classes=data.info.num_classes,
+                                 in_shape=data.info.in_shape, width=cfg.model.width)
+        o = cfg.optim
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
+                                   nesterov=o.nesterov, weight_decay=o.weight_decay)
+        self.bs, self.test_bs = cfg.data.batch_size, cfg.data.test_batch_size
+        self.steps_per_epoch = len(self.x_train) // self.bs
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.opt, cfg.epochs * self.steps_per_epoch)
+        self.loss_fn = nn.CrossEntropyLoss()
+
+    def epoch_steps(self, epoch: int):
+        self.model.train()
+        order = torch.randperm(len(self.x_train))
+        for i in range(self.steps_per_epoch):
+            idx = order[i * self.bs:(i + 1) * self.bs]
+            loss = self.loss_fn(self.model(self.x_train[idx]), self.y_train[idx])
+            self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
-            sched.step()
-            step_times.append(time.perf_counter() - t0)
-        model.eval()
+            self.opt.step()
+            self.sched.step()
+            yield
+        return {}
+
+    def finish_epoch(self, row: dict) -> float:
+        self.model.eval()
         correct = 0
         with torch.no_grad():
-            for i in range(0, len(x_test), cfg.data.test_batch_size):
-                out = model(x_test[i:i + cfg.data.test_batch_size])
-                correct += int((out.argmax(1) == y_test[i:i + cfg.data.test_batch_size]).sum())
-    epochs_s = time.perf_counter() - t_start
-    return {"total_s": time.perf_counter() - t_call, "epochs_s": epochs_s, "median_step_ms": 1000 * statistics.median(step_times),
-            "amortized_step_ms": None, "test_acc": 100 * correct / len(x_test)}
+            for i in range(0, len(self.x_test), self.test_bs):
+                out = self.model(self.x_test[i:i + self.test_bs])
+                correct += int((out.argmax(1) == self.y_test[i:i + self.test_bs]).sum())
+        return 100 * correct / len(self.x_test)
+
+
+class HarnessRun:
+    """sparsebench's trainer for one config, in a throw-away run folder."""
+
+    def __init__(self, cfg: RunConfig, folder: Path):
+        run_dir = folder / run_id(cfg)
+        run_dir.mkdir(parents=True)
+        self.trainer = Trainer(cfg, run_dir)
+        self.trainer.init_masks()
+        self.epoch_steps = self.trainer.epoch_steps
+
+    def finish_epoch(self, row: dict) -> float:
+        row = self.trainer.evaluate_epoch(row)
+        self.trainer.record_epoch(row)
+        return row["test_acc"]
+
+
+def interleaved_repeat(configs: dict[str, RunConfig | None], base: RunConfig, epochs: int,
+                       folder: Path) -> dict[str, dict]:
+    """Build every run, then train them all for ``epochs`` epochs, one step each in turn."""
+    runs, measured = {}, {}
+    for label, cfg in configs.items():
+        t0 = time.perf_counter()
+        runs[label] = BareLoop(base) if cfg is None else HarnessRun(cfg, folder)
+        measured[label] = {"setup_s": time.perf_counter() - t0, "step_s": 0.0, "steps": 0,
+                           "epoch_end_s": 0.0}
+    labels = list(runs)
+    for epoch in range(epochs):
+        live = {label: runs[label].epoch_steps(epoch) for label in labels}
+        rows: dict[str, dict] = {}
+        turn = 0
+        while live:
+            order = list(live)
+            shift = turn % len(order)
+            for label in order[shift:] + order[:shift]:
+                t0 = time.perf_counter()
+                try:
+                    next(live[label])
+                    measured[label]["steps"] += 1
+                except StopIteration as end:  # the epoch's end-of-epoch hook ran in this call
+                    rows[label] = end.value
+                    del live[label]
+                measured[label]["step_s"] += time.perf_counter() - t0
+            turn += 1
+        for label in labels[epoch % len(labels):] + labels[:epoch % len(labels)]:
+            t0 = time.perf_counter()
+            measured[label]["test_acc"] = runs[label].finish_epoch(rows[label])
+            measured[label]["epoch_end_s"] += time.perf_counter() - t0
+    return measured
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="mlp", help="model name (default: mlp)")
-    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=2, help="epochs per repeat (default %(default)s)")
     ap.add_argument("--repeats", type=int, default=5,
-                    help="timed passes over every configuration (default %(default)s)")
+                    help="fresh interleaved runs of every configuration (default %(default)s)")
     ap.add_argument("--density", type=float, default=0.1)
     ap.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks" / "harness_overhead.csv")
     args = ap.parse_args(argv)
 
-    common = [f"model.name={args.model}", f"epochs={args.epochs}", "optim.warmup_epochs=0"]
-    cfg = resolve.load(str(BASE_CONFIG), common + ["method.name=dense"])
-    rows = []
-
-    def record(kind: str, label: str, repeat: int, measured: dict) -> None:
-        rows.append({"kind": kind, "label": label, "repeat": repeat, **measured})
-        step = measured.get("amortized_step_ms") or measured["median_step_ms"]
-        print(f"  {label:<22} repeat {repeat}: epochs {measured['epochs_s']:.2f} s, "
-              f"step {step:.3f} ms, acc {measured['test_acc']:.2f}%", flush=True)
-
+    common = [f"model.name={args.model}", f"epochs={args.epochs}", "optim.warmup_epochs=0",
+              "progress=false"]
+    load = lambda overrides: resolve.load(str(BASE_CONFIG), common + overrides)  # noqa: E731
+    base = load(["method.name=dense"])
+    static = f"static d={args.density:g}"
+    configs: dict[str, RunConfig | None] = {
+        BARE: None, "dense": base,
+        static: load(["method.name=static", f"density={args.density}"])}
+    # GSE's default interval (1000 steps) would not update at all in two epochs of 468
+    # steps; like RigL it updates every 100 steps here (as in the Fashion-MNIST sweep).
+    for m in DST_METHODS:
+        configs[f"{m} d={args.density:g}"] = load(
+            [f"method.name={m}", f"density={args.density}"]
+            + (["method.interval=100"] if m == "gse" else []))
     print(f"threads: {torch.get_num_threads()}, torch {torch.__version__}, model {args.model}, "
-          f"{args.epochs} epochs, {args.repeats} repeats", flush=True)
-    runs = [("bare", "dense (bare loop)", None),
-            ("harness", "dense", ["method.name=dense"]),
-            ("harness", f"static d={args.density:g}", ["method.name=static", f"density={args.density}"])]
-    # GSE's default interval (1000 steps) would not update at all in an epoch of 468 steps;
-    # like RigL it updates every 100 steps here (as in the Fashion-MNIST sweep).
-    runs += [("harness", f"{m} d={args.density:g}", [f"method.name={m}", f"density={args.density}"]
-              + (["method.interval=100"] if m == "gse" else []))
-             for m in DST_METHODS]
+          f"{args.epochs} epochs per repeat, {args.repeats} repeats, {len(configs)} trainers "
+          f"taking turns step by step", flush=True)
 
-    def measure(kind, overrides):
-        return bare_loop(cfg, args.epochs) if kind == "bare" else harness_run(common + overrides)
-
-    # Decoding the data set (cached per process) and the first allocations fall on these.
-    print("warm-up: bare loop and harness once each (not timed)", flush=True)
-    for kind, _, overrides in runs[:2]:
-        measure(kind, overrides)
-    order = random.Random(0)
-    for repeat in range(args.repeats):
-        for kind, label, overrides in order.sample(runs, len(runs)):
-            record(kind, label, repeat, measure(kind, overrides))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        print("warm-up: one interleaved epoch (not timed)", flush=True)
+        interleaved_repeat(configs, base, 1, Path(tmp) / "warm-up")
+        for repeat in range(args.repeats):
+            measured = interleaved_repeat(configs, base, args.epochs, Path(tmp) / str(repeat))
+            for label, m in measured.items():
+                rows.append({"label": label, "repeat": repeat, **m,
+                             "step_ms": 1000 * m["step_s"] / m["steps"]})
+            print(f"  repeat {repeat}: step (ms) "
+                  + ", ".join(f"{short(label)} {1000 * m['step_s'] / m['steps']:.3f}"
+                              for label, m in measured.items()), flush=True)
 
     table = pd.DataFrame(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -172,18 +214,16 @@ def main(argv: list[str] | None = None) -> int:
     atomic.write_text(args.out, buf.getvalue())
 
     by = table.set_index(["label", "repeat"])
-    static = f"static d={args.density:g}"
 
-    def per_repeat(num: str, den: str, column: str) -> list[float]:
-        """The ratio within each repeat (both sides measured minutes apart at most)."""
-        return [by.loc[(num, r), column] / by.loc[(den, r), column] for r in range(args.repeats)]
+    def per_repeat(num: str, den: str, value) -> list[float]:
+        return [value(by.loc[(num, r)]) / value(by.loc[(den, r)]) for r in range(args.repeats)]
 
-    ratios = [("harness/bare", "epochs (train + eval)", per_repeat("dense", "dense (bare loop)", "epochs_s")),
-              ("harness/bare", "median step", per_repeat("dense", "dense (bare loop)", "median_step_ms")),
-              ("harness/bare", "whole call incl. set-up", per_repeat("dense", "dense (bare loop)", "total_s")),
-              ("static/dense", "median step", per_repeat(static, "dense", "median_step_ms"))]
-    ratios += [("dst/static", f"{m} amortized step",
-                per_repeat(f"{m} d={args.density:g}", static, "amortized_step_ms"))
+    step = lambda row: row["step_s"] / row["steps"]                      # noqa: E731
+    epoch = lambda row: row["step_s"] + row["epoch_end_s"]               # noqa: E731
+    ratios = [("harness/bare", "step", per_repeat("dense", BARE, step)),
+              ("harness/bare", "epoch (train + eval)", per_repeat("dense", BARE, epoch)),
+              ("static/dense", "step", per_repeat(static, "dense", step))]
+    ratios += [("dst/static", f"{m} amortized step", per_repeat(f"{m} d={args.density:g}", static, step))
                for m in DST_METHODS]
     print(f"\nratios: median over {args.repeats} repeats [bootstrap 95% interval of the median; "
           f"min-max]; wrote {args.out}")
@@ -192,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {target:<13} {what:<26} {s.median:6.3f} [{s.low:.3f}-{s.high:.3f}; "
               f"{s.minimum:.3f}-{s.maximum:.3f}]  target <= {TARGETS[target]:.2f}: "
               f"{spread.verdict(s.low, s.high, TARGETS[target])}")
+    setup = table.groupby("label")["setup_s"].median()
+    print(f"  set-up per run (median): harness {setup['dense']:.2f} s (model, masks, FLOP "
+          f"counting), bare loop {setup[BARE]:.2f} s; test accuracy after {args.epochs} epochs: "
+          + ", ".join(f"{short(k)} {v:.2f}%" for k, v in
+                      table.groupby("label")["test_acc"].median().items()))
     return 0
 
 

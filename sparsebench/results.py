@@ -54,7 +54,8 @@ RESULT_TYPES: dict[str, tuple[type, ...]] = {
                                 "inference_flops_rel_dense", "dense_forward_flops",
                                 "wall_clock_s", "step_time_ms", "update_time_s")},
     **{key: (int,) for key in ("seed", "epochs", "epochs_completed", "steps")},
-    **{key: (dict,) for key in ("config", "method_params", "layer_densities", "layer_sizes")},
+    **{key: (dict,) for key in ("config", "method_params", "layer_densities", "layer_sizes",
+                                "step_time_quantiles_ms")},
 }
 FINISHED = (COMPLETED, FAILED, DIVERGED)
 

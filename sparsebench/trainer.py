@@ -231,6 +231,21 @@ class Trainer:
         self.progress.update_s += time.perf_counter() - t0
 
     def train_epoch(self, epoch: int, bar) -> dict:
+        """One epoch of training; returns its row (train loss and accuracy, epoch time)."""
+        steps = self.epoch_steps(epoch)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as end:
+                return end.value
+            if bar is not None:
+                bar.update(1)
+
+    def epoch_steps(self, epoch: int):
+        """The epoch as a generator: it yields after every step and returns the epoch's row.
+        A step's time runs from the generator's resumption to its next yield (so whatever the
+        caller does in between is not counted): the benchmarks interleave several trainers
+        step by step this way, so that a noisy machine slows all of them alike."""
         model, opt, sched, method, engine = (self.train_model, self.optimizer, self.scheduler,
                                              self.method, self.engine)
         model.train()
@@ -243,10 +258,9 @@ class Trainer:
                                   total_steps=self.total_steps,
                                   steps_per_epoch=self.steps_per_epoch, model=model, round=round_,
                                   scoring=self.scoring)
-        times = []
-        t_epoch = time.perf_counter()
+        times = []  # per step, from the end of the previous one: fetching the batch included
+        t_epoch = t_last = time.perf_counter()
         for i, (x, y) in enumerate(self.data.train):
-            t0 = time.perf_counter()
             x = self._inputs(x)
             ctx.step = self.progress.step - round_start
             out, loss = training_step(model, self.loss_fn, opt, engine, method, ctx, x, y,
@@ -264,9 +278,11 @@ class Trainer:
             self.progress.step += 1
             if (i + 1) % DIVERGENCE_CHECK_EVERY == 0 and distributed.any_rank(~torch.isfinite(loss_sum)):
                 raise Diverged(f"non-finite training loss at step {self.progress.step}")
-            times.append(time.perf_counter() - t0)
-            if bar is not None:
-                bar.update(1)
+            t_yield = time.perf_counter()
+            times.append(t_yield - t_last)
+            yield
+            t_last = time.perf_counter()
+            t_epoch += t_last - t_yield  # the caller's time is not the epoch's
         ctx.batch = ctx.loss = None
         self._timed(method.end_of_epoch, ctx)
         if self.cuda:
@@ -339,6 +355,31 @@ class Trainer:
         p.elapsed_s += time.perf_counter() - t0
         self.log(f"round {p.round + 1}/{self.rounds}: density {self.engine.global_density():.5f}")
 
+    def evaluate_epoch(self, row: dict) -> dict:
+        """The epoch's test evaluation: completes and keeps the row ``train_epoch`` returned."""
+        cfg, p = self.cfg, self.progress
+        test_loss, test_acc = self.evaluate()
+        p.epoch += 1
+        p.best_test_acc = max(p.best_test_acc, test_acc)
+        row = {"epoch": p.round * cfg.epochs + p.epoch, "round": p.round,
+               "round_epoch": p.epoch, "step": p.step, **row, "test_loss": test_loss,
+               "test_acc": test_acc, "lr": self.optimizer.param_groups[0]["lr"],
+               "density": self.engine.global_density(), "update_time_s": p.update_s}
+        p.history.append(row)
+        return row
+
+    def record_epoch(self, row: dict) -> None:
+        """After an evaluated epoch: the round's summary, metrics.jsonl, checkpoint, log."""
+        cfg, p = self.cfg, self.progress
+        if p.epoch == cfg.epochs:
+            self.end_round()
+        if self.world.is_main:
+            atomic.write_jsonl(self.run_dir / paths.METRICS, p.history)
+        self.save_checkpoint()
+        self.log(f"{f'round {p.round + 1}/{self.rounds} ' if self.rounds > 1 else ''}"
+                 f"epoch {p.epoch}/{cfg.epochs} train_loss {row['train_loss']:.4f} "
+                 f"test_acc {row['test_acc']:.2f}% density {row['density']:.5f}")
+
     # ---- the run -----------------------------------------------------------------------------
     def run(self, stop_after_epochs: int | None = None) -> str:
         """Train to the end (or for ``stop_after_epochs`` more epochs); returns the status."""
@@ -357,26 +398,11 @@ class Trainer:
                 if stop_after_epochs is not None and epochs_this_session >= stop_after_epochs:
                     return "interrupted"
                 t0 = time.perf_counter()
-                row = self.train_epoch(p.epoch, bar)
-                test_loss, test_acc = self.evaluate()
-                p.epoch += 1
-                epochs_this_session += 1
-                p.best_test_acc = max(p.best_test_acc, test_acc)
-                row = {"epoch": p.round * cfg.epochs + p.epoch, "round": p.round,
-                       "round_epoch": p.epoch, "step": p.step, **row, "test_loss": test_loss,
-                       "test_acc": test_acc, "lr": self.optimizer.param_groups[0]["lr"],
-                       "density": self.engine.global_density(), "update_time_s": p.update_s}
-                p.history.append(row)
+                row = self.evaluate_epoch(self.train_epoch(p.epoch, bar))
                 p.elapsed_s += time.perf_counter() - t0
-                if p.epoch == cfg.epochs:
-                    self.end_round()
-                if self.world.is_main:
-                    atomic.write_jsonl(self.run_dir / paths.METRICS, p.history)
-                self.save_checkpoint()
-                self.log(f"{f'round {p.round + 1}/{self.rounds} ' if self.rounds > 1 else ''}"
-                         f"epoch {p.epoch}/{cfg.epochs} train_loss {row['train_loss']:.4f} "
-                         f"test_acc {test_acc:.2f}% density {row['density']:.5f}")
-                bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{test_acc:.2f}")
+                epochs_this_session += 1
+                self.record_epoch(row)
+                bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['test_acc']:.2f}")
         finally:
             bar.close()
         return "completed"
@@ -398,6 +424,7 @@ class Trainer:
             "final_train_loss": last.get("train_loss"),
             "wall_clock_s": p.elapsed_s,
             "step_time_ms": 1000 * statistics.median(p.step_times) if p.step_times else None,
+            "step_time_quantiles_ms": step_time_quantiles(p.step_times),
             "update_time_s": p.update_s,
             "steps": p.step,
             "device": str(self.device),
@@ -405,6 +432,19 @@ class Trainer:
             "world_size": self.world.size,
             "devices": self.devices,
         }
+
+
+STEP_TIME_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def step_time_quantiles(times: list[float]) -> dict[str, float] | None:
+    """``{"p10": ms, "p25": ms, ...}`` of the per-step wall-clock: on a shared machine, other
+    work only ever slows a step down, so the low quantiles say what a step costs and the
+    spread between them how noisy the machine was."""
+    if len(times) < 2:
+        return None
+    cuts = statistics.quantiles(times, n=100, method="inclusive")
+    return {f"p{round(100 * q)}": 1000 * cuts[round(100 * q) - 1] for q in STEP_TIME_QUANTILES}
 
 
 def result_header(cfg: RunConfig, status: str, error: str | None, started_at: str) -> dict:
