@@ -17,9 +17,9 @@ authors' code and the GSE authors' ``prune.py`` (the paper's text does not menti
 keeps the softmax from saturating, so that Hg is not vanishingly small). Scoring runs in
 training mode; buffers (batch-norm statistics) are restored afterwards.
 
-Score batches: the first ``batches`` training batches of the step (the GSE protocol's score
-batches of 10 samples per class, issue 11, replace them in
-:func:`sparsebench.sparsity.scoring.score_batches`, one line).
+Score batches: with ``score_samples_per_class`` n > 0, ⌈n·classes/batch⌉ batches from the
+run's separate score stream (:mod:`sparsebench.score_batches`; the GSE protocol's n = 10, as
+their ``prune_before_training.py`` scores GraSP), else the first ``batches`` training batches.
 
 Cost: g is one dense forward and backward per scored example (3·f_D); Hg costs about two
 gradient evaluations more (Pearlmutter 1994: forward and backward that keep the graph, then
@@ -32,16 +32,22 @@ from dataclasses import dataclass
 
 import torch
 
+from sparsebench import distributed
 from sparsebench.config import positive
 from sparsebench.methods import Method, register, require_masked_engine
+from sparsebench.score_batches import score_samples_param
 from sparsebench.sparsity.engine import keep_target_globally
 from sparsebench.sparsity.scoring import restored_state, score_batches
+
+
+SCORE_COST = 9.0  # FLOPs per scored example, in dense forward passes (g: 3, Hg: 6)
 
 
 @dataclass
 class GraspParams:
     batches: int = positive(1, "training batches g and Hg are computed on")
     temperature: float = positive(200.0, "T: the logits are divided by T while scoring")
+    score_samples_per_class: int = score_samples_param(0)
 
 
 def gradient_and_hessian_gradient(model, loss_fn, batches, weights, temperature=1.0):
@@ -54,13 +60,16 @@ def gradient_and_hessian_gradient(model, loss_fn, batches, weights, temperature=
     for x, y in batches:
         for acc, grad in zip(g, mean_loss_grads(x, y, False)):
             acc += grad
+    # Data-parallel: every rank scores its own batches; the global g, then the global H g (the
+    # mean of the ranks' H_r g), so that all ranks cut the same connections.
+    g = [distributed.all_reduce_mean(gi) for gi in g]
     hg = [torch.zeros_like(w) for w in weights]
     for x, y in batches:
         grads = mean_loss_grads(x, y, True)
         z = sum((gi * grad).sum() for gi, grad in zip(g, grads))  # gᵀ ∇L, g constant
         for acc, h in zip(hg, torch.autograd.grad(z, weights)):
             acc += h
-    return g, hg
+    return g, [distributed.all_reduce_mean(h) for h in hg]
 
 
 @register
@@ -83,12 +92,15 @@ class Grasp(Method):
         model, layers = ctx.model, self.engine.layers
         with restored_state(model):
             model.train()
-            batches = score_batches(ctx, self.params.batches, self.name)
+            if self.params.score_samples_per_class:  # counted by the score-batch facility
+                batches = ctx.score_batches(SCORE_COST * ctx.scoring.flop_model.dense_forward())
+            else:
+                batches = score_batches(ctx, self.params.batches, self.name)
+                self.scored_examples += sum(y.numel() for _, y in batches)
             _, hg = gradient_and_hessian_gradient(model, ctx.loss_fn, batches,
                                                   [layer.weight for layer in layers],
                                                   self.params.temperature)
             model.zero_grad(set_to_none=True)
-        self.scored_examples += sum(y.numel() for _, y in batches)
         return {layer.name: -(layer.weight.detach() * h) for layer, h in zip(layers, hg)}
 
     def init_masks(self, ctx):
@@ -96,4 +108,4 @@ class Grasp(Method):
         keep_target_globally(self.engine, {n: -s for n, s in self.scores(ctx).items()})
 
     def init_flops(self, flops):
-        return 9.0 * flops.dense_forward() * self.scored_examples
+        return SCORE_COST * flops.dense_forward() * self.scored_examples

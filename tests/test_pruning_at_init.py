@@ -32,7 +32,8 @@ def _ctx(model, batches):
 
 
 def test_defaults():
-    assert dataclasses.asdict(methods.get("grasp").Params()) == {"batches": 1, "temperature": 200.0}
+    assert dataclasses.asdict(methods.get("grasp").Params()) == {
+        "batches": 1, "temperature": 200.0, "score_samples_per_class": 0}
     assert dataclasses.asdict(methods.get("synflow").Params()) == {"iterations": 100}
     for name in ("grasp", "synflow"):
         assert methods.get(name).default_distribution == "uniform"

@@ -189,6 +189,35 @@ def test_snip_scores_on_score_batches_counted_at_the_dense_cost():
     assert engine.global_density() == pytest.approx(0.2, abs=1e-3)
 
 
+def test_grasp_scores_on_score_batches_counted_at_its_own_cost():
+    """GraSP under the GSE protocol: g and Hg on the 8 score batches of 10 samples per class
+    (not the first training batch), counted once, at 9 dense forwards per example."""
+    model, loader = _small_setup()
+    engine = SparsityEngine.for_model(model, 0.2, "uniform")
+    flop_model = FlopModel(model, engine, (1, 3, 4))
+    scoring = ScoreBatches(loader, samples_per_class=10, num_classes=100, seed=0,
+                           flop_model=flop_model, loss_fn=nn.functional.cross_entropy)
+    stream = CountingStream(scoring.stream)
+    scoring._stream = stream
+    first_batches = []
+    cls = methods.get("grasp")
+    method = cls(cls.Params(score_samples_per_class=10), engine, total_steps=10, steps_per_epoch=5, seed=0)
+
+    def train_batches():
+        for batch in loader:
+            first_batches.append(batch)
+            yield batch
+    method.init_masks(InitContext(model, train_batches, nn.functional.cross_entropy, scoring=scoring))
+    engine.apply_masks()
+    assert stream.yielded == 8 and not first_batches   # the score stream, not the training data
+    assert scoring.examples == 8 * BATCH
+    assert scoring.take_flops() == pytest.approx(9 * flop_model.dense_forward() * 8 * BATCH)
+    assert method.init_flops(flop_model) == 0.0             # not counted twice
+    assert engine.global_density() == pytest.approx(0.2, abs=1e-3)
+    assert resolve.load(None, ["method.name=grasp", "protocol=gse_paper", "model.name=mlp"]
+                        ).method.params["score_samples_per_class"] == 10
+
+
 def test_gse_with_score_batches_runs_on_the_always_sparse_engine():
     from sparsebench.sparsity.sparse_engine import build_engine
 

@@ -26,11 +26,9 @@ def restored_state(model: nn.Module) -> Iterator[None]:
 
 
 def score_batches(ctx: Any, count: int, method: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The batches a data-dependent score is computed on: the first ``count`` training batches.
-
-    When the protocol's score batches (10 samples per class, issue 11) are on the InitContext,
-    this is the one line to switch to them.
-    """
+    """The first ``count`` training batches: what a data-dependent score at initialization is
+    computed on when the method's ``score_samples_per_class`` is 0 (else the run's separate
+    score batches, ``ctx.score_batches()``)."""
     batches = list(islice(ctx.train_batches(), count))
     if not batches:
         raise RuntimeError(f"{method}: the training set yields no batch to score on")
