@@ -17,6 +17,7 @@ miniature and, per sweep, how it differs::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import functools
 import os
@@ -293,19 +294,35 @@ def report(root: Path | None = None, *, tiny: bool = False, derived: list[Derive
     return layout.top / "index.md"
 
 
+@contextlib.contextmanager
+def environment(**values: str):
+    """Set environment variables for the duration (the worker processes inherit them), then
+    restore what was there, so that a caller in the same process sees no change after."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def run(root: Path | None = None, *, tiny: bool = False, workers: int | None = None) -> Path:
     layout = Layout(paths.paper_mini_dir(root))
     spec = MiniSpec.load(tiny)
     write_data(layout, spec)
     names = paper_sweeps()
     derived = derive_all(layout, spec, names)
-    # Runs read and write only the miniature's folders (and see only its generated data).
-    os.environ["SPARSEBENCH_RESULTS"] = str(layout.results.resolve())
-    os.environ["SPARSEBENCH_DATA"] = str(layout.data.resolve())
     t0 = time.perf_counter()
     from .. import executors
 
-    counts = train_all(layout, names, workers or executors.default_workers())
+    # Runs read and write only the miniature's folders (and see only its generated data).
+    with environment(SPARSEBENCH_RESULTS=str(layout.results.resolve()),
+                     SPARSEBENCH_DATA=str(layout.data.resolve())):
+        counts = train_all(layout, names, workers or executors.default_workers())
     minutes = (time.perf_counter() - t0) / 60
     atomic.write_json(layout.top / "timing.json", {"train_minutes": minutes, "runs": counts})
     print("paper-mini runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
