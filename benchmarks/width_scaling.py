@@ -55,7 +55,8 @@ from sparsebench.trainer import training_step  # noqa: E402
 DEFAULT_WIDTHS = [1024 * 2 ** k for k in range(11)]          # 1k … 1M
 DEFAULT_METHODS = ["gse:sparse", "rigl:masked", "static:masked", "static:sparse"]
 COLUMNS = ["method", "engine", "width", "active_params", "step_time_s", "peak_mem_bytes",
-           "status", "dense_params", "update_time_s", "steps_timed", "batch", "threads", "wall_s"]
+           "status", "dense_params", "predicted_bytes", "update_time_s", "steps_timed", "batch",
+           "threads", "wall_s"]
 # Memory prediction (bytes) used to refuse a configuration before it allocates anything:
 # per dense weight on the masked engine (weight, gradient, momentum, bool and float masks, and
 # the score / top-k temporaries of an update), per active connection on the sparse engine
@@ -201,18 +202,6 @@ def run_one(method_name: str, engine_kind: str, width: int, args) -> dict:
 
 # ---- the sweep (parent) ----------------------------------------------------------------------
 
-def run_child(method: str, engine: str, width: int, args) -> dict:
-    cmd = [sys.executable, __file__, "--child", method, engine, str(width),
-           "--fan-in", str(args.fan_in), "--batch", str(args.batch), "--steps", str(args.steps),
-           "--amortize", str(args.amortize), "--time-cap-s", str(args.time_cap_s),
-           "--threads", str(args.threads), "--config", str(args.config)]
-    base = {"method": method, "engine": engine, "width": width,
-            "active_params": active_params(width, args.fan_in), "dense_params": dense_params(width),
-            "step_time_s": None, "peak_mem_bytes": None, "threads": args.threads,
-            "batch": args.batch}
-    return run_configuration(cmd, base, args.time_cap_s)
-
-
 def run_configuration(cmd: list[str], base: dict, time_cap_s: float) -> dict:
     """Run one configuration's child process; its JSON row, or ``base`` with why it failed
     (``timeout``, ``oom``, ``error``). Shared with the CNN benchmark."""
@@ -231,23 +220,28 @@ def run_configuration(cmd: list[str], base: dict, time_cap_s: float) -> dict:
     return {**base, **json.loads(proc.stdout.strip().splitlines()[-1]), "wall_s": wall}
 
 
-def sweep(args) -> list[dict]:
+def sweep_widths(args, base_row, child_cmd, predicted) -> list[dict]:
+    """Every ``method:engine`` of ``args.methods`` over ``args.widths``, narrowest first, one
+    child process per configuration; once one is predicted not to fit ``args.mem_cap_gib`` or
+    fails (timeout, out of memory), the wider ones are recorded as not run. Shared with the
+    CNN benchmark: ``base_row(method, engine, width)`` is the row's known part,
+    ``child_cmd(method, engine, width)`` the child's command line and
+    ``predicted(engine, width)`` its predicted peak bytes."""
     cap = args.mem_cap_gib * 2 ** 30
     rows = []
     for spec in args.methods:
         method, engine = spec.split(":")
         stopped = None
         for width in sorted(args.widths):
-            if stopped is None and predicted_bytes(engine, width, args.fan_in, args.batch) > cap:
+            bytes_ = predicted(engine, width)
+            base = {**base_row(method, engine, width), "predicted_bytes": bytes_,
+                    "step_time_s": None, "peak_mem_bytes": None}
+            if stopped is None and bytes_ > cap:
                 stopped = "predicted_oom"
             if stopped is not None:
-                rows.append({"method": method, "engine": engine, "width": width,
-                             "active_params": active_params(width, args.fan_in),
-                             "dense_params": dense_params(width), "step_time_s": None,
-                             "peak_mem_bytes": None, "status": stopped, "threads": args.threads,
-                             "batch": args.batch})
+                rows.append({**base, "status": stopped})
                 continue
-            row = run_child(method, engine, width, args)
+            row = run_configuration(child_cmd(method, engine, width), base, args.time_cap_s)
             rows.append(row)
             t, m = row.get("step_time_s"), row.get("peak_mem_bytes")
             print(f"{method:7s} {engine:6s} w={width:7d} active={row['active_params']:10d} "
@@ -256,6 +250,21 @@ def sweep(args) -> list[dict]:
             if row["status"] != "ok":
                 stopped = f"not run: {row['status']} at a smaller width"
     return rows
+
+
+def sweep(args) -> list[dict]:
+    return sweep_widths(
+        args,
+        lambda method, engine, width: {
+            "method": method, "engine": engine, "width": width,
+            "active_params": active_params(width, args.fan_in), "dense_params": dense_params(width),
+            "threads": args.threads, "batch": args.batch},
+        lambda method, engine, width: [
+            sys.executable, __file__, "--child", method, engine, str(width),
+            "--fan-in", str(args.fan_in), "--batch", str(args.batch), "--steps", str(args.steps),
+            "--amortize", str(args.amortize), "--time-cap-s", str(args.time_cap_s),
+            "--threads", str(args.threads), "--config", str(args.config)],
+        lambda engine, width: predicted_bytes(engine, width, args.fan_in, args.batch))
 
 
 def fit_slope(widths, values) -> spread.Fit | None:
@@ -334,19 +343,26 @@ def main(argv=None) -> int:
         method, engine, width = args.child
         print(json.dumps(run_one(method, engine, int(width), args)))
         return 0
-    out = args.out or paths.benchmarks_dir() / "width_scaling.csv"
-    t0 = time.perf_counter()
-    rows = sweep(args)
-    import pandas as pd
-
-    atomic.write_text(out, pd.DataFrame(rows).reindex(columns=COLUMNS).to_csv(index=False))
     # Fixed costs (process, data, per-step overheads) dominate the smallest widths; the slopes
     # describe the asymptotic growth, so they are fitted from the fourth-smallest width up.
-    fit_from = sorted(args.widths)[min(3, len(args.widths) - 1)]
-    write_figure(rows, out.with_suffix(".png"), fit_from, args.fan_in)
+    write_outputs(args, sweep, args.out or paths.benchmarks_dir() / "width_scaling.csv", 3)
+    return 0
+
+
+def write_outputs(args, sweep_fn, out: Path, fit_skip: int, columns: list[str] = COLUMNS,
+                  **figure) -> list[dict]:
+    """Run ``sweep_fn(args)``; write its rows as CSV and the log-log figure beside it, and
+    print the slopes fitted from the ``fit_skip``-th smallest width up and the widest widths."""
+    t0 = time.perf_counter()
+    rows = sweep_fn(args)
+    import pandas as pd
+
+    atomic.write_text(out, pd.DataFrame(rows).reindex(columns=columns).to_csv(index=False))
+    fit_from = sorted(args.widths)[min(fit_skip, len(args.widths) - 1)]
+    write_figure(rows, out.with_suffix(".png"), fit_from, args.fan_in, **figure)
     print(f"wrote {out} and {out.with_suffix('.png')} in {time.perf_counter() - t0:.0f} s")
     print_summary(rows, fit_from)
-    return 0
+    return rows
 
 
 def print_summary(rows: list[dict], fit_from: int) -> None:

@@ -41,10 +41,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from width_scaling import (_status_kib, print_summary, run_configuration,  # noqa: E402
-                           write_figure)
+from width_scaling import _status_kib, sweep_widths, write_outputs  # noqa: E402
 
-from sparsebench import atomic, methods, paths, resolve  # noqa: E402
+from sparsebench import methods, paths, resolve  # noqa: E402
 from sparsebench.methods import InitContext, StepContext  # noqa: E402
 from sparsebench.models import build_model  # noqa: E402
 from sparsebench.schedules import build_optimizer  # noqa: E402
@@ -193,42 +192,23 @@ def run_one(method_name: str, engine_kind: str, width: int, args) -> dict:
 
 # ---- the sweep (parent) ----------------------------------------------------------------------
 
-def run_child(method: str, engine: str, width: int, args, base: dict) -> dict:
-    cmd = [sys.executable, __file__, "--child", method, engine, str(width),
-           "--fan-in", str(args.fan_in), "--batch", str(args.batch),
-           "--image-size", str(args.image_size), "--steps", str(args.steps),
-           "--amortize", str(args.amortize), "--time-cap-s", str(args.time_cap_s),
-           "--threads", str(args.threads), "--config", str(args.config)]
-    return run_configuration(cmd, base, args.time_cap_s)
-
-
 def sweep(args) -> list[dict]:
-    cap = args.mem_cap_gib * 2 ** 30
-    rows = []
-    for spec in args.methods:
-        method, engine = spec.split(":")
-        stopped = None
-        for width in sorted(args.widths):
-            s = sizes(width, args.fan_in, args.image_size)
-            predicted = predicted_bytes(engine, s, args.batch)
-            base = {"method": method, "engine": engine, "width": width,
-                    "active_params": s["active"], "dense_params": s["dense"],
-                    "predicted_bytes": predicted, "step_time_s": None, "peak_mem_bytes": None,
-                    "threads": args.threads, "batch": args.batch, "image_size": args.image_size}
-            if stopped is None and predicted > cap:
-                stopped = "predicted_oom"
-            if stopped is not None:
-                rows.append({**base, "status": stopped})
-                continue
-            row = run_child(method, engine, width, args, base)
-            rows.append(row)
-            t, m = row.get("step_time_s"), row.get("peak_mem_bytes")
-            print(f"{method:5s} {engine:6s} w={width:4d} active={row['active_params']:10d} "
-                  + (f"step {t:8.3f} s  peak {m / 2 ** 20:9.1f} MiB  ({row['wall_s']:.0f} s)"
-                     if t is not None else row["status"]), flush=True)
-            if row["status"] != "ok":
-                stopped = f"not run: {row['status']} at a smaller width"
-    return rows
+    def base_row(method, engine, width):
+        s = sizes(width, args.fan_in, args.image_size)
+        return {"method": method, "engine": engine, "width": width, "active_params": s["active"],
+                "dense_params": s["dense"], "threads": args.threads, "batch": args.batch,
+                "image_size": args.image_size}
+
+    return sweep_widths(
+        args, base_row,
+        lambda method, engine, width: [
+            sys.executable, __file__, "--child", method, engine, str(width),
+            "--fan-in", str(args.fan_in), "--batch", str(args.batch),
+            "--image-size", str(args.image_size), "--steps", str(args.steps),
+            "--amortize", str(args.amortize), "--time-cap-s", str(args.time_cap_s),
+            "--threads", str(args.threads), "--config", str(args.config)],
+        lambda engine, width: predicted_bytes(engine, sizes(width, args.fan_in, args.image_size),
+                                              args.batch))
 
 
 def widest_within(rows: list[dict], method: str, engine: str, gib: float) -> int | None:
@@ -244,19 +224,11 @@ def main(argv=None) -> int:
         method, engine, width = args.child
         print(json.dumps(run_one(method, engine, int(width), args)))
         return 0
-    out = args.out or paths.benchmarks_dir() / "width_scaling_resnet.csv"
-    t0 = time.perf_counter()
-    rows = sweep(args)
-    import pandas as pd
-
-    atomic.write_text(out, pd.DataFrame(rows).reindex(columns=COLUMNS).to_csv(index=False))
-    fit_from = sorted(args.widths)[min(1, len(args.widths) - 1)]
-    write_figure(rows, out.with_suffix(".png"), fit_from, args.fan_in,
-                 xlabel="width multiplier w (ResNet-20, 16w/32w/64w channels)",
-                 title=f"ResNet-20 width scaling at {args.fan_in} active inputs per output unit, "
-                       f"batch {args.batch}, {args.image_size}×{args.image_size} inputs")
-    print(f"wrote {out} and {out.with_suffix('.png')} in {time.perf_counter() - t0:.0f} s")
-    print_summary(rows, fit_from)
+    rows = write_outputs(
+        args, sweep, args.out or paths.benchmarks_dir() / "width_scaling_resnet.csv", 1,
+        columns=COLUMNS, xlabel="width multiplier w (ResNet-20, 16w/32w/64w channels)",
+        title=f"ResNet-20 width scaling at {args.fan_in} active inputs per output unit, "
+              f"batch {args.batch}, {args.image_size}×{args.image_size} inputs")
     for spec in args.methods:
         method, engine = spec.split(":")
         print(f"widest predicted to fit 24 GiB among the widths asked: {method}/{engine} "
