@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from sparsebench import distributed
 from sparsebench.config import positive
@@ -51,7 +52,14 @@ class GraspParams:
 
 
 def gradient_and_hessian_gradient(model, loss_fn, batches, weights, temperature=1.0):
-    """(g, Hg) of the mean loss over ``batches`` w.r.t. ``weights``, Hg by double backprop."""
+    """(g, Hg) of the mean loss over ``batches`` w.r.t. ``weights``, Hg by double backprop.
+    Attention runs on the math kernel meanwhile: the fused ones (flash, memory-efficient)
+    have no double backward."""
+    with sdpa_kernel(SDPBackend.MATH):
+        return _gradient_and_hessian_gradient(model, loss_fn, batches, weights, temperature)
+
+
+def _gradient_and_hessian_gradient(model, loss_fn, batches, weights, temperature):
     def mean_loss_grads(x, y, create_graph):
         loss = loss_fn(model(x) / temperature, y) / len(batches)
         return torch.autograd.grad(loss, weights, create_graph=create_graph)

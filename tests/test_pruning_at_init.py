@@ -91,6 +91,19 @@ def test_grasp_leaves_buffers_and_counts_its_scoring_flops():
     assert grasp.init_flops(flops) == 9.0 * flops.dense_forward() * 10  # two batches of 5
 
 
+def test_grasp_scores_a_vit_whose_attention_kernel_has_no_double_backward():
+    """The fused attention kernels have no derivative of their backward; GraSP's Hg needs
+    one, so it scores with the math kernel (the miniature's ViT runs failed without)."""
+    from sparsebench.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("simple_vit_tiny", num_classes=10, in_shape=(3, 32, 32), width=0.0625)
+    engine, grasp = _method("grasp", model, 0.1)
+    grasp.init_masks(_ctx(model, [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))]))
+    engine.apply_masks()
+    assert engine.global_density() == pytest.approx(engine.target_density(), abs=1e-3)
+
+
 # ---- SynFlow -------------------------------------------------------------------------------------
 
 def test_synflow_score_is_the_path_count_through_each_connection():
