@@ -54,7 +54,10 @@ def _figure(n_panels: int, width: float = 5.2, height: float = 3.8, ncols: int |
 def palette(labels) -> dict[str, tuple]:
     """One colour per method label, in the report's method order."""
     methods = ordered_methods(labels)
-    return dict(zip(methods, sns.color_palette("tab10", max(len(methods), 1))))
+    # tab10 repeats itself after ten colours (the 11th method would share the 1st's): Dark2's
+    # eight follow, then the cycle starts again
+    colours = sns.color_palette("tab10") + sns.color_palette("Dark2")
+    return {m: colours[i % len(colours)] for i, m in enumerate(methods)}
 
 
 def sparsity_label(density: float) -> str:

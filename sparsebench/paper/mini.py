@@ -130,7 +130,7 @@ def mini_config(full: dict, spec: MiniSpec) -> tuple[dict, dict]:
     changes["epochs"] = (full["epochs"], cfg["epochs"])
     if cfg["density"] != density:
         changes["density"] = (density, cfg["density"])
-    for name in ("interval", "frequency"):
+    for name in spec.method_params.get(full["method"]["name"], {}):  # every one it changes
         if name in full["method"] and full["method"][name] != cfg["method"][name]:
             changes[f"{full['method']['name']} {name}"] = (full["method"][name], cfg["method"][name])
     return cfg, changes
@@ -214,14 +214,19 @@ def derive_all(layout: Layout, spec: MiniSpec, names: list[str]) -> list[Derived
 
 
 def train_all(layout: Layout, names: list[str], workers: int) -> dict[str, int]:
-    """Every run of the derived sweeps in one pool of local processes; completed ones skipped."""
+    """Every run of the derived sweeps in one pool of local processes; completed ones skipped,
+    failed and diverged ones run again (a miniature is cheap to retry after a fix)."""
     from .. import executors
     from tqdm.auto import tqdm
 
     cells = []
     for name in names:
         cells += sweeps.expand(str(layout.sweep_file(name))).cells
-    todo = [c for c in cells if executors.read_outcome(c) is None]
+    def done(cell) -> bool:
+        outcome = executors.read_outcome(cell)
+        return outcome is not None and outcome.status == "completed"
+
+    todo = [c for c in cells if not done(c)]
     counts: dict[str, int] = defaultdict(int)
     counts["completed"] = len(cells) - len(todo)
     with tqdm(total=len(cells), initial=len(cells) - len(todo), desc="paper-mini runs",
