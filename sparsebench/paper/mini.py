@@ -222,13 +222,14 @@ def train_all(layout: Layout, names: list[str], workers: int) -> dict[str, int]:
     cells = []
     for name in names:
         cells += sweeps.expand(str(layout.sweep_file(name))).cells
+
     def done(cell) -> bool:
         outcome = executors.read_outcome(cell)
         return outcome is not None and outcome.status == "completed"
 
     todo = [c for c in cells if not done(c)]
     counts: dict[str, int] = defaultdict(int)
-    counts["completed"] = len(cells) - len(todo)
+    counts["completed"] = counts["already done"] = len(cells) - len(todo)
     with tqdm(total=len(cells), initial=len(cells) - len(todo), desc="paper-mini runs",
               unit="run", disable=None) as bar:
         for outcome in executors.run_local(todo, workers):
@@ -247,7 +248,7 @@ def run_kernels(layout: Layout, spec: MiniSpec) -> None:
                    check=False, stdout=subprocess.DEVNULL)
 
 
-def preamble(derived: list[Derived], spec: MiniSpec, minutes: float | None, tiny: bool) -> str:
+def preamble(derived: list[Derived], spec: MiniSpec, timing: dict, tiny: bool) -> str:
     lines = [
         "> **This is a miniature of the paper, not its results.** It runs the same sweeps, cell "
         "by cell, on a CPU in minutes: generated CIFAR-format images (synthetic, not CIFAR; "
@@ -258,8 +259,14 @@ def preamble(derived: list[Derived], spec: MiniSpec, minutes: float | None, tiny
         ""]
     if tiny:
         lines += ["> This is the test suite's still smaller version (sweeps/mini/tiny.yaml).", ""]
-    if minutes is not None:
-        lines += [f"Training took {minutes:.1f} minutes of wall-clock here.", ""]
+    if timing.get("train_minutes") is not None:
+        runs = timing.get("runs", {})
+        trained = sum(n for s, n in runs.items() if s not in ("completed", "already done"))
+        trained += runs.get("completed", 0) - runs.get("already done", 0)
+        lines += [f"The last `make paper-mini` trained {trained} runs in "
+                  f"{timing['train_minutes']:.1f} minutes of wall-clock here"
+                  + (f" ({runs['already done']} were done before)" if runs.get("already done")
+                     else "") + ".", ""]
     lines += ["How each sweep differs from the full one (full → miniature):", "",
               "| sweep | runs | data | model | epochs | seeds | other |", "|---|---|---|---|---|---|---|"]
     names = spec.names()
@@ -279,8 +286,8 @@ def preamble(derived: list[Derived], spec: MiniSpec, minutes: float | None, tiny
     return "\n".join(lines)
 
 
-def report(root: Path | None = None, *, tiny: bool = False, derived: list[Derived] | None = None,
-           minutes: float | None = None) -> Path:
+def report(root: Path | None = None, *, tiny: bool = False, derived: list[Derived] | None = None
+           ) -> Path:
     """results/paper_mini/ from the miniature's runs; returns the index's path."""
     from .report import Context, write
     from .runs import Library
@@ -290,12 +297,11 @@ def report(root: Path | None = None, *, tiny: bool = False, derived: list[Derive
     if derived is None:
         derived = derive_all(layout, spec, paper_sweeps())
     timing = atomic.read_json(layout.top / "timing.json") or {}
-    minutes = minutes if minutes is not None else timing.get("train_minutes")
     ctx = Context(names=spec.names(), comparable=False, kernels_dir=layout.kernels,
                   paper_keys=spec.paper_keys)
     lib = Library(layout.results, layout.sweep_file)
     write(layout.top, lib, ctx, title="The GSE paper's artifacts — MINIATURE (not CIFAR, "
-          "not the paper's scale)", preamble=preamble(derived, spec, minutes, tiny))
+          "not the paper's scale)", preamble=preamble(derived, spec, timing, tiny))
     return layout.top / "index.md"
 
 
@@ -333,7 +339,7 @@ def run(root: Path | None = None, *, tiny: bool = False, workers: int | None = N
     print("paper-mini runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
           + f" in {minutes:.1f} min")
     run_kernels(layout, spec)
-    return report(root, tiny=tiny, derived=derived, minutes=minutes)
+    return report(root, tiny=tiny, derived=derived)
 
 
 def main(argv: list[str] | None = None) -> int:
