@@ -73,28 +73,46 @@ FIXED_BYTES = 1 << 30
 CHILD_ENV = {"PYTHONWARNINGS": "ignore", "THP_MEM_ALLOC_ENABLE": "1"}
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+def width_arguments(doc: str, *, widths, methods, fan_in: int, fan_in_help: str, batch: int,
+                    steps: int, time_cap_s: float, config: str, out: str,
+                    quick_help: str) -> argparse.ArgumentParser:
+    """The options both width-scaling benchmarks take (the CNN one adds its image size)."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--widths", type=int, nargs="+", default=DEFAULT_WIDTHS)
-    p.add_argument("--methods", nargs="+", default=DEFAULT_METHODS,
+    p.add_argument("--widths", type=int, nargs="+", default=widths)
+    p.add_argument("--methods", nargs="+", default=methods,
                    help="METHOD:ENGINE pairs (engine masked or sparse)")
-    p.add_argument("--fan-in", type=int, default=32, help="active inputs per neuron")
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--steps", type=int, default=9, help="timed plain steps (fewer if slow)")
+    p.add_argument("--fan-in", type=int, default=fan_in, help=fan_in_help)
+    p.add_argument("--batch", type=int, default=batch)
+    p.add_argument("--steps", type=int, default=steps, help="timed plain steps (fewer if slow)")
     p.add_argument("--amortize", type=int, default=100, help="steps per topology update")
     p.add_argument("--mem-cap-gib", type=float, default=20.0)
-    p.add_argument("--time-cap-s", type=float, default=240.0, help="per configuration")
+    p.add_argument("--time-cap-s", type=float, default=time_cap_s, help="per configuration")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (1: stable numbers on a shared machine)")
-    p.add_argument("--config", type=Path, default=ROOT / "configs" / "fmnist_mlp.yaml",
+    p.add_argument("--config", type=Path, default=ROOT / "configs" / config,
                    help="optimizer settings come from this run config")
     p.add_argument("--out", type=Path, default=None,
-                   help="CSV path (default: results/benchmarks/width_scaling.csv)")
-    p.add_argument("--quick", action="store_true",
-                   help="widths 1k … 8k, 2 timed steps: a smoke run")
+                   help=f"CSV path (default: results/benchmarks/{out})")
+    p.add_argument("--quick", action="store_true", help=quick_help)
     p.add_argument("--child", nargs=3, metavar=("METHOD", "ENGINE", "WIDTH"),
                    help=argparse.SUPPRESS)
+    return p
+
+
+def child_command(script: str, method: str, engine: str, width: int, args, *extra: str) -> list[str]:
+    """The command line of one configuration's child process (``extra``: the script's own)."""
+    return [sys.executable, script, "--child", method, engine, str(width),
+            "--fan-in", str(args.fan_in), "--batch", str(args.batch), "--steps", str(args.steps),
+            "--amortize", str(args.amortize), "--time-cap-s", str(args.time_cap_s),
+            "--threads", str(args.threads), "--config", str(args.config), *extra]
+
+
+def parse_args(argv=None):
+    p = width_arguments(__doc__, widths=DEFAULT_WIDTHS, methods=DEFAULT_METHODS, fan_in=32,
+                        fan_in_help="active inputs per neuron", batch=128, steps=9,
+                        time_cap_s=240.0, config="fmnist_mlp.yaml", out="width_scaling.csv",
+                        quick_help="widths 1k … 8k, 2 timed steps: a smoke run")
     args = p.parse_args(argv)
     if args.quick:
         args.widths, args.steps = [w for w in args.widths if w <= 8192], 2
@@ -259,11 +277,7 @@ def sweep(args) -> list[dict]:
             "method": method, "engine": engine, "width": width,
             "active_params": active_params(width, args.fan_in), "dense_params": dense_params(width),
             "threads": args.threads, "batch": args.batch},
-        lambda method, engine, width: [
-            sys.executable, __file__, "--child", method, engine, str(width),
-            "--fan-in", str(args.fan_in), "--batch", str(args.batch), "--steps", str(args.steps),
-            "--amortize", str(args.amortize), "--time-cap-s", str(args.time_cap_s),
-            "--threads", str(args.threads), "--config", str(args.config)],
+        lambda method, engine, width: child_command(__file__, method, engine, width, args),
         lambda engine, width: predicted_bytes(engine, width, args.fan_in, args.batch))
 
 

@@ -27,7 +27,6 @@ Writes ``results/benchmarks/width_scaling_resnet.csv`` and a log-log figure with
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -41,7 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from width_scaling import _status_kib, sweep_widths, write_outputs  # noqa: E402
+from width_scaling import (_status_kib, child_command, sweep_widths, width_arguments,  # noqa: E402
+                           write_outputs)
 
 from sparsebench import methods, paths, resolve  # noqa: E402
 from sparsebench.methods import InitContext, StepContext  # noqa: E402
@@ -68,29 +68,14 @@ FIXED_BYTES = 1 << 30
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--widths", type=int, nargs="+", default=DEFAULT_WIDTHS)
-    p.add_argument("--methods", nargs="+", default=DEFAULT_METHODS,
-                   help="METHOD:ENGINE pairs (engine masked or sparse)")
-    p.add_argument("--fan-in", type=int, default=16, help="active inputs per output unit")
-    p.add_argument("--batch", type=int, default=32,
-                   help="32: activations (∝ w on both engines) small enough that the weights "
-                        "decide which widths fit 24 GiB")
+    p = width_arguments(__doc__, widths=DEFAULT_WIDTHS, methods=DEFAULT_METHODS, fan_in=16,
+                        fan_in_help="active inputs per output unit", batch=32, steps=3,
+                        time_cap_s=150.0, config="cifar10_resnet56.yaml",
+                        out="width_scaling_resnet.csv",
+                        quick_help="batch 8, 16×16 images, widths 1 2 4, 2 steps: a smoke run")
+    # batch 32: activations (∝ w on both engines) small enough that the weights decide which
+    # widths fit 24 GiB
     p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--steps", type=int, default=3, help="timed plain steps (fewer if slow)")
-    p.add_argument("--amortize", type=int, default=100, help="steps per topology update")
-    p.add_argument("--mem-cap-gib", type=float, default=20.0)
-    p.add_argument("--time-cap-s", type=float, default=150.0, help="per configuration")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--quick", action="store_true",
-                   help="batch 8, 16×16 images, widths 1 2 4, 2 steps: a smoke run")
-    p.add_argument("--config", type=Path, default=ROOT / "configs" / "cifar10_resnet56.yaml",
-                   help="optimizer settings come from this run config")
-    p.add_argument("--out", type=Path, default=None,
-                   help="CSV path (default: results/benchmarks/width_scaling_resnet.csv)")
-    p.add_argument("--child", nargs=3, metavar=("METHOD", "ENGINE", "WIDTH"),
-                   help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
         args.batch, args.image_size, args.steps = 8, 16, 2
@@ -201,12 +186,8 @@ def sweep(args) -> list[dict]:
 
     return sweep_widths(
         args, base_row,
-        lambda method, engine, width: [
-            sys.executable, __file__, "--child", method, engine, str(width),
-            "--fan-in", str(args.fan_in), "--batch", str(args.batch),
-            "--image-size", str(args.image_size), "--steps", str(args.steps),
-            "--amortize", str(args.amortize), "--time-cap-s", str(args.time_cap_s),
-            "--threads", str(args.threads), "--config", str(args.config)],
+        lambda method, engine, width: child_command(__file__, method, engine, width, args,
+                                                    "--image-size", str(args.image_size)),
         lambda engine, width: predicted_bytes(engine, sizes(width, args.fan_in, args.image_size),
                                               args.batch))
 
