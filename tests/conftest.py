@@ -38,6 +38,16 @@ needs_fmnist = pytest.mark.skipif(
     reason="Fashion-MNIST not found (make setup installs Debian's dataset-fashion-mnist)")
 
 
+def load_benchmark(name: str):
+    """A script of ``benchmarks/`` imported as a module (they are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def write_sweep(tmp_path):
     """Write a sweep file ``tmp_path/sweeps/NAME.yaml`` from a dict (``name`` defaults to NAME)."""
@@ -52,3 +62,20 @@ def write_sweep(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(params=["native", "torch"])
+def kernels(request):
+    """Run a test on the C sparse kernels and again on torch's (``sparsebench.sparsity.native``).
+    Without a C compiler the native half skips, except under SPARSEBENCH_STRICT (CI has gcc)."""
+    from sparsebench.sparsity import native
+
+    if request.param == "torch":
+        with native.disabled():
+            yield "torch"
+        return
+    if native.library() is None:
+        if STRICT:
+            pytest.fail("the C sparse kernels could not be built (see the warning)")
+        pytest.skip("no C compiler: the sparse kernels run on torch's (tested by the other half)")
+    yield "native"

@@ -45,7 +45,7 @@ GEOMETRIES = [  # (C_in, out, kernel, stride, padding, dilation, bias)
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: "x".join(map(str, g[:5])))
-def test_conv_forward_and_gradients_equal_the_masked_dense_conv(geometry):
+def test_conv_forward_and_gradients_equal_the_masked_dense_conv(geometry, kernels):
     cin, cout, k, stride, padding, dilation, bias = geometry
     torch.manual_seed(0)
     conv = nn.Conv2d(cin, cout, k, stride, padding, dilation, bias=bias).double()
@@ -129,7 +129,7 @@ def test_engine_swaps_every_conv_and_methods_train_on_the_cnns(name, in_shape, k
 
 
 @pytest.mark.parametrize("sampler, scope", [("uniform", "global"), ("grabo", "layer")])
-def test_gse_follows_the_same_trajectory_on_both_engines_for_a_resnet(sampler, scope):
+def test_gse_follows_the_same_trajectory_on_both_engines_for_a_resnet(sampler, scope, kernels):
     torch.manual_seed(0)
     model = build_model("resnet20", num_classes=10, in_shape=(3, 8, 8), width=0.25)
     gen = torch.Generator().manual_seed(1)

@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import register_flop_formula
 
+from . import native
 from .sparse_layers import (KERNELS, CsrStructure, SparseLinear, csr_addmm, csr_row_pointers,
                             sampled_mm)
 
@@ -65,6 +66,9 @@ def _csr_accumulate(crow: Tensor, col: Tensor, values: Tensor, dense: Tensor, re
     """result += A @ dense, A (rows × dense.shape[0]) in CSR; ``dense`` may be a row-strided
     view (a shifted window of a larger matrix). ``positions``: the output positions the product
     stands for, for the FLOP count only."""
+    if result.stride(-1) == 1 and native.usable(values, dense, result):
+        native.spmm(crow, col, values, dense, None, result, accumulate=True)
+        return
     matrix = torch.sparse_csr_tensor(crow, col, values, (crow.numel() - 1, dense.shape[0]),
                                      check_invariants=False)
     result.addmm_(matrix, dense)

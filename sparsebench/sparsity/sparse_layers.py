@@ -33,12 +33,15 @@ topology.
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import register_flop_formula
+
+from . import native
 
 # torch warns once per process that CSR is "in beta"; it is what we use.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -50,6 +53,9 @@ def _csr_addmm(crow: Tensor, col: Tensor, values: Tensor, dense: Tensor, bias: T
                result: Tensor) -> None:
     """result ← bias[:, None] + A @ dense, with A (rows × dense.shape[0]) given in CSR by
     ``crow``/``col``/``values``; ``result`` (rows × R) is written in place."""
+    if result.stride(-1) == 1 and native.usable(values, dense, result):
+        native.spmm(crow, col, values, dense, bias, result)
+        return
     matrix = torch.sparse_csr_tensor(crow, col, values, (crow.numel() - 1, dense.shape[0]),
                                      check_invariants=False)
     if bias is None:
@@ -75,6 +81,8 @@ def _csr_addmm_flops(crow_shape, col_shape, values_shape, dense_shape, *args, **
 def _sampled_mm(crow: Tensor, col: Tensor, a: Tensor, b: Tensor) -> Tensor:
     """(a @ b) at the CSR positions only, as a vector aligned with ``col``: a is (rows × R),
     b is (R × n_cols). An SDDMM; no (rows × n_cols) tensor is formed."""
+    if native.usable(a, b):
+        return native.sddmm(crow, col, a, b)
     # sampled_addmm computes beta·input + a@b even for beta = 0 (NaNs propagate), so the
     # input's values are zeros rather than the weights.
     pattern = torch.sparse_csr_tensor(crow, col, a.new_zeros(col.numel()),
@@ -95,9 +103,34 @@ def _sampled_mm_flops(crow_shape, col_shape, a_shape, b_shape, *args, **kwargs) 
     return 2 * a_shape[0] * a_shape[1] * b_shape[1]
 
 
+def _linear_backward(crow: Tensor, col: Tensor, values: Tensor, grad_t: Tensor, x_t: Tensor,
+                     grad_x_t: Tensor) -> Tensor:
+    """Both gradients of Y = X Wᵀ in one pass over the active connections (the C kernels
+    only, :func:`native.linear_backward`): dXᵀ into ``grad_x_t`` (zeros on entry), and dW at
+    the active positions, returned. ``grad_t`` is dYᵀ (out × R), ``x_t`` is Xᵀ (in × R)."""
+    return native.linear_backward(crow, col, values, grad_t, x_t, grad_x_t)
+
+
+linear_backward = torch.library.custom_op("sparsebench::linear_backward", _linear_backward,
+                                          mutates_args=("grad_x_t",))
+
+
+@linear_backward.register_fake
+def _(crow, col, values, grad_t, x_t, grad_x_t):
+    return values.new_empty(col.shape[0])
+
+
+@register_flop_formula(torch.ops.sparsebench.linear_backward)
+def _linear_backward_flops(crow_shape, col_shape, values_shape, grad_shape, x_shape, *args,
+                           **kwargs) -> int:
+    """The two dense products it stands for: dX = dY W and dW = dYᵀ X."""
+    return 2 * 2 * (crow_shape[0] - 1) * x_shape[0] * x_shape[1]
+
+
 # The Python bodies of the custom operators by name: a TorchDispatchMode sees a custom operator
 # as one call, so tests that audit every tensor created run these bodies under the mode.
-KERNELS = {"csr_addmm": _csr_addmm, "sampled_mm": _sampled_mm}
+KERNELS = {"csr_addmm": _csr_addmm, "sampled_mm": _sampled_mm,
+           "linear_backward": _linear_backward}
 
 
 # ---- structure derived from the indices, once per topology -----------------------------------
@@ -113,10 +146,22 @@ class CsrStructure:
         rows = torch.div(indices, in_features, rounding_mode="floor")
         cols = indices - rows * in_features
         self.rows, self.cols = rows, cols
+        self.out_features, self.in_features = out_features, in_features
         self.crow = csr_row_pointers(rows, out_features)
-        self.t_perm = torch.argsort(cols * out_features + rows)
-        self.t_crow = csr_row_pointers(cols, in_features)
-        self.t_col = rows[self.t_perm]
+
+    # Wᵀ's CSR only where a kernel asks for it: the C backward of the linear layer scatters
+    # the input gradient and needs none (three fewer int64 arrays per topology).
+    @functools.cached_property
+    def t_perm(self) -> Tensor:
+        return torch.argsort(self.cols * self.out_features + self.rows)
+
+    @functools.cached_property
+    def t_crow(self) -> Tensor:
+        return csr_row_pointers(self.cols, self.in_features)
+
+    @functools.cached_property
+    def t_col(self) -> Tensor:
+        return self.rows[self.t_perm]
 
 
 def csr_row_pointers(rows: Tensor, n: int) -> Tensor:
@@ -169,12 +214,19 @@ class _SparseLinearFunction(torch.autograd.Function):
         s: CsrStructure = ctx.structure
         grad_out = grad_out.reshape(-1, grad_out.shape[-1]).to(values.dtype)
         grad_x = grad_values = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            lead, in_features = tuple(ctx.x_shape[:-1]), ctx.x_shape[-1]
+        lead, in_features = tuple(ctx.x_shape[:-1]), ctx.x_shape[-1]
+        if ctx.needs_input_grad[0] and ctx.needs_input_grad[1] and native.usable(values,
+                                                                                 grad_out, x2d):
+            grad_x = _row_major_transposed(lead, in_features, values)
+            grad_x_t = grad_x.view(-1, in_features).t()
+            grad_x_t.zero_()
+            grad_values = linear_backward(s.crow, s.cols, values, grad_out.t(), x2d.t(),
+                                          grad_x_t)
+        elif ctx.needs_input_grad[0]:
             grad_x = _row_major_transposed(lead, in_features, values)
             csr_addmm(s.t_crow, s.t_col, values[s.t_perm], grad_out.t(), None,
                       grad_x.view(-1, in_features).t())
-        if ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[1] and grad_values is None:
             grad_values = sampled_mm(s.crow, s.cols, grad_out.t(), x2d)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad_out.sum(0)
