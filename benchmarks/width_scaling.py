@@ -1,5 +1,5 @@
 """Width scaling: training-step time and peak memory of MLPs of growing width at a fixed number
-of incoming connections per neuron, always-sparse GSE against masked RigL and static.
+of incoming connections per neuron, always-sparse GSE against masked RigL.
 
 The GSE paper's claim (Heddes et al., "always sparse"): with the number of active connections
 per neuron fixed, the active parameters grow linearly with the width w, and so should the cost
@@ -18,10 +18,16 @@ Each (method, engine, width) runs in a fresh process, which reports
 
 A configuration whose predicted memory (from the dense size for the masked engine, from the
 active count for the sparse one) exceeds ``--mem-cap-gib`` is not started (status
-``predicted_oom``); one that runs past ``--time-cap-s`` is stopped (``timeout``); either ends
-that method's sweep. Writes ``results/benchmarks/width_scaling.csv`` (columns
-``method,engine,width,active_params,step_time_s,peak_mem_bytes,status``) and a log-log figure
-with the fitted slopes next to it.
+``predicted_oom``), nor one whose predicted time (:func:`predicted_wall`) exceeds
+``--time-cap-s`` (``predicted_timeout``) or what is left of the sweep's ``--budget-s``
+(``over_budget``: ``make bench-width`` must end within 30 minutes); one that runs past its cap
+is stopped (``timeout``). Any of these ends that method's sweep. The methods run in the order
+given (masked RigL first: its memory cap stops it early, and GSE takes the rest of the budget;
+``--methods static:sparse static:masked`` add static sparsity on either engine).
+
+Writes ``results/benchmarks/width_scaling.csv`` (columns ``method, engine, width,
+active_params, step_time_s, peak_mem_bytes, status``, …) and a log-log figure with the fitted
+slopes next to it.
 
     python benchmarks/width_scaling.py                # the full sweep (make bench-width)
     python benchmarks/width_scaling.py --widths 1024 2048 --methods gse:sparse
@@ -53,18 +59,25 @@ from sparsebench.sparsity.sparse_engine import build_engine  # noqa: E402
 from sparsebench.trainer import training_step  # noqa: E402
 
 DEFAULT_WIDTHS = [1024 * 2 ** k for k in range(11)]          # 1k … 1M
-DEFAULT_METHODS = ["gse:sparse", "rigl:masked", "static:masked", "static:sparse"]
+# RigL first: it stops at its memory cap, and GSE takes the rest of the time budget.
+DEFAULT_METHODS = ["rigl:masked", "gse:sparse"]
 COLUMNS = ["method", "engine", "width", "active_params", "step_time_s", "peak_mem_bytes",
            "status", "dense_params", "predicted_bytes", "update_time_s", "steps_timed", "batch",
            "threads", "wall_s"]
 # Memory prediction (bytes) used to refuse a configuration before it allocates anything:
 # per dense weight on the masked engine (weight, gradient, momentum, bool and float masks, and
 # the score / top-k temporaries of an update), per active connection on the sparse engine
-# (values, gradient, momentum, flat indices, CSR of W and Wᵀ, and the update's sorts and
-# candidate lists), and per activation element (inputs, outputs, gradients, captures).
+# (values, gradient, momentum, flat indices, rows and columns, and the update's sorts and
+# candidate lists), and per activation element (inputs, outputs, gradients, captures). The
+# sparse engine's were 160 and 48 until the measured peaks (4.4 GiB at w = 524,288 against
+# 12.8 predicted) showed them 3× too high, which refused w = 1M; they stay above the measured.
+# A child stops taking timed steps (after two) once set-up and steps have used this share of
+# its time cap: at w = 1M one GSE step takes 18 s and the update step 140 s, so nine steps and
+# the update (395 s) left no room in make bench-width's 30 minutes.
+TIMED_SHARE = 0.25
 MASKED_BYTES_PER_WEIGHT = 48
-SPARSE_BYTES_PER_ACTIVE = 160
-BYTES_PER_ACTIVATION = 48
+SPARSE_BYTES_PER_ACTIVE = 64
+BYTES_PER_ACTIVATION = 24
 FIXED_BYTES = 1 << 30
 # Every configuration's process runs with transparent huge pages for torch's large tensors
 # (PyTorch's own allocator switch): a step of a wide sparse layer gathers rows of activations
@@ -74,7 +87,7 @@ CHILD_ENV = {"PYTHONWARNINGS": "ignore", "THP_MEM_ALLOC_ENABLE": "1"}
 
 
 def width_arguments(doc: str, *, widths, methods, fan_in: int, fan_in_help: str, batch: int,
-                    steps: int, time_cap_s: float, config: str, out: str,
+                    steps: int, time_cap_s: float, budget_s: float, config: str, out: str,
                     quick_help: str) -> argparse.ArgumentParser:
     """The options both width-scaling benchmarks take (the CNN one adds its image size)."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
@@ -88,6 +101,10 @@ def width_arguments(doc: str, *, widths, methods, fan_in: int, fan_in_help: str,
     p.add_argument("--amortize", type=int, default=100, help="steps per topology update")
     p.add_argument("--mem-cap-gib", type=float, default=20.0)
     p.add_argument("--time-cap-s", type=float, default=time_cap_s, help="per configuration")
+    p.add_argument("--budget-s", type=float, default=budget_s,
+                   help="for the whole sweep: a configuration whose predicted time (its "
+                        "method's last width's, times that width's growth) exceeds what is "
+                        "left, or the per-configuration cap, is not started")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (1: stable numbers on a shared machine)")
     p.add_argument("--config", type=Path, default=ROOT / "configs" / config,
@@ -100,18 +117,22 @@ def width_arguments(doc: str, *, widths, methods, fan_in: int, fan_in_help: str,
     return p
 
 
-def child_command(script: str, method: str, engine: str, width: int, args, *extra: str) -> list[str]:
-    """The command line of one configuration's child process (``extra``: the script's own)."""
+def child_command(script: str, method: str, engine: str, width: int, args, *extra: str,
+                  time_cap_s: float | None = None) -> list[str]:
+    """The command line of one configuration's child process (``extra``: the script's own;
+    ``time_cap_s``: the time it may take, by default ``args.time_cap_s``)."""
+    cap = args.time_cap_s if time_cap_s is None else time_cap_s
     return [sys.executable, script, "--child", method, engine, str(width),
             "--fan-in", str(args.fan_in), "--batch", str(args.batch), "--steps", str(args.steps),
-            "--amortize", str(args.amortize), "--time-cap-s", str(args.time_cap_s),
+            "--amortize", str(args.amortize), "--time-cap-s", str(cap),
             "--threads", str(args.threads), "--config", str(args.config), *extra]
 
 
 def parse_args(argv=None):
     p = width_arguments(__doc__, widths=DEFAULT_WIDTHS, methods=DEFAULT_METHODS, fan_in=32,
                         fan_in_help="active inputs per neuron", batch=128, steps=9,
-                        time_cap_s=240.0, config="fmnist_mlp.yaml", out="width_scaling.csv",
+                        time_cap_s=420.0, budget_s=960.0, config="fmnist_mlp.yaml",
+                        out="width_scaling.csv",
                         quick_help="widths 1k … 8k, 2 timed steps: a smoke run")
     args = p.parse_args(argv)
     if args.quick:
@@ -193,7 +214,7 @@ def run_one(method_name: str, engine_kind: str, width: int, args) -> dict:
         return time.perf_counter() - t0
 
     times = []
-    budget = args.time_cap_s * 0.5
+    budget = args.time_cap_s * TIMED_SHARE
     for i in range(warmup + timed):
         t = step(i)
         if i >= warmup:
@@ -243,24 +264,34 @@ def sweep_widths(args, base_row, child_cmd, predicted) -> list[dict]:
     child process per configuration; once one is predicted not to fit ``args.mem_cap_gib`` or
     fails (timeout, out of memory), the wider ones are recorded as not run. Shared with the
     CNN benchmark: ``base_row(method, engine, width)`` is the row's known part,
-    ``child_cmd(method, engine, width)`` the child's command line and
+    ``child_cmd(method, engine, width, time_cap_s)`` the child's command line and
     ``predicted(engine, width)`` its predicted peak bytes."""
     cap = args.mem_cap_gib * 2 ** 30
     rows = []
+    t_start = time.perf_counter()
     for spec in args.methods:
         method, engine = spec.split(":")
         stopped = None
+        walls: list[float] = []
         for width in sorted(args.widths):
             bytes_ = predicted(engine, width)
             base = {**base_row(method, engine, width), "predicted_bytes": bytes_,
                     "step_time_s": None, "peak_mem_bytes": None}
+            left = args.budget_s - (time.perf_counter() - t_start)
+            wall = predicted_wall(walls)
             if stopped is None and bytes_ > cap:
                 stopped = "predicted_oom"
+            elif stopped is None and wall > args.time_cap_s:
+                stopped = "predicted_timeout"
+            elif stopped is None and wall > left:
+                stopped = "over_budget"
             if stopped is not None:
                 rows.append({**base, "status": stopped})
                 continue
-            row = run_configuration(child_cmd(method, engine, width), base, args.time_cap_s)
+            limit = min(args.time_cap_s, left)
+            row = run_configuration(child_cmd(method, engine, width, limit), base, limit)
             rows.append(row)
+            walls.append(row["wall_s"])
             t, m = row.get("step_time_s"), row.get("peak_mem_bytes")
             print(f"{method:7s} {engine:6s} w={width:7d} active={row['active_params']:10d} "
                   + (f"step {t:8.4f} s  peak {m / 2 ** 20:9.1f} MiB  ({row['wall_s']:.0f} s)"
@@ -270,6 +301,15 @@ def sweep_widths(args, base_row, child_cmd, predicted) -> list[dict]:
     return rows
 
 
+def predicted_wall(walls: list[float]) -> float:
+    """The next (twice as wide) configuration's wall time from its method's last ones: the
+    last, times the last growth factor (at least 1; 2 after a single one)."""
+    if not walls:
+        return 0.0
+    growth = max(1.0, walls[-1] / walls[-2]) if len(walls) > 1 else 2.0
+    return walls[-1] * growth
+
+
 def sweep(args) -> list[dict]:
     return sweep_widths(
         args,
@@ -277,7 +317,8 @@ def sweep(args) -> list[dict]:
             "method": method, "engine": engine, "width": width,
             "active_params": active_params(width, args.fan_in), "dense_params": dense_params(width),
             "threads": args.threads, "batch": args.batch},
-        lambda method, engine, width: child_command(__file__, method, engine, width, args),
+        lambda method, engine, width, cap: child_command(__file__, method, engine, width, args,
+                                                         time_cap_s=cap),
         lambda engine, width: predicted_bytes(engine, width, args.fan_in, args.batch))
 
 
@@ -304,6 +345,8 @@ def write_figure(rows: list[dict], path: Path, fit_from: int, fan_in: int, *,
     import matplotlib.pyplot as plt
     import seaborn as sns
 
+    if not any(r["status"] == "ok" for r in rows):
+        return  # nothing measured, nothing to draw (the CSV says why)
     fits = slopes(rows, fit_from)
     keys = sorted({(r["method"], r["engine"]) for r in rows})
     colors = dict(zip(keys, sns.color_palette("colorblind", len(keys))))

@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from width_scaling import (_status_kib, child_command, sweep_widths, width_arguments,  # noqa: E402
-                           write_outputs)
+from width_scaling import (TIMED_SHARE, _status_kib, child_command, sweep_widths,  # noqa: E402
+                           width_arguments, write_outputs)
 
 from sparsebench import methods, paths, resolve  # noqa: E402
 from sparsebench.methods import InitContext, StepContext  # noqa: E402
@@ -53,7 +53,7 @@ from sparsebench.trainer import training_step  # noqa: E402
 
 MODEL = "resnet20"
 DEFAULT_WIDTHS = [1, 2, 4, 8, 16, 32, 64, 128]
-DEFAULT_METHODS = ["gse:sparse", "rigl:masked"]
+DEFAULT_METHODS = ["rigl:masked", "gse:sparse"]   # RigL first (see width_scaling.py)
 COLUMNS = ["method", "engine", "width", "active_params", "step_time_s", "peak_mem_bytes",
            "status", "dense_params", "predicted_bytes", "update_time_s", "steps_timed", "batch",
            "image_size", "threads", "wall_s"]
@@ -70,7 +70,7 @@ FIXED_BYTES = 1 << 30
 def parse_args(argv=None):
     p = width_arguments(__doc__, widths=DEFAULT_WIDTHS, methods=DEFAULT_METHODS, fan_in=16,
                         fan_in_help="active inputs per output unit", batch=32, steps=3,
-                        time_cap_s=150.0, config="cifar10_resnet56.yaml",
+                        time_cap_s=150.0, budget_s=420.0, config="cifar10_resnet56.yaml",
                         out="width_scaling_resnet.csv",
                         quick_help="batch 8, 16×16 images, widths 1 2 4, 2 steps: a smoke run")
     # batch 32: activations (∝ w on both engines) small enough that the weights decide which
@@ -161,7 +161,7 @@ def run_one(method_name: str, engine_kind: str, width: int, args) -> dict:
         t = step(i)
         if i >= warmup:
             times.append(t)
-        if i >= warmup + 1 and time.perf_counter() - t_start > args.time_cap_s * 0.5:
+        if i >= warmup + 1 and time.perf_counter() - t_start > args.time_cap_s * TIMED_SHARE:
             break  # slow configuration: fewer timed steps, still one update below
     median = statistics.median(times)
     update_step = warmup + timed
@@ -186,8 +186,9 @@ def sweep(args) -> list[dict]:
 
     return sweep_widths(
         args, base_row,
-        lambda method, engine, width: child_command(__file__, method, engine, width, args,
-                                                    "--image-size", str(args.image_size)),
+        lambda method, engine, width, cap: child_command(__file__, method, engine, width, args,
+                                                         "--image-size", str(args.image_size),
+                                                         time_cap_s=cap),
         lambda engine, width: predicted_bytes(engine, sizes(width, args.fan_in, args.image_size),
                                               args.batch))
 

@@ -2,7 +2,6 @@
 their spread and honest verdicts."""
 from __future__ import annotations
 
-import importlib.util
 import time
 
 import pandas as pd
@@ -10,15 +9,11 @@ import pandas as pd
 from sparsebench import resolve
 from sparsebench.trainer import Trainer
 
-from .conftest import REPO, needs_fmnist
+from .conftest import REPO, load_benchmark, needs_fmnist
 
 
 def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("harness_overhead",
-                                                  REPO / "benchmarks" / "harness_overhead.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("harness_overhead")
 
 
 class FakeClock:

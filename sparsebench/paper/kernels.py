@@ -25,7 +25,8 @@ BENCHMARK_ARGS = ["--widths", *map(str, PAPER_WIDTHS), "--sparsities", *map(str,
                   "--extra", "--batch", "128", "--variants", "dense", "coo", "csr",
                   "--headline-rounds", "0"]
 VARIANT_NAMES = {"dense": "Dense", "coo": "COO", "csr": "CSR", "gather": "gather",
-                 "sparse_layer": "SparseLinear (ours)"}
+                 "sparse_layer": "SparseLinear (ours)",
+                 "sparse_layer_torch": "SparseLinear on torch kernels"}
 NEEDED = ("width", "sparsity", "variant", "mode", "time_s")
 
 
