@@ -24,8 +24,13 @@ by column) is computed once per topology, and each backward only gathers the val
 backward. On CUDA the same calls run on cuSPARSE (SpMM and SDDMM, both CSR-native), so CSR is
 the layout there too (not yet measured: no GPU was available when this was written).
 
-The two products are registered as custom operators (``sparsebench::csr_addmm``,
-``sparsebench::sampled_mm``) so that ``torch.utils.flop_counter`` can count them: each reports
+On the CPU, float32 products run on the C kernels of :mod:`.native` where they can be built
+(about 2× MKL's each), and the backward takes both gradients in one pass over W's CSR: dW by
+the sampled product and dX by scattering ``v · dYᵀ[i]`` into row j of dXᵀ, so no CSR of Wᵀ
+is needed there (it is built lazily, for torch's kernels and the conv only).
+
+The products are registered as custom operators (``sparsebench::csr_addmm``,
+``sparsebench::sampled_mm``, ``sparsebench::linear_backward``) so that ``torch.utils.flop_counter`` can count them: each reports
 the FLOPs of the dense product it stands for, the same number FlopCounterMode reports for a
 masked ``nn.Linear``. :mod:`sparsebench.flops` scales each prunable layer's dense cost by its
 density itself (RigL's accounting), so both engines give the same FLOP columns for the same
