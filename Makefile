@@ -73,8 +73,9 @@ bench: setup
 	$(PY) benchmarks/harness_overhead.py
 
 # Always-sparse execution: the sparse-layer and sparse-conv kernel tables, then MLP and ResNet-20
-# width scaling (each child capped in time and predicted memory; budgeted to stay under 30 min on
-# an idle 2-core CPU). BENCH_QUICK=1 runs each at smoke sizes (a few minutes in all).
+# width scaling (each child capped in time and predicted memory). The budgets add up to under
+# 30 min on an idle 2-core CPU: sparse layer ~2.5 min, sparse conv ~0.2, MLP ≤ 19 (--budget-s),
+# ResNet-20 ≤ 7 (--budget-s). BENCH_QUICK=1 runs each at smoke sizes (a few minutes in all).
 # Writes results/benchmarks/{sparse_layer,sparse_conv,width_scaling,width_scaling_resnet}.*.
 BENCH_ARGS := $(if $(BENCH_QUICK),--quick,)
 bench-width: setup

@@ -131,7 +131,7 @@ def child_command(script: str, method: str, engine: str, width: int, args, *extr
 def parse_args(argv=None):
     p = width_arguments(__doc__, widths=DEFAULT_WIDTHS, methods=DEFAULT_METHODS, fan_in=32,
                         fan_in_help="active inputs per neuron", batch=128, steps=9,
-                        time_cap_s=420.0, budget_s=1260.0, config="fmnist_mlp.yaml",
+                        time_cap_s=420.0, budget_s=1140.0, config="fmnist_mlp.yaml",
                         out="width_scaling.csv",
                         quick_help="widths 1k … 8k, 2 timed steps: a smoke run")
     args = p.parse_args(argv)
