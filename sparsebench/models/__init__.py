@@ -86,6 +86,21 @@ def scaled(n: int, width: float, multiple_of: int = 1) -> int:
     return max(multiple_of, round(n * width / multiple_of) * multiple_of)
 
 
+def init_convs_and_batchnorm(model: nn.Module, *, linear: bool = False) -> None:
+    """He et al.'s initialization, as torchvision's ResNet and VGG do it: kaiming-normal
+    (fan_out, ReLU) conv weights (and linear ones where ``linear``, with zero biases), and
+    batch norm at weight 1, bias 0."""
+    kinds = (nn.Conv2d, nn.Linear) if linear else (nn.Conv2d,)
+    for m in model.modules():
+        if isinstance(m, kinds):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if linear and m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def _image_shape(in_shape: tuple[int, ...], model: str) -> tuple[int, int, int]:
     """Validate a (C, H, W) input shape for an image model."""
     if len(in_shape) != 3:
