@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import types
 
 from .conftest import load_benchmark
 
@@ -22,50 +22,62 @@ def test_predicted_wall_extrapolates_the_last_growth():
 
 
 def _args(**kw):
-    base = dict(methods=["a:sparse", "b:masked"], widths=[1, 2, 4, 8, 16], mem_cap_gib=1.0,
+    base = dict(methods=["a:sparse", "b:masked"], widths=[1, 2, 4, 8, 16, 32], mem_cap_gib=1.0,
                 time_cap_s=30.0, budget_s=30.0)
     return argparse.Namespace(**(base | kw))
 
 
-def _sleeping_child(seconds_per_width: float):
-    """A child that sleeps ``seconds_per_width``·width and reports a JSON row, as the real one."""
-    def command(method, engine, width, cap):
-        code = (f"import json, time; time.sleep({seconds_per_width * width}); "
-                f"print(json.dumps({{'step_time_s': {width}, 'peak_mem_bytes': 1, "
-                f"'status': 'ok', 'cap': {cap}}}))")
-        return [sys.executable, "-c", code]
-    return command
-
-
-def _sweep(args, child):
+def _sweep(args, wall_of_width):
+    """``sweep_widths`` with children that take ``wall_of_width(width)`` seconds of a fake
+    clock (killed at their cap, as ``run_configuration`` does), so the test is exact."""
     ws = _width_scaling()
-    return ws.sweep_widths(args, lambda m, e, w: {"method": m, "engine": e, "width": w,
+    clock = types.SimpleNamespace(now=0.0)
+    ws.time = types.SimpleNamespace(perf_counter=lambda: clock.now)
+    caps = []
+
+    def run_configuration(cmd, base, cap):
+        width, wall = cmd, wall_of_width(cmd)
+        caps.append(cap)
+        if wall > cap:
+            clock.now += cap
+            return {**base, "status": "timeout", "wall_s": cap}
+        clock.now += wall
+        return {**base, "status": "ok", "step_time_s": width, "peak_mem_bytes": 1,
+                "wall_s": wall}
+
+    ws.run_configuration = run_configuration
+    rows = ws.sweep_widths(args, lambda m, e, w: {"method": m, "engine": e, "width": w,
                                                   "active_params": w},
-                           child, lambda engine, width: 0)
+                           lambda method, engine, width, cap: width, lambda engine, width: 0)
+    return rows, caps, clock.now
 
 
 def test_a_sweep_stops_each_method_at_its_predicted_time_cap():
-    args = _args(time_cap_s=1.5, budget_s=60.0, widths=[1, 2, 4, 8, 16, 32])
-    rows = _sweep(args, _sleeping_child(0.05))
+    # walls 1 + w: 2, 3, 5, 9, 17: w = 16 predicted 9·9/5 = 16.2 ≤ 20 runs (17 s);
+    # w = 32 predicted 17·17/9 = 32 > 20 is not started
+    rows, caps, _ = _sweep(_args(time_cap_s=20.0, budget_s=1000.0), lambda w: 1.0 + w)
     status = {(r["method"], r["width"]): r["status"] for r in rows}
-    # walls ≈ start-up + 0.05·w: w = 16 runs (≲ 1.1 s), w = 32 is predicted past 1.5 s
-    assert status[("a", 1)] == status[("b", 1)] == "ok"
-    assert status[("a", 32)] == status[("b", 32)] == "predicted_timeout"
-    assert "timeout" not in status.values()
+    for m in "ab":
+        assert [status[(m, w)] for w in (1, 2, 4, 8, 16)] == ["ok"] * 5
+        assert status[(m, 32)] == "predicted_timeout"
+    assert set(caps) == {20.0}
 
 
-def test_the_budget_is_shared_in_order_and_each_child_gets_at_most_what_is_left():
-    rows = _sweep(_args(budget_s=2.5), _sleeping_child(0.15))
-    by = {(r["method"], r["width"]): r for r in rows}
-    assert by[("a", 1)]["status"] == "ok"
-    assert by[("a", 1)]["cap"] <= 2.5
-    assert any(r["status"] == "over_budget" for r in rows)
-    # once over budget, that method's wider widths are recorded, not run
-    a = [by[("a", w)]["status"] for w in (1, 2, 4, 8, 16)]
-    first = a.index("over_budget") if "over_budget" in a else len(a)
-    assert all(s == "over_budget" for s in a[first:])
-    # the second method starts with what the first left, and is cut by it too
-    assert by[("b", 16)]["status"] in ("over_budget", "predicted_timeout")
-    caps = [r["cap"] for r in rows if r["status"] == "ok"]
-    assert caps == sorted(caps, reverse=True)            # each child's cap: what was left
+def test_the_budget_is_shared_in_order_and_bounds_the_whole_sweep():
+    # a: walls 2, 3, 5 (10 s), w = 8 predicted 8.3 > 2 left → over_budget;
+    # b: w = 1 gets the last 2 s as its cap and runs (2 s); nothing is left for w = 2
+    rows, caps, spent = _sweep(_args(budget_s=12.0), lambda w: 1.0 + w)
+    status = {(r["method"], r["width"]): r["status"] for r in rows}
+    assert [status[("a", w)] for w in (1, 2, 4, 8, 16, 32)] == ["ok"] * 3 + ["over_budget"] * 3
+    assert [status[("b", w)] for w in (1, 2)] == ["ok", "over_budget"]
+    assert caps == [12.0, 10.0, 7.0, 2.0]               # each child: what was left
+    assert spent <= 12.0
+
+
+def test_a_child_that_outgrows_its_prediction_is_stopped_at_its_cap():
+    # walls 2, 3, then 40 at w = 4 (predicted 4.5): killed at the 20-s cap, wider not run
+    rows, _, _ = _sweep(_args(time_cap_s=20.0, methods=["a:sparse"]),
+                        lambda w: {1: 2.0, 2: 3.0}.get(w, 40.0))
+    assert [r["status"] for r in rows] == ["ok", "ok", "timeout"] + \
+        ["not run: timeout at a smaller width"] * 3
     json.dumps(rows)                                      # rows stay plain data (for the CSV)
