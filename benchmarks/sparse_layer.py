@@ -6,21 +6,21 @@ CSR, forward only. Here every candidate layout for an always-sparse linear layer
 the forward pass and for forward + backward (input gradient and the weight gradient at the
 active positions):
 
-=================  =============================================================================
-``dense``          ``x @ W.T`` with a dense W (autograd: dense dX and dense dW)
-``coo``            ``torch.sparse.mm`` with a COO W, torch's own autograd (its weight gradient
-                   is the dense product masked afterwards)
-``csr``            ``torch.sparse.mm`` with a CSR W, torch's own autograd (sampled weight
-                   gradient; the input gradient multiplies by the transposed CSR view)
-``gather``         no sparse tensor: gather the input columns of every active connection and
-                   ``index_add_`` them into the output rows; backward by the same
-                   gather-and-reduce, chunked (``GATHER_CHUNK`` connections at a time)
-``sparse_layer``   :class:`sparsebench.sparsity.sparse_layers.SparseLinear`, the layer the
-                   sparse engine uses, on its C kernels (``sparsebench.sparsity.native``): CSR
-                   forward, and one pass over the active connections for dW and dX
+======================  =============================================================================
+``dense``               ``x @ W.T`` with a dense W (autograd: dense dX and dense dW)
+``coo``                 ``torch.sparse.mm`` with a COO W, torch's own autograd (its weight gradient
+                        is the dense product masked afterwards)
+``csr``                 ``torch.sparse.mm`` with a CSR W, torch's own autograd (sampled weight
+                        gradient; the input gradient multiplies by the transposed CSR view)
+``gather``              no sparse tensor: gather the input columns of every active connection and
+                        ``index_add_`` them into the output rows; backward by the same
+                        gather-and-reduce, chunked (``GATHER_CHUNK`` connections at a time)
+``sparse_layer``        :class:`sparsebench.sparsity.sparse_layers.SparseLinear`, the layer the
+                        sparse engine uses, on its C kernels (``sparsebench.sparsity.native``): CSR
+                        forward, and one pass over the active connections for dW and dX
 ``sparse_layer_torch``  the same layer on torch's kernels (``SPARSEBENCH_NATIVE=0``, or no C
-                   compiler): MKL's CSR forward, CSR of Wᵀ for dX, ``sampled_addmm`` for dW
-=================  =============================================================================
+                        compiler): MKL's CSR forward, CSR of Wᵀ for dX, ``sampled_addmm`` for dW
+======================  =============================================================================
 
 The sparse layer's input and output gradient are given in the layout a neighbouring sparse
 layer produces (batch index fastest, ``x.t()`` contiguous); the other variants get row-major
@@ -322,12 +322,13 @@ def headline(args, n: int = 8192, sparsity: float = 0.98) -> dict:
     torch.set_num_threads(args.threads)
     problem = Problem(n, 1 - sparsity, args.batch, torch.device(args.device),
                       torch.Generator().manual_seed(args.seed))
-    layers = ["sparse_layer"] + (["sparse_layer_torch"] if native.usable(problem.values) else [])
+    on_c = native.usable(problem.values)
+    layers = ["sparse_layer"] + (["sparse_layer_torch"] if on_c else [])
     runs = {v: problem.callable(v, "forward_backward") for v in ("dense", *layers)}
     times = time_interleaved(runs, rounds=args.headline_rounds, budget_s=float("inf"),
                              device=args.device)
     row = {"width": n, "sparsity": sparsity, "batch": args.batch, "threads": args.threads,
-           "device": args.device, "kernels": "C" if native.usable(problem.values) else "torch",
+           "device": args.device, "kernels": "C" if on_c else "torch",
            "dense_s": statistics.median(times["dense"])}
     for variant in layers:
         ratio = ratio_summary(times["dense"], times[variant])

@@ -71,14 +71,14 @@ COLUMNS = ["method", "engine", "width", "active_params", "step_time_s", "peak_me
 # candidate lists), and per activation element (inputs, outputs, gradients, captures). The
 # sparse engine's were 160 and 48 until the measured peaks (4.4 GiB at w = 524,288 against
 # 12.8 predicted) showed them 3× too high, which refused w = 1M; they stay above the measured.
-# A child stops taking timed steps (after two) once set-up and steps have used this share of
-# its time cap: at w = 1M one GSE step takes 18 s and the update step 140 s, so nine steps and
-# the update (395 s) left no room in make bench-width's 30 minutes.
-TIMED_SHARE = 0.25
 MASKED_BYTES_PER_WEIGHT = 48
 SPARSE_BYTES_PER_ACTIVE = 64
 BYTES_PER_ACTIVATION = 24
 FIXED_BYTES = 1 << 30
+# A child stops taking timed steps (after two) once set-up and steps have used this share of
+# its time cap: at w = 1M one GSE step takes 18 s and the update step 140 s, so nine steps and
+# the update (395 s) left no room in make bench-width's 30 minutes.
+TIMED_SHARE = 0.25
 # Every configuration's process runs with transparent huge pages for torch's large tensors
 # (PyTorch's own allocator switch): a step of a wide sparse layer gathers rows of activations
 # tens of MiB large at random, and with 4 KiB pages most of those reads also miss the TLB
@@ -118,13 +118,12 @@ def width_arguments(doc: str, *, widths, methods, fan_in: int, fan_in_help: str,
 
 
 def child_command(script: str, method: str, engine: str, width: int, args, *extra: str,
-                  time_cap_s: float | None = None) -> list[str]:
+                  time_cap_s: float) -> list[str]:
     """The command line of one configuration's child process (``extra``: the script's own;
-    ``time_cap_s``: the time it may take, by default ``args.time_cap_s``)."""
-    cap = args.time_cap_s if time_cap_s is None else time_cap_s
+    ``time_cap_s``: the time it may take, what :func:`sweep_widths` gives it)."""
     return [sys.executable, script, "--child", method, engine, str(width),
             "--fan-in", str(args.fan_in), "--batch", str(args.batch), "--steps", str(args.steps),
-            "--amortize", str(args.amortize), "--time-cap-s", str(cap),
+            "--amortize", str(args.amortize), "--time-cap-s", str(time_cap_s),
             "--threads", str(args.threads), "--config", str(args.config), *extra]
 
 

@@ -142,9 +142,16 @@ def disabled():
 
 
 def usable(*tensors: Tensor) -> bool:
-    """Whether the C kernels serve these operands: float32 on the CPU, outside autocast."""
+    """Whether the C kernels serve these operands: float32 on the CPU (under autocast they
+    arrive in bf16 and go to torch's kernels)."""
     return (all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
             and library() is not None)
+
+
+def spmm_usable(values: Tensor, dense: Tensor, result: Tensor) -> bool:
+    """Whether :func:`spmm` serves these operands: :func:`usable`, and a ``result`` it can
+    write in place (unit column stride)."""
+    return result.stride(-1) == 1 and usable(values, dense, result)
 
 
 # ---- calls ------------------------------------------------------------------------------------
@@ -223,13 +230,6 @@ def linear_backward(crow: Tensor, col: Tensor, values: Tensor, grad_t: Tensor, x
     g, xt = _rows(grad_t), _rows(x_t)
     ncols = g.shape[1]
     parts = min(_threads(col.numel() * ncols), max(1, ncols // 16))
-    if parts == 1:
-        dw = values.new_empty(col.numel())
-        lib.sb_linear_backward(0, crow.numel() - 1, crow.data_ptr(), col.data_ptr(),
-                               values.data_ptr(), g.data_ptr(), g.stride(0), xt.data_ptr(),
-                               xt.stride(0), grad_x_t.data_ptr(), grad_x_t.stride(0), ncols,
-                               dw.data_ptr())
-        return dw
     # Split the batch columns (multiples of 16: whole cache lines); each part its own dW.
     bounds = [round(ncols * k / parts / 16) * 16 for k in range(parts)] + [ncols]
     partial = values.new_empty(parts, col.numel())
@@ -241,4 +241,4 @@ def linear_backward(crow: Tensor, col: Tensor, values: Tensor, grad_t: Tensor, x
                 partial[k].data_ptr())
             for k, (c0, c1) in enumerate(zip(bounds, bounds[1:]))]
     _run(jobs)
-    return partial.sum(0)
+    return partial[0] if parts == 1 else partial.sum(0)

@@ -66,7 +66,7 @@ def _csr_accumulate(crow: Tensor, col: Tensor, values: Tensor, dense: Tensor, re
     """result += A @ dense, A (rows × dense.shape[0]) in CSR; ``dense`` may be a row-strided
     view (a shifted window of a larger matrix). ``positions``: the output positions the product
     stands for, for the FLOP count only."""
-    if result.stride(-1) == 1 and native.usable(values, dense, result):
+    if native.spmm_usable(values, dense, result):
         native.spmm(crow, col, values, dense, None, result, accumulate=True)
         return
     matrix = torch.sparse_csr_tensor(crow, col, values, (crow.numel() - 1, dense.shape[0]),

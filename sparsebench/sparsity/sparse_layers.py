@@ -30,7 +30,8 @@ the sampled product and dX by scattering ``v · dYᵀ[i]`` into row j of dXᵀ, 
 is needed there (it is built lazily, for torch's kernels and the conv only).
 
 The products are registered as custom operators (``sparsebench::csr_addmm``,
-``sparsebench::sampled_mm``, ``sparsebench::linear_backward``) so that ``torch.utils.flop_counter`` can count them: each reports
+``sparsebench::sampled_mm``, ``sparsebench::linear_backward``) so that
+``torch.utils.flop_counter`` can count them: each reports
 the FLOPs of the dense product it stands for, the same number FlopCounterMode reports for a
 masked ``nn.Linear``. :mod:`sparsebench.flops` scales each prunable layer's dense cost by its
 density itself (RigL's accounting), so both engines give the same FLOP columns for the same
@@ -58,7 +59,7 @@ def _csr_addmm(crow: Tensor, col: Tensor, values: Tensor, dense: Tensor, bias: T
                result: Tensor) -> None:
     """result ← bias[:, None] + A @ dense, with A (rows × dense.shape[0]) given in CSR by
     ``crow``/``col``/``values``; ``result`` (rows × R) is written in place."""
-    if result.stride(-1) == 1 and native.usable(values, dense, result):
+    if native.spmm_usable(values, dense, result):
         native.spmm(crow, col, values, dense, bias, result)
         return
     matrix = torch.sparse_csr_tensor(crow, col, values, (crow.numel() - 1, dense.shape[0]),
