@@ -1,7 +1,8 @@
 """ImageNet from an ImageFolder tree (root/train/<class>/*.JPEG, root/val/<class>/*.JPEG).
 
-torchvision is an optional dependency (`pip install -e .[vision]`) and is imported
-only inside load_imagenet, so the rest of sparsebench works without it.
+torchvision is an optional dependency, the release built for the installed torch
+(sparsebench/torch_versions.py; `make setup VISION=1`), imported only inside load_imagenet,
+so the rest of sparsebench works without it. Preflight checks it before a run or sweep starts.
 """
 
 from __future__ import annotations
@@ -96,13 +97,12 @@ def load_imagenet(root: str | pathlib.Path, batch_size: int, *, train: bool,
     global batch of ``batch_size``. Raises RuntimeError when torchvision
     cannot be imported.
     """
-    try:
-        from torchvision import datasets, transforms
-    except Exception as e:  # a broken install can fail with more than ImportError
-        raise RuntimeError(
-            "torchvision is needed for ImageNet; install it with `pip install -e .[vision]` "
-            f"(importing it failed: {type(e).__name__}: {e})"
-        ) from e
+    from .. import torch_versions
+
+    problem = torch_versions.vision_problem()
+    if problem:
+        raise RuntimeError(f"torchvision is needed for ImageNet: {problem}")
+    from torchvision import datasets, transforms
     split = pathlib.Path(root) / ("train" if train else "val")
     if not split.is_dir():
         raise FileNotFoundError(f"{split}: missing (expected an ImageFolder tree {split}/<class>/*.JPEG)")
