@@ -17,6 +17,9 @@ from .loader import epoch_seed, share
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
+# The standard pipeline's sizes: train RandomResizedCrop(CROP), evaluate Resize(RESIZE) then
+# CenterCrop(CROP). (The tests shrink both to train a reduced-resolution ResNet-50 quickly.)
+CROP, RESIZE = 224, 256
 
 
 class DeviceLoader:
@@ -90,7 +93,7 @@ def load_imagenet(root: str | pathlib.Path, batch_size: int, *, train: bool,
                   num_workers: int | None = None, subset: int | None = None,
                   augment: bool | None = None, rank: int = 0, world_size: int = 1) -> DeviceLoader:
     """A loader over root/train (shuffled, RandomResizedCrop 224 + flip) or root/val
-    (in order, resize 256 + center crop 224).
+    (in order, resize 256 + center crop 224; see CROP and RESIZE).
 
     augment overrides the choice of pipeline (None: augment iff train). subset keeps
     the first `subset` images (for smoke tests); rank and world_size: this rank's share of each
@@ -108,9 +111,9 @@ def load_imagenet(root: str | pathlib.Path, batch_size: int, *, train: bool,
         raise FileNotFoundError(f"{split}: missing (expected an ImageFolder tree {split}/<class>/*.JPEG)")
     use_aug = train if augment is None else augment
     if use_aug:
-        aug = [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip()]
+        aug = [transforms.RandomResizedCrop(CROP), transforms.RandomHorizontalFlip()]
     else:
-        aug = [transforms.Resize(256), transforms.CenterCrop(224)]
+        aug = [transforms.Resize(RESIZE), transforms.CenterCrop(CROP)]
     tf = transforms.Compose([*aug, transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
     ds = datasets.ImageFolder(str(split), transform=tf)
     classes = ds.classes
