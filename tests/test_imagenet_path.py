@@ -109,7 +109,7 @@ def _cfg(tree, *extra: str):
 
 def test_a_run_trains_resumes_and_scores_on_the_tree(imagenet_tree, monkeypatch):
     from sparsebench.data import imagenet
-    from sparsebench.trainer import train
+    from sparsebench.training import train
 
     monkeypatch.setattr(imagenet, "CROP", 64)  # a reduced resolution: 64x64 crops
     monkeypatch.setattr(imagenet, "RESIZE", 73)

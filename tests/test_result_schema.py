@@ -9,7 +9,7 @@ import pytest
 
 from sparsebench import paths, resolve
 from sparsebench.config import run_id
-from sparsebench.trainer import result_header, train
+from sparsebench.training import result_header, train
 
 from .conftest import REPO, needs_fmnist
 
