@@ -1,4 +1,6 @@
-"""Every file and folder a run or a sweep writes, named in one place (after open_lth's paths.py).
+"""Every file and folder a run or a sweep writes, named in one place (after open_lth's paths.py),
+and where the methods, sweeps, configs and protocols it reads are found (the user's, then the
+built-in ones: see "Built-in and user files" below).
 
 Results live under ``$SPARSEBENCH_RESULTS`` (default ``./results``) so that a cluster user can
 point them at scratch storage::
@@ -179,18 +181,6 @@ def config_file(ref: str | Path) -> Path:
     return path
 
 
-def sweeps_dir() -> Path:
-    return builtin_dir("sweeps")
-
-
-def configs_dir() -> Path:
-    return builtin_dir("configs")
-
-
-def methods_dir() -> Path:
-    return builtin_dir("methods")
-
-
 # The GSE paper's artifacts (sparsebench.paper): tables, figures and index.md in one folder.
 def paper_dir(root: Path | None = None) -> Path:
     return (root or results_root()) / "paper"
@@ -203,9 +193,4 @@ def paper_mini_dir(root: Path | None = None) -> Path:
 
 def paper_overlays_dir() -> Path:
     """What the miniature changes in every paper sweep (sweeps/mini/common.yaml, tiny.yaml)."""
-    return sweeps_dir() / "mini"
-
-
-def protocols_dir() -> Path:
-    """The built-in named protocols (``protocol: NAME`` in a config or sweep)."""
-    return builtin_dir("protocols")
+    return builtin_dir("sweeps") / "mini"
