@@ -33,8 +33,8 @@ def test_run_and_sweep_files_follow_the_umask(tmp_path, mask, expected):
     run = with_umask(mask, ["-m", "sparsebench.train", "configs/fmnist_mlp.yaml", "method.name=set",
                             "sweep=single", *SMALL], env)
     assert run.returncode == 0, run.stderr
-    sweep = with_umask(mask, ["-m", "sparsebench.sweep", "fmnist_smoke", *SMALL, "--executor", "local",
-                              "--workers", "1"], env)
+    sweep = with_umask(mask, ["-m", "sparsebench.sweep", "fmnist_smoke", "method.name=static", "density=0.1",
+                              *SMALL, "--executor", "local", "--workers", "1"], env)  # one run
     assert sweep.returncode == 0, sweep.stderr
     report = with_umask(mask, ["-m", "sparsebench.report", "fmnist_smoke"], env)
     assert report.returncode == 0, report.stderr
