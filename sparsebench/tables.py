@@ -65,6 +65,15 @@ def display_name(column: str) -> str:
     return column.removeprefix("config.")
 
 
+def panel_label(column: str, value) -> str:
+    """A swept config field's value as a figure's panel title names it: ``width ×2``,
+    ``optim.lr=0.05``."""
+    if column == "config.model.width":
+        return f"width ×{value:g}"
+    return f"{display_name(column)}={value:g}" if isinstance(value, float) else \
+        f"{display_name(column)}={value}"
+
+
 # ---------------------------------------------------------------------------------------------
 # numbers
 

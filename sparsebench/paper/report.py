@@ -23,7 +23,7 @@ from typing import Callable
 import pandas as pd
 
 from .. import atomic, paths
-from ..figures import SkipFigure, save_figure
+from ..plotting import SkipFigure, save_figure
 from ..tables import to_markdown
 from . import flops_model, kernels, published
 from .artifacts import ARTIFACTS, Artifact
