@@ -303,6 +303,23 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+def yaml_error_text(err: yaml.YAMLError) -> str:
+    """Where a YAML syntax error is and what it is: ``at line 3, column 12: expected ',' or
+    ']', but got '<stream end>' (in the flow sequence that starts at line 1, column 10); ...``
+    (lines and columns counted from 1, as editors do)."""
+    mark = getattr(err, "problem_mark", None)
+    if mark is None:
+        return f"({str(err).splitlines()[0]})"
+    text = f"at line {mark.line + 1}, column {mark.column + 1}: {err.problem}"
+    context, where = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context and where is not None and (where.line, where.column) != (mark.line, mark.column):
+        text += f" (in {context.removeprefix('while parsing ')} that starts at line " \
+                f"{where.line + 1}, column {where.column + 1})"
+    if "'\\t'" in str(err.problem):
+        return text + "; YAML indents with spaces, never tabs"
+    return text + "; check the brackets, quotes, colons and indentation there"
+
+
 def load_yaml(path: str | Path) -> dict:
     """A config or sweep file as a dict; a missing, non-UTF-8, empty or non-mapping file and a
     key given twice are ConfigErrors naming the file."""
@@ -319,7 +336,7 @@ def load_yaml(path: str | Path) -> dict:
     try:
         data = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as err:
-        raise ConfigError("", f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        raise ConfigError("", f"{path}: not valid YAML {yaml_error_text(err)}") from None
     except _DuplicateKey as err:
         raise ConfigError(err.key, f"given twice in {path} ({err.where}); keep one") from None
     if data is None:

@@ -55,6 +55,7 @@ class Entry:
     lines: list[str] = field(default_factory=list)
     beside: list[dict] = field(default_factory=list)
     caption: str = ""
+    needed: pd.DataFrame | None = None  # sweep, run_id, status of each run it needs
 
 
 def _save_figure(fig, out: Path, name: str) -> list[Path]:
@@ -106,6 +107,7 @@ def build_one(artifact: Artifact, lib: Library, ctx: Context, out: Path) -> Entr
         return entry
 
     ev = lib.evidence(artifact.sources)
+    entry.needed = ev.expected[["sweep", "run_id", "status"]] if len(ev.expected) else None
     counts = ev.counts()
     entry.counts = ev.counts_text()
     entry.state = _state(counts)
@@ -147,8 +149,9 @@ def _reps(data: pd.DataFrame) -> str:
 
 
 def write(out: Path, lib: Library, ctx: Context, *, title: str = "The GSE paper's artifacts",
-          preamble: str = "", only: list[str] | None = None) -> list[Entry]:
-    """Every artifact (or those in ``only``) into ``out``, then ``out/index.md``."""
+          preamble: str = "", only: list[str] | None = None, say=print) -> list[Entry]:
+    """Every artifact (or those in ``only``) into ``out``, then ``out/index.md``; ``say``
+    gets one line counting the runs the artifacts need (and what to do about missing ones)."""
     out.mkdir(parents=True, exist_ok=True)
     entries = []
     for artifact in ARTIFACTS:
@@ -162,7 +165,27 @@ def write(out: Path, lib: Library, ctx: Context, *, title: str = "The GSE paper'
             entry.lines.append("```\n" + traceback.format_exc(limit=4).strip() + "\n```")
             entries.append(entry)
     atomic.write_text(out / "index.md", index_text(entries, out, title, preamble, lib))
+    if say is not None:
+        say(runs_line(entries, "make paper" if ctx.comparable else "make paper-mini"))
     return entries
+
+
+def runs_line(entries: list[Entry], train: str) -> str:
+    """``paper: 896 runs needed: 0 completed, 896 missing; ...`` over every artifact, each run
+    counted once (artifacts share runs)."""
+    needed = [e.needed for e in entries if e.needed is not None]
+    if not needed:
+        return "paper: no artifact needs trained runs"
+    runs = pd.concat(needed).drop_duplicates(["sweep", "run_id"])
+    counts = runs["status"].value_counts()
+    total, done = len(runs), int(counts.get("completed", 0))
+    text = f"paper: {total} runs needed: " + ", ".join(
+        f"{int(n)} {status}" for status, n in counts.items())
+    drawn = sum(e.state == "complete" for e in entries)
+    text += f"; {drawn} of {len(entries)} artifacts complete"
+    if done < total:
+        text += f"; index.md says what each artifact lacks; `{train}` trains what is missing"
+    return text
 
 
 def index_text(entries: list[Entry], out: Path, title: str, preamble: str, lib: Library) -> str:
