@@ -310,7 +310,10 @@ def yaml_error_text(err: yaml.YAMLError) -> str:
     mark = getattr(err, "problem_mark", None)
     if mark is None:
         return f"({str(err).splitlines()[0]})"
-    text = f"at line {mark.line + 1}, column {mark.column + 1}: {err.problem}"
+    place = f"line {mark.line + 1}, column {mark.column + 1}"
+    if "<stream end>" in str(err.problem):  # a bracket or quote left open until the end
+        place = f"the end of the file ({place})"
+    text = f"at {place}: {err.problem}"
     context, where = getattr(err, "context", None), getattr(err, "context_mark", None)
     if context and where is not None and (where.line, where.column) != (mark.line, mark.column):
         text += f" (in {context.removeprefix('while parsing ')} that starts at line " \

@@ -142,14 +142,14 @@ def _tradeoff(df: pd.DataFrame, x: str, xlabel: str, heading: tuple[str, str], w
 def accuracy_vs_train_flops(df: pd.DataFrame) -> Figure:
     return _tradeoff(df, "train_flops_rel_dense", "training FLOPs relative to dense training",
                      ("Final test accuracy vs training FLOPs",
-                      "one point per method and density; mean ± std over seeds"),
+                      "one point per method and sparsity; mean ± std over seeds"),
                      "training FLOPs")
 
 
 def accuracy_vs_wall_clock(df: pd.DataFrame) -> Figure:
     return _tradeoff(df, "wall_clock_s", "wall-clock training time per run (s)",
                      ("Final test accuracy vs wall-clock training time",
-                      "one point per method and density; "
+                      "one point per method and sparsity; "
                       "accuracy mean ± std, time mean over seeds"),
                      "a wall-clock time")
 
@@ -244,7 +244,7 @@ def chosen_density(data: pd.DataFrame, density: float | None = None) -> float:
         return float(sparse.min())
     if not np.isclose(sparse.unique(), density).any():
         raise SkipFigure(f"no completed sparse runs at sparsity {sparsity_text(density)}; "
-                         f"completed: {sparsities_text(sparse)}")
+                         f"completed: {sparsities_text(sparse)} (--sparsity PCT picks one)")
     return float(density)
 
 

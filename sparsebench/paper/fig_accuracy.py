@@ -105,15 +105,15 @@ def distribution(done: pd.DataFrame, names) -> Drawn:
     data = with_paper_names(done[done["method"].isin(["set", "rigl", "gse"])], names)
     if data.empty or data["distribution"].nunique() < 1:
         raise SkipFigure("no completed SET, RigL or GSE runs")
-    data["layer-wise density"] = data["distribution"].map(lambda d: DISTRIBUTIONS.get(d, d))
-    dists = [v for v in DISTRIBUTIONS.values() if v in set(data["layer-wise density"])]
+    data["layer-wise sparsity"] = data["distribution"].map(lambda d: DISTRIBUTIONS.get(d, d))
+    dists = [v for v in DISTRIBUTIONS.values() if v in set(data["layer-wise sparsity"])]
     methods = [m for m in colors_for(data["Method"])]
     style, context = theme()
     with style, context:
         panels = list(data.groupby(["dataset", "model", "density"], sort=False))
         fig, axes = figure(len(panels), width=4.6)
         for ax, ((dataset, model, density), rows) in zip(axes, panels):
-            sns.barplot(data=rows, x="Method", y="final_test_acc", hue="layer-wise density",
+            sns.barplot(data=rows, x="Method", y="final_test_acc", hue="layer-wise sparsity",
                         order=[m for m in methods if m in set(rows["Method"])], hue_order=dists,
                         palette=sns.color_palette("Paired", len(dists)), errorbar="sd",
                         capsize=0.1, ax=ax)
@@ -123,7 +123,7 @@ def distribution(done: pd.DataFrame, names) -> Drawn:
             ax.set_ylabel(ACCURACY)
             ax.set_title(_panel_title(names, dataset, model, f"sparsity {sparsity_text(density)}"))
         figure_title(fig, "Uniform vs Erdős–Rényi layer-wise sparsity", "mean ± std over seeds")
-        figure_legend(fig, title="layer-wise density")
+        figure_legend(fig, title="layer-wise sparsity")
     counts = data.groupby(["dataset", "model", "density", "Method", "distribution"]).size()
     return Drawn(fig, "Final test accuracy of SET, RigL and GSE with uniform and Erdős–Rényi "
                       f"layer-wise densities; {runs_per_point(counts.tolist())}.")
