@@ -25,7 +25,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 from . import paths
 from .plotting import (ACCURACY, DENSE, SkipFigure, figure, figure_legend, log_axis,
                        method_colors, save_figure, sparsity_text, sparsity_x_axis,
-                       sparsity_y_axis, theme)
+                       sparsity_y_axis, spread_text, theme)
 from .plotting import title as figure_title
 from .results import completed, layer_table, load_metrics
 from .tables import extra_keys, panel_label
@@ -51,6 +51,14 @@ def _panels(df: pd.DataFrame, exclude: tuple[str, ...] = ()) -> list[tuple[str, 
         parts += [panel_label(k, v) for k, v in zip(extras, values[2:])]
         out.append((" · ".join(parts), rows))
     return out
+
+
+def _over_seeds(data: pd.DataFrame, what: str = "mean ± std") -> str:
+    """``mean ± std over 3 seeds`` (or ``over 1–3 seeds``); ``one run per point`` when no
+    point has a spread to show."""
+    seeds = data.groupby(["dataset", "model", "method_label", "density"] + extra_keys(data),
+                         dropna=False)["run_id"].nunique()
+    return spread_text(seeds.tolist(), what, unit="seeds")
 
 
 def _cell_stats(data: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
@@ -88,7 +96,7 @@ def accuracy_vs_density(df: pd.DataFrame) -> Figure:
         reference = ("dense: dashed line, ± std band" if (data["method"] == DENSE).any()
                      else "no dense run in this sweep")
         figure_title(fig, "Final test accuracy vs sparsity",
-                     f"mean ± std over seeds; {reference}")
+                     f"{_over_seeds(data)}; {reference}")
         figure_legend(fig, order=list(colors))
     return fig
 
@@ -134,7 +142,7 @@ def _tradeoff(df: pd.DataFrame, x: str, xlabel: str, heading: tuple[str, str], w
             ax.set_xlabel(xlabel + (" (log scale)" if span > 8 else ""))
             ax.set_ylabel(ACCURACY)
             ax.set_title(panel_title)
-        figure_title(fig, *heading)
+        figure_title(fig, heading[0], f"{heading[1]}; {_over_seeds(data)}")
         figure_legend(fig, order=list(colors))
     return fig
 
@@ -142,15 +150,14 @@ def _tradeoff(df: pd.DataFrame, x: str, xlabel: str, heading: tuple[str, str], w
 def accuracy_vs_train_flops(df: pd.DataFrame) -> Figure:
     return _tradeoff(df, "train_flops_rel_dense", "training FLOPs relative to dense training",
                      ("Final test accuracy vs training FLOPs",
-                      "one point per method and sparsity; mean ± std over seeds"),
+                      "one point per method and sparsity"),
                      "training FLOPs")
 
 
 def accuracy_vs_wall_clock(df: pd.DataFrame) -> Figure:
     return _tradeoff(df, "wall_clock_s", "wall-clock training time per run (s)",
                      ("Final test accuracy vs wall-clock training time",
-                      "one point per method and sparsity; "
-                      "accuracy mean ± std, time mean over seeds"),
+                      "one point per method and sparsity (time: the mean)"),
                      "a wall-clock time")
 
 
@@ -189,7 +196,7 @@ def width_scaling(df: pd.DataFrame) -> Figure:
                 ax.set_ylabel(ylabel)
                 ax.set_title(panel_title)
             axes[2 * i + 1].set_ylim(bottom=0)
-        detail = "mean ± std over seeds"
+        detail = _over_seeds(data)
         if not several_densities:
             detail += f"; sparsity {sparsity_text(data['density'].iloc[0])}"
         figure_title(fig, "Width scaling", detail)
@@ -229,7 +236,7 @@ def gse_samplers(df: pd.DataFrame) -> Figure:
                 ax.set_ylabel(ylabel)
                 ax.set_title(panel_title)
             axes[2 * i + 1].set_ylim(bottom=0)
-        figure_title(fig, "GSE: gradient samplers side by side", "mean ± std over seeds")
+        figure_title(fig, "GSE: gradient samplers side by side", _over_seeds(gse))
         figure_legend(fig, title="GSE sampler")
     return fig
 
@@ -265,7 +272,8 @@ def training_progress(df: pd.DataFrame, density: float | None = None) -> Figure:
     chosen = data[_at(data, density) | (data["method"] == DENSE)]
     metrics = load_metrics(chosen)
     if metrics.empty or metrics["epoch"].nunique() < 2:
-        raise SkipFigure("needs metrics.jsonl with two or more epochs")
+        raise SkipFigure("needs runs of two or more epochs (a curve per epoch in their "
+                         "metrics.jsonl); these have at most one")
     colors = method_colors(df["method_label"])
     style, context = theme()
     with style, context:
@@ -286,7 +294,8 @@ def training_progress(df: pd.DataFrame, density: float | None = None) -> Figure:
         reference = ("dense (dashed) for reference" if (metrics["method"] == DENSE).any()
                      else "no dense run in this sweep")
         figure_title(fig, f"Test accuracy during training at sparsity {sparsity_text(density)}",
-                     f"after each epoch; mean ± std band over seeds; {reference}")
+                     f"after each epoch; {_over_seeds(chosen, 'mean ± std band')}; "
+                     f"{reference}")
         figure_legend(fig, order=list(colors))
     return fig
 
@@ -329,7 +338,7 @@ def layer_sparsity(df: pd.DataFrame, density: float | None = None) -> Figure:
             ax.set_xlabel("prunable layer (input → output)")
             ax.set_title(panel_title)
         figure_title(fig, f"Sparsity of each layer at overall sparsity {sparsity_text(density)}",
-                     "at the end of training; mean ± std over seeds")
+                     f"at the end of training; {_over_seeds(data[_at(data, density)])}")
         figure_legend(fig, order=list(colors))
     return fig
 

@@ -36,6 +36,17 @@ def sparsity_text(density: float) -> str:
     return f"{100 * (1 - float(density)):.4g}%"
 
 
+def spread_text(counts, what: str = "mean ± std", unit: str = "runs") -> str:
+    """What the marks of a figure average, from the number of runs behind each point:
+    ``mean ± std over 3 seeds``, ``... over 1–3 seeds``, or ``one run per point (no spread)``
+    where no point has a spread to show."""
+    counts = [int(c) for c in counts if c]
+    if not counts or max(counts) <= 1:
+        return "one run per point (no spread)"
+    lo, hi = min(counts), max(counts)
+    return f"{what} over {lo if lo == hi else f'{lo}–{hi}'} {unit}"
+
+
 # ---------------------------------------------------------------------------------------------
 # one colour per method
 
@@ -117,9 +128,9 @@ def figure_legend(fig: Figure, title: str = "method", order: list[str] | None = 
         labels = sorted(entries, key=lambda label: rank.get(label, len(rank)))
     else:
         labels = list(entries)
-    if labels and right:
+    if labels and right:  # centred: clear of the figure's title above
         fig.legend([entries[label] for label in labels], labels, title=title,
-                   loc="outside right upper", frameon=False)
+                   loc="outside right center", frameon=False)
     elif labels:
         rows = math.ceil(len(labels) / 5)
         fig.legend([entries[label] for label in labels], labels, title=title,

@@ -50,7 +50,10 @@ def report(sweep: str, root: Path | None = None, *, figures: bool = True, out=No
     status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no runs yet"
     print(f"== {sweep}: {len(df)} runs ({status})", file=out)
     if len(df):
-        print(tables.to_markdown(tables.pivot_display(tables.main_table(df))), file=out)
+        table = tables.main_table(df)
+        print(tables.to_markdown(tables.pivot_display(table)), file=out)
+        if (table["failed"] + table["diverged"] + table["running"]).any():
+            print(tables.FOOTNOTE, file=out)
     written: list[Path] = []
     try:
         written.append(write_summary(sweep, write_root, df))

@@ -97,8 +97,9 @@ def _what_would_run(executor: str, plan: Plan, workers: int) -> str:
                 f"{min(n, spec.array_parallelism)} at once{ranks} ({text})")
     if executor == "local":
         procs = max(1, min(workers, n))
-        return (f"{n} run{'s' * (n > 1)} in {procs} local process{'es' * (procs > 1)} at once, "
-                f"one torch thread each")
+        if procs == 1:
+            return f"{n} run{'s' * (n > 1)} one after another in a local process, one torch thread"
+        return f"{n} runs in {procs} local processes at once, one torch thread each"
     return f"{n} run{'s' * (n > 1)} one after another in this process"
 
 

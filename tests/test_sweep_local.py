@@ -39,8 +39,8 @@ def test_local_executor_runs_fmnist_smoke_on_every_core_one_thread_each(capsys, 
     out = capsys.readouterr().out
     cores = len(os.sched_getaffinity(0))
     procs = min(cores, 3)
-    assert (f"3 runs in {procs} local process{'es' * (procs > 1)} at once, one torch thread "
-            "each") in out
+    assert (f"3 runs in {procs} local processes at once, one torch thread each" if procs > 1
+            else "3 runs one after another in a local process, one torch thread") in out
     assert "3 runs: 3 completed" in out
     assert len(seen) == 3 and all(o.threads == 1 for o in seen), seen
     assert "time: 3 runs took " in out and "their training alone adds up to" in out

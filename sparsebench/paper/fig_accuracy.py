@@ -12,7 +12,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from ..plotting import ACCURACY, SkipFigure, figure, figure_legend, sparsity_text, theme
+from ..plotting import (ACCURACY, SkipFigure, figure, figure_legend, sparsity_text,
+                        spread_text, theme)
 from ..plotting import title as figure_title
 from .names import SAMPLERS
 from .plotting import Drawn, colors_for, runs_per_point, with_paper_names
@@ -60,7 +61,7 @@ def gamma(done: pd.DataFrame, names) -> Drawn:
             ax.set_ylabel(ACCURACY)
             ax.set_title(_panel_title(names, dataset, model, f"sparsity {sparsity_text(density)}"))
         figure_title(fig, "Accuracy vs the subset factor γ, per sampler",
-               "mean ± std over seeds; RigL (dashed, ± std band) for reference")
+                     f"{spread_text(counts)}; RigL (dashed, ± std band) for reference")
         figure_legend(fig, order=samplers + ["RigL"])
     return Drawn(fig, f"Final test accuracy against γ for GSE's three samplers, RigL as the "
                       f"dashed reference; {runs_per_point(counts)}.")
@@ -76,6 +77,7 @@ def width(done: pd.DataFrame, names) -> Drawn:
     data["relative"] = data["width"] / data.groupby("model")["width"].transform("min")
     models = list(dict.fromkeys(data["model_name"]))
     widths = sorted(data["relative"].unique())
+    counts = data.groupby(["model", "relative"]).size().tolist()
     style, context = theme()
     with style, context:
         fig, axes = figure(1, width=6.0, height=4.2)
@@ -92,9 +94,8 @@ def width(done: pd.DataFrame, names) -> Drawn:
         method = names.method(data["method_label"].iloc[0])
         ax.set_title(f"{method} on {dataset}", fontsize="medium")
         figure_title(fig, "Wider and sparser at a constant number of active connections",
-               "mean ± std over seeds; sparsity grows with the width")
+                     f"{spread_text(counts)}; sparsity grows with the width")
         figure_legend(fig, title="model")
-    counts = data.groupby(["model", "relative"]).size().tolist()
     return Drawn(fig, f"{method} final test accuracy on {dataset} against the width multiplier, "
                       f"each width at the active-connection count of the ×1 model at its "
                       f"sparsest setting; one line per model; {runs_per_point(counts)}.")
@@ -108,6 +109,7 @@ def distribution(done: pd.DataFrame, names) -> Drawn:
     data["layer-wise sparsity"] = data["distribution"].map(lambda d: DISTRIBUTIONS.get(d, d))
     dists = [v for v in DISTRIBUTIONS.values() if v in set(data["layer-wise sparsity"])]
     methods = [m for m in colors_for(data["Method"])]
+    counts = data.groupby(["dataset", "model", "density", "Method", "distribution"]).size()
     style, context = theme()
     with style, context:
         panels = list(data.groupby(["dataset", "model", "density"], sort=False))
@@ -122,8 +124,8 @@ def distribution(done: pd.DataFrame, names) -> Drawn:
             ax.set_xlabel("method")
             ax.set_ylabel(ACCURACY)
             ax.set_title(_panel_title(names, dataset, model, f"sparsity {sparsity_text(density)}"))
-        figure_title(fig, "Uniform vs Erdős–Rényi layer-wise sparsity", "mean ± std over seeds")
+        figure_title(fig, "Uniform vs Erdős–Rényi layer-wise sparsity",
+                     spread_text(counts.tolist()))
         figure_legend(fig, title="layer-wise sparsity")
-    counts = data.groupby(["dataset", "model", "density", "Method", "distribution"]).size()
     return Drawn(fig, "Final test accuracy of SET, RigL and GSE with uniform and Erdős–Rényi "
                       f"layer-wise densities; {runs_per_point(counts.tolist())}.")

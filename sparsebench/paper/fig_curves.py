@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import seaborn as sns
 
-from ..plotting import SkipFigure, figure, figure_legend, sparsity_text, theme
+from ..plotting import SkipFigure, figure, figure_legend, sparsity_text, spread_text, theme
 from ..plotting import title as figure_title
 from ..results import load_metrics
 from .plotting import Drawn, colors_for, runs_per_point, with_paper_names
@@ -42,7 +42,8 @@ def per_method(done: pd.DataFrame, names) -> Drawn:
     chosen = done[((done["density"] - density).abs() < 1e-12) | (done["method"] == "dense")]
     metrics = load_metrics(chosen)
     if metrics.empty or metrics["epoch"].nunique() < 2:
-        raise SkipFigure("needs metrics.jsonl with two or more epochs")
+        raise SkipFigure("needs runs of two or more epochs (a curve per epoch in their "
+                         "metrics.jsonl); these have at most one")
     metrics = with_paper_names(last_round(metrics), names)
     colors = colors_for(metrics["Method"])
     counts = []
@@ -61,7 +62,7 @@ def per_method(done: pd.DataFrame, names) -> Drawn:
             ax.set_ylabel("test accuracy (%)")
             ax.set_title(f"{names.dataset(dataset)} · {names.model(model)}")
         figure_title(fig, f"Test accuracy during training at sparsity {sparsity_text(density)}",
-               "mean ± std band over seeds; Dense (dashed) for reference")
+                     f"{spread_text(counts, 'mean ± std band')}; Dense (dashed) for reference")
         figure_legend(fig, order=list(colors))
     return Drawn(fig, f"Test accuracy after every epoch at {sparsity_text(density)} sparsity "
                       f"for every method (Lottery: its last round), one panel per data set and "
@@ -73,7 +74,8 @@ def per_width(done: pd.DataFrame, names) -> Drawn:
     """Figure 7: train (dashed) and test (solid) accuracy per epoch for each width."""
     metrics = last_round(load_metrics(done[done["method"] != "dense"]))
     if metrics.empty or metrics["epoch"].nunique() < 2:
-        raise SkipFigure("needs metrics.jsonl with two or more epochs")
+        raise SkipFigure("needs runs of two or more epochs (a curve per epoch in their "
+                         "metrics.jsonl); these have at most one")
     if "train_acc" not in metrics.columns:
         raise SkipFigure("the runs' metrics have no train_acc")
     long = metrics.melt(id_vars=["run_id", "dataset", "model", "width", "epoch"],
@@ -82,7 +84,7 @@ def per_width(done: pd.DataFrame, names) -> Drawn:
     long["split"] = long["split"].map({"train_acc": "train", "test_acc": "test"})
     # Relative to each model's narrowest run (×1), so a miniature's widths read as the paper's.
     long["relative"] = long["width"] / long.groupby("model")["width"].transform("min")
-    long["width ×"] = long["relative"].map(lambda w: f"×{w:g}")
+    long["width (× the ×1 model)"] = long["relative"].map(lambda w: f"×{w:g}")
     widths = [f"×{w:g}" for w in sorted(long["relative"].unique())]
     counts = []
     style, context = theme()
@@ -90,7 +92,8 @@ def per_width(done: pd.DataFrame, names) -> Drawn:
         panels = list(long.groupby(["dataset", "model"], sort=False))
         fig, axes = figure(len(panels))
         for ax, ((dataset, model), rows) in zip(axes, panels):
-            sns.lineplot(data=rows, x="epoch", y="accuracy", hue="width ×", hue_order=widths,
+            sns.lineplot(data=rows, x="epoch", y="accuracy", hue="width (× the ×1 model)",
+                         hue_order=widths,
                          palette=sns.color_palette("viridis", len(widths)), style="split",
                          style_order=["test", "train"], errorbar="sd", ax=ax)
             counts += rows.groupby(["relative"])["run_id"].nunique().tolist()
@@ -99,8 +102,8 @@ def per_width(done: pd.DataFrame, names) -> Drawn:
             ax.set_title(f"{names.dataset(dataset)} · {names.model(model)}")
         method = names.method(done["method_label"].iloc[0])
         figure_title(fig, f"{method}: train and test accuracy per epoch for each width",
-               "solid: test, dashed: train; mean ± std band over seeds")
-        figure_legend(fig, title="width (× the ×1 model) / split", right=True)
+                     f"solid: test, dashed: train; {spread_text(counts, 'mean ± std band')}")
+        figure_legend(fig, title="", right=True)
     return Drawn(fig, f"Train (dashed) and test (solid) accuracy of {method} after every epoch "
                       f"for each width of figure 3, one panel per model; "
                       f"{runs_per_point(counts)}.")

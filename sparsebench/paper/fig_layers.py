@@ -10,7 +10,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import FixedLocator, FuncFormatter
 
-from ..plotting import SkipFigure, figure, figure_legend, sparsity_text, sparsity_y_axis, theme
+from ..plotting import (SkipFigure, figure, figure_legend, sparsity_text, sparsity_y_axis,
+                        spread_text, theme)
 from ..plotting import title as figure_title
 from ..results import layer_table
 from .plotting import Drawn, colors_for, runs_per_point, with_paper_names
@@ -30,6 +31,7 @@ def layer_density(done: pd.DataFrame, names, model: str | None = None) -> Drawn:
     hue_order = [sparsity_text(d) for d in sorted(layers["density"].unique(), reverse=True)]
     methods = list(colors_for(layers["Method"]))
     n_layers = layers["layer_index"].nunique()
+    counts = layers.groupby(["Method", "density", "layer_index"])["run_id"].nunique()
     style, context = theme()
     with style, context:
         fig, axes = figure(len(methods), width=max(4.2, 0.12 * n_layers + 2.5), height=3.4,
@@ -50,9 +52,8 @@ def layer_density(done: pd.DataFrame, names, model: str | None = None) -> Drawn:
             ax.set_title(method)
         datasets = " and ".join(names.dataset(d) for d in dict.fromkeys(layers["dataset"]))
         figure_title(fig, f"Sparsity of each layer at the end of training, {names.model(model)}",
-               f"mean ± std over seeds and {datasets}")
+                     f"{spread_text(counts.tolist())} (seeds and {datasets})")
         figure_legend(fig, title="overall sparsity")
-    counts = layers.groupby(["Method", "density", "layer_index"])["run_id"].nunique()
     finite = layers[np.isfinite(layers["layer_density"])]
     return Drawn(fig, f"Final sparsity of each prunable layer of {names.model(model)} (layer "
                       f"0 is the input layer), one panel per method, overall sparsity as colour, "

@@ -164,7 +164,8 @@ def write(out: Path, lib: Library, ctx: Context, *, title: str = "The GSE paper'
             entry.lines.append(f"error while building: {type(err).__name__}: {err}")
             entry.lines.append("```\n" + traceback.format_exc(limit=4).strip() + "\n```")
             entries.append(entry)
-    atomic.write_text(out / "index.md", index_text(entries, out, title, preamble, lib))
+    rerun = "python -m sparsebench.report --paper" + ("" if ctx.comparable else " --mini")
+    atomic.write_text(out / "index.md", index_text(entries, out, title, preamble, lib, rerun))
     if say is not None:
         say(runs_line(entries, "make paper" if ctx.comparable else "make paper-mini"))
     return entries
@@ -188,14 +189,15 @@ def runs_line(entries: list[Entry], train: str) -> str:
     return text
 
 
-def index_text(entries: list[Entry], out: Path, title: str, preamble: str, lib: Library) -> str:
+def index_text(entries: list[Entry], out: Path, title: str, preamble: str, lib: Library,
+               rerun: str = "python -m sparsebench.report --paper") -> str:
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     root = lib.root if lib.root is not None else paths.results_root()
     lines = [f"# {title}", ""]
     if preamble:
         lines += [preamble.strip(), ""]
-    lines += [f"Written {now} from the runs under `{root}`; rerun "
-              "`python -m sparsebench.report --paper` at any time to update it.", "",
+    lines += [f"Written {now} from the runs under `{root}`; rerun `{rerun}` at any time to "
+              "update it.", "",
               "| artifact | what | state | runs |", "|---|---|---|---|"]
     for e in entries:
         lines.append(f"| [{e.artifact.id}](#{e.artifact.id}) | {e.artifact.title} | {e.state} | "
