@@ -303,6 +303,20 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+def _nearby_files(path: Path) -> str:
+    """``; did you mean configs/fmnist_mlp.yaml?`` or the YAML files of the folder named."""
+    import difflib
+
+    folder = path.parent
+    if not folder.is_dir():
+        return f" (no folder {folder} either)" if str(folder) not in ("", ".") else ""
+    names = sorted(p.name for p in folder.glob("*.yaml"))
+    close = difflib.get_close_matches(path.name, names, n=1)
+    if close:
+        return f"; did you mean {folder / close[0]}?"
+    return f"; YAML files in {folder}: {', '.join(names)}" if names else ""
+
+
 def yaml_error_text(err: yaml.YAMLError) -> str:
     """Where a YAML syntax error is and what it is: ``at line 3, column 12: expected ',' or
     ']', but got '<stream end>' (in the flow sequence that starts at line 1, column 10); ...``
@@ -328,7 +342,7 @@ def load_yaml(path: str | Path) -> dict:
     key given twice are ConfigErrors naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError("", f"config file not found: {path}")
+        raise ConfigError("", f"config file not found: {path}{_nearby_files(path)}")
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:

@@ -335,3 +335,15 @@ def test_readme_sweep_table_lists_every_sweep_with_its_methods():
         methods |= {row["method"] if isinstance(row["method"], str) else row["method"]["name"]
                     for row in spec.get("include", [])}
         assert named == methods, (name, named, methods)
+
+
+def test_a_mistyped_config_path_names_the_file_meant(tmp_path):
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "fmnist_mlp.yaml").write_text("{}\n")
+    (folder / "cifar10_resnet56.yaml").write_text("{}\n")
+    with pytest.raises(ConfigError, match=r"fmnist_mpl.yaml; did you mean .*configs/fmnist_mlp.yaml\?"):
+        load_yaml(folder / "fmnist_mpl.yaml")
+    with pytest.raises(ConfigError, match=r"zzz.yaml; YAML files in .*configs: "
+                                          r"cifar10_resnet56.yaml, fmnist_mlp.yaml$"):
+        load_yaml(folder / "zzz.yaml")
