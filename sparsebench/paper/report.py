@@ -81,7 +81,7 @@ def build_one(artifact: Artifact, lib: Library, ctx: Context, out: Path) -> Entr
         entry.state = "complete"
         entry.caption = ("Training FLOPs per example of GSE (γ = 1, uniform sampler) and RigL "
                          "against sparsity, ResNet-50 on ImageNet (224²), ΔT = 1000, uniform "
-                         "layer-wise density, from the FLOP model (Evci et al. 2020, App. H); "
+                         "layer-wise sparsity, from the FLOP model (Evci et al. 2020, App. H); "
                          "no runs behind it.")
         rel = [f"{name} {fn(fl, 1 - s) / (3 * fl.dense):.3g}× at "
                f"{flops_model.sparsity_tick(1 - s)}"
