@@ -199,7 +199,7 @@ def width_scaling(df: pd.DataFrame) -> Figure:
         detail = _over_seeds(data)
         if not several_densities:
             detail += f"; sparsity {sparsity_text(data['density'].iloc[0])}"
-        figure_title(fig, "Width scaling", detail)
+        figure_title(fig, "Final test accuracy and step time vs model width", detail)
         figure_legend(fig, title="", order=legend_order, right=several_densities)
     return fig
 
@@ -236,7 +236,8 @@ def gse_samplers(df: pd.DataFrame) -> Figure:
                 ax.set_ylabel(ylabel)
                 ax.set_title(panel_title)
             axes[2 * i + 1].set_ylim(bottom=0)
-        figure_title(fig, "GSE: gradient samplers side by side", _over_seeds(gse))
+        figure_title(fig, "GSE's gradient samplers: final test accuracy and time in mask "
+                     "updates at each sparsity", _over_seeds(gse))
         figure_legend(fig, title="GSE sampler")
     return fig
 
