@@ -40,7 +40,7 @@ from .models import build_model
 from .schedules import build_optimizer, build_scheduler
 from .score_batches import ScoreBatches
 from .sparsity.init import apply_init
-from .sparsity.sparse_engine import build_engine
+from .sparsity.engine import build_engine
 
 # Check for a non-finite loss every this many steps (each check synchronizes a GPU).
 DIVERGENCE_CHECK_EVERY = 25

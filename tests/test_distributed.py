@@ -236,7 +236,7 @@ def _gse_scores(rank: int, world_size: int, port: int, out: str) -> dict:
         for name in ("grabo", "graest"):
             p_out, p_in = SAMPLERS[name].weights(layer, cap, torch.Generator().manual_seed(3))
             scores[f"{layer.name}/{name}/out"], scores[f"{layer.name}/{name}/in"] = p_out, p_in
-        cands = engine.inactive_indices(layer)
+        cands = layer.inactive_indices()
         scores[f"{layer.name}/grad"] = distributed.all_reduce_mean(candidate_gradients(cap, cands))
         scores[f"{layer.name}/dense"] = distributed.all_reduce_mean(
             layer.weight.grad.reshape(-1)[cands])  # what DDP averages (SNIP's, RigL's)
