@@ -107,6 +107,32 @@ def test_sample_distinct_is_distinct_sorted_excluding_and_uniform():
 
 # ---- the engine --------------------------------------------------------------------------------
 
+def test_random_global_growth_is_uniform_over_all_layers_eligible_connections():
+    """SET's global random growth on always-sparse layers: each layer offers k candidates with
+    the top-k order statistics of as many uniform scores as it has eligible connections, so one
+    top-k over layers of very different sizes is a uniform k-subset of all eligible ones."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 10), nn.Linear(100, 40))    # 100 and 4000 weights
+    engine = build_engine(model, 0.5, "uniform", engine="sparse")
+    small, big = engine.layers
+    eligible = {layer.name: layer.numel - layer.n_active() for layer in engine.layers}
+    gen, k, picks = torch.Generator().manual_seed(1), 30, {small.name: 0, big.name: 0}
+    trials = 400
+    for _ in range(trials):
+        cands = {layer.name: layer.grow_candidates(k, None, gen) for layer in engine.layers}
+        top = engine.global_largest({n: c.scores for n, c in cands.items()}, k)
+        for name, pos in top.items():
+            idx = cands[name].at(pos)
+            assert not engine.by_name[name].is_active(idx).any()
+            assert torch.unique(idx).numel() == idx.numel()
+            picks[name] += pos.numel()
+    share = picks[small.name] / (k * trials)
+    expected = eligible[small.name] / sum(eligible.values())    # 50 of 2050: 2.4 %
+    assert abs(share - expected) < 4 * (expected * (1 - expected) / (k * trials)) ** 0.5
+    with pytest.raises(NotImplementedError):    # a dense grow score does not exist here
+        big.grow_candidates(k, torch.rand(big.numel), gen)
+
+
 def test_engine_replaces_linears_and_matches_the_masked_engine_at_init():
     (m1, masked), (m2, sparse) = _pair(_mlp())
     assert all(isinstance(layer, SparseLayer) for layer in sparse.layers)
