@@ -15,7 +15,7 @@ from sparsebench.methods import InitContext, StepContext
 from sparsebench.sparsity import SparsityEngine
 from sparsebench.sparsity.dst import prune_by_magnitude, replace_smallest
 from sparsebench.sparsity.init import init_active_fan_in
-from sparsebench.trainer import training_step
+from sparsebench.training import training_step
 
 CL = torch.channels_last
 

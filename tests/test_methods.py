@@ -14,7 +14,7 @@ from torch import nn
 from sparsebench import methods
 from sparsebench.methods import InitContext, StepContext
 from sparsebench.sparsity import SparsityEngine
-from sparsebench.trainer import training_step
+from sparsebench.training import training_step
 
 from .bad_config import assert_exits_2_naming
 from .conftest import REPO

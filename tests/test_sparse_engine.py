@@ -19,7 +19,7 @@ from sparsebench.schedules import build_optimizer
 from sparsebench.sparsity import MaskedLayer, SparseLayer, build_engine
 from sparsebench.sparsity.sparse_layer import sample_distinct
 from sparsebench.sparsity.sparse_linear import KERNELS, SparseLinear, _SparseLinearFunction
-from sparsebench.trainer import training_step
+from sparsebench.training import training_step
 
 from .conftest import REPO, needs_fmnist
 
@@ -459,7 +459,7 @@ def test_meta_model_is_built_without_dense_weights():
 def test_trainer_runs_gse_alike_on_both_engines_and_resumes_on_the_sparse_one():
     from sparsebench import paths, resolve
     from sparsebench.config import run_id
-    from sparsebench.trainer import train
+    from sparsebench.training import train
 
     base = str(REPO / "configs" / "fmnist_mlp.yaml")
     small = ["data.train_subset=1024", "data.batch_size=64", "epochs=2", "progress=false",

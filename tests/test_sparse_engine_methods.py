@@ -7,7 +7,7 @@ import pytest
 
 from sparsebench import methods, protocols, resolve
 from sparsebench.sparsity import SparseLayer
-from sparsebench.trainer import Trainer
+from sparsebench.training import Trainer
 
 from .conftest import REPO, needs_fmnist
 
