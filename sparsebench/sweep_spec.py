@@ -4,7 +4,7 @@
 
     name: fmnist_densities           # must equal the file's stem
     description: one line
-    base: configs/fmnist_mlp.yaml    # a run config, relative to the repository root (optional)
+    base: configs/fmnist_mlp.yaml    # a run config: by name among the configs folders (optional)
     overrides: {epochs: 10}          # dotted or nested keys on top of the base (optional)
     grid:                            # cartesian product; the first key varies slowest
       method.name: [dense, static]   # a dotted field ...
