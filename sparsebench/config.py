@@ -66,6 +66,9 @@ class DataConfig:
     root: str | None = field(default=None, metadata={"help": "the data set's folder; None: search"})
     train_subset: int | None = checked(None, lambda v: v is None or v > 0, "null or an integer > 0",
                                        "keep only the first N training examples (smoke tests)")
+    pad_value: str = choice("black", ("black", "mean"),
+                            "the random crop's padding: black, a black raw pixel normalized "
+                            "((0 - mean) / std, as torchvision); mean, the data set's mean colour")
 
 
 @dataclass
