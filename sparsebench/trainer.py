@@ -142,7 +142,8 @@ class Trainer:
                                world_size=self.world.size, pad_value=cfg.data.pad_value)
         info = self.data.info
         self.model = build_model(cfg.model.name, num_classes=info.num_classes,
-                                 in_shape=info.in_shape, width=cfg.model.width).to(self.device)
+                                 in_shape=info.in_shape, width=cfg.model.width,
+                                 **cfg.model.arguments()).to(self.device)
         self.cuda = self.device.type == "cuda"
         self.channels_last = self.cuda and cfg.channels_last and len(info.in_shape) == 3
         if self.channels_last:
