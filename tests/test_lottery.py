@@ -39,7 +39,8 @@ def _lottery(density=0.02, rounds=5, scope="global", rewind_epoch=0, distributio
 
 def test_defaults_and_rounds():
     cls = methods.get("lottery")
-    assert dataclasses.asdict(cls.Params()) == {"rounds": 5, "rewind_epoch": 0, "scope": "global"}
+    assert dataclasses.asdict(cls.Params()) == {"rounds": 5, "rewind_epoch": 0, "scope": "global",
+                                              "round_densities": []}
     assert cls.default_distribution == "uniform"
     _, engine, method = _lottery(rounds=3)
     assert method.rounds() == 4  # one dense round, then three pruned ones
