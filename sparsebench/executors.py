@@ -1,7 +1,7 @@
 """Where a sweep's runs execute: one SLURM array job, a pool of local processes, or inline.
 
 Every executor runs the same job object, :class:`RunJob`: a submitit ``Checkpointable`` whose
-call trains one run (``sparsebench.trainer.train``, which resumes from the run's last epoch
+call trains one run (``sparsebench.training.train``, which resumes from the run's last epoch
 checkpoint). On SLURM, submitit turns the USR2 that arrives ``signal_delay_s`` before the time
 limit (or on preemption) into a call of ``checkpoint()``, which requeues the same call; the
 requeued job resumes the run where its last epoch checkpoint left it.
@@ -83,7 +83,7 @@ class RunJob(submitit.helpers.Checkpointable):
         import torch
 
         from .distributed import teardown
-        from .trainer import train
+        from .training import train
 
         if self.results_root is not None:
             os.environ["SPARSEBENCH_RESULTS"] = self.results_root
@@ -95,7 +95,7 @@ class RunJob(submitit.helpers.Checkpointable):
                 "error": result.get("error"), "threads": torch.get_num_threads()}
 
     def checkpoint(self, cfg: RunConfig) -> submitit.helpers.DelayedSubmission:
-        from .trainer import RunLog, run_folder
+        from .training import RunLog, run_folder
 
         if self.results_root is not None:
             os.environ["SPARSEBENCH_RESULTS"] = self.results_root

@@ -152,7 +152,7 @@ def _running_header(config: dict) -> dict:
 
     with warnings.catch_warnings():  # tqdm.auto warns in Jupyter without ipywidgets: not ours
         warnings.simplefilter("ignore")
-        from .trainer import result_header
+        from .training import result_header
 
     header = result_header(from_dict(config), RUNNING, None, None)
     header.update(finished_at=None, git_sha=None, hostname=None)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sparsebench import methods, resolve
-from sparsebench.trainer import train
+from sparsebench.training import train
 
 from .conftest import REPO, needs_fmnist
 

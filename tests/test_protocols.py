@@ -179,7 +179,7 @@ def test_the_gse_paper_protocol_runs_each_method_as_its_authors_script(capsys):
 
 @needs_fmnist
 def test_the_protocol_is_recorded_in_config_yaml_and_result_json():
-    from sparsebench.trainer import run_folder, train
+    from sparsebench.training import run_folder, train
 
     cfg = resolve.load(BASE, ["protocol=gse_paper", "method.name=gse", "method.interval=5",
                               "data.train_subset=1024", "epochs=1", "progress=false"])

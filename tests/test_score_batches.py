@@ -16,7 +16,7 @@ from sparsebench.methods import InitContext, StepContext
 from sparsebench.score_batches import ScoreBatches, backward_on
 from sparsebench.sparsity import SparsityEngine
 from sparsebench.sparsity.sampling import candidate_gradients
-from sparsebench.trainer import Trainer
+from sparsebench.training import Trainer
 
 from .test_data import make_cifar100
 

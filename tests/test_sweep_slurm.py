@@ -21,7 +21,7 @@ import torch
 from sparsebench import atomic, paths, resolve, sweeps
 from sparsebench.executors import is_active, read_records, squeue_states
 from sparsebench.sweep import main
-from sparsebench.trainer import train
+from sparsebench.training import train
 
 from .conftest import REPO, STRICT, needs_fmnist
 
