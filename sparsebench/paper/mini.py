@@ -4,7 +4,7 @@ Every paper sweep is derived cell by cell from the full one (so the two cannot d
 cell's resolved config goes through the changes of ``sweeps/mini/common.yaml`` (a subset of
 Fashion-MNIST written in CIFAR's file format, 32 × 32 × 3, in place of CIFAR and ImageNet:
 :mod:`sparsebench.paper.fashion_cifar`; smaller models, 1 % of the epochs, one seed, mask
-updates every 2 steps) and the result is written as an explicit sweep file,
+updates every 4 steps) and the result is written as an explicit sweep file,
 ``results/paper_mini/sweeps/NAME.yaml``, runnable on its own with ``python -m sparsebench.sweep``.
 Then it trains them all in local processes, runs the sparse-layer benchmark small, and writes
 the report into ``results/paper_mini/`` with ``index.md`` saying at the top that it is a
