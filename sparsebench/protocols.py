@@ -71,7 +71,11 @@ def _load(name: str, version: tuple[int, int]) -> Protocol:
     path = paths.protocols_dir() / f"{name}.yaml"
     where = f"protocols/{name}.yaml"
     try:
-        spec = parse_dataclass(Protocol, load_yaml(path))
+        raw = load_yaml(path)
+        if "method_run" in raw:   # filled from each method's `run:` entry, not a key of the file
+            raise ConfigError("method_run", "unknown field; a method's run-level fields go under "
+                                            "methods.NAME.run")
+        spec = parse_dataclass(Protocol, raw)
     except ConfigError as err:
         raise ConfigError("protocol", f"{where}: {err}") from None
     if spec.name != name:

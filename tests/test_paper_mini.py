@@ -14,7 +14,8 @@ from .conftest import needs_fmnist
 
 def test_every_full_cell_has_its_miniature_and_only_the_declared_fields_change(tmp_path):
     spec = mini.MiniSpec.load()
-    for name in ("cifar100_densities", "paper_table3_epochs", "paper_table2_imagenet"):
+    for name in ("cifar100_densities", "paper_table3_epochs", "paper_table2_imagenet",
+                 "paper_table1_baselines"):
         full = sweeps.expand(name)
         derived = mini.derive(name, spec)
         kept = [c for c in full.cells if c.config.seed in spec.seeds]

@@ -112,6 +112,7 @@ def test_a_method_joins_a_protocol_with_yaml_only(protocol_dir):
     ({"methods": {"static": {"run": {"optim.warmup_epochs": -1}}}}, "methods.static.run.optim.warmup_epochs"),
     ({"methods": {"static": {"run": {"method.drop_fraction": 0.1}}}}, "methods.static.run.method"),
     ({"methods": {"static": {"run": 5}}}, "methods.static.run"),
+    ({"method_run": {"static": {}}, "methods": {}}, "method_run: unknown field"),
 ])
 def test_a_bad_protocol_file_is_an_error_naming_it(protocol_dir, spec, text, capsys):
     protocol_dir("bad", spec)

@@ -133,8 +133,14 @@ def mini_config(full: dict, spec: MiniSpec) -> tuple[dict, dict]:
         changes["density"] = (density, cfg["density"])
     for name in spec.method_params.get(full["method"]["name"], {}):  # every one it changes
         if name in full["method"] and full["method"][name] != cfg["method"][name]:
-            changes[f"{full['method']['name']} {name}"] = (full["method"][name], cfg["method"][name])
+            changes[f"{full['method']['name']} {name}"] = (_hashable(full["method"][name]),
+                                                            _hashable(cfg["method"][name]))
     return cfg, changes
+
+
+def _hashable(value):
+    """A parameter's value as a change record holds it (a list as its text)."""
+    return str(value) if isinstance(value, list) else value
 
 
 @dataclass
