@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from sparsebench import methods, paths, resolve, sweep, sweeps
+from sparsebench import methods, paths, resolve, sweep, sweep_spec
 from sparsebench.config import ConfigError
 
 from .conftest import REPO, needs_fmnist
@@ -46,7 +46,7 @@ def test_cifar100_dry_run_shows_the_gse_protocol_for_each_method(capsys):
 
 def test_own_sweeps_give_every_method_its_own_defaults():
     for name in ("cifar100_densities_own", "cifar10_densities_own", "imagenet_resnet50_own"):
-        for cell in sweeps.expand(name).cells:
+        for cell in sweep_spec.expand(name).cells:
             cfg = cell.config
             cls = methods.get(cfg.method.name)
             label = cell.label.get("method")
@@ -174,7 +174,7 @@ def test_the_gse_paper_protocol_runs_each_method_as_its_authors_script(capsys):
     assert "optim.decay_norm_and_bias=false" in rows["topkast"]
     assert "optim.warmup_epochs=0" in rows["lottery"] and "round_densities=[0.5, 0.25" in rows["lottery"]
     # the own sweeps keep the recipe's 5 warm-up epochs for every method
-    own = {c.config.optim.warmup_epochs for c in sweeps.expand("cifar10_densities_own").cells}
+    own = {c.config.optim.warmup_epochs for c in sweep_spec.expand("cifar10_densities_own").cells}
     assert own == {5.0}
 
 
