@@ -7,3 +7,11 @@ def load_results(sweep: str, root=None):
     from .results import load_results as _load
 
     return _load(sweep, root)
+
+
+def load_model(run_dir, device="cpu"):
+    """A completed run's trained network (weights and masks) from its final.pt; see
+    :mod:`sparsebench.training.final`."""
+    from .training.final import load_model as _load
+
+    return _load(run_dir, device)

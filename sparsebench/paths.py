@@ -4,7 +4,8 @@ Results live under ``$SPARSEBENCH_RESULTS`` (default ``./results``) so that a cl
 point them at scratch storage::
 
     results/SWEEP/runs/RUN_ID/{config.yaml, result.json, metrics.jsonl, log, checkpoint.pt,
-                               checkpoint.prev.pt, train.lock}
+                               checkpoint.prev.pt, train.lock, steps.jsonl, topology.jsonl,
+                               final.pt, events.out.tfevents.*}
     results/SWEEP/{summary.csv, tables/, figures/}
 
 Nothing escapes the results root: a sweep name or run id is one plain folder name (no path
@@ -24,6 +25,9 @@ LOG = "log"
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_PREVIOUS = "checkpoint.prev.pt"  # the generation before, kept until the next is whole
 RUN_LOCK = "train.lock"                     # held by the one process training the run
+STEPS = "steps.jsonl"                       # per-step metrics every tracking.step_interval steps
+TOPOLOGY = "topology.jsonl"                 # per mask update and layer: pruned, grown, ITOP rate
+FINAL = "final.pt"                          # the trained weights and masks (sparsebench.load_model)
 
 # One folder name: letters, digits and ``._-``, not starting with a dot (so not ``..``).
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")

@@ -207,7 +207,7 @@ class Trainer:
             if (i + 1) % DIVERGENCE_CHECK_EVERY == 0 and distributed.any_rank(~torch.isfinite(loss_sum)):
                 raise Diverged(f"non-finite training loss at step {p.step}")
             for callback in self.callbacks:
-                callback.on_step_end(self, StepEnd(p.step, epoch, round_, loss, out, y.numel()))
+                callback.on_step_end(self, StepEnd(p.step, epoch, round_, loss, out, y.numel(), y))
             t_yield = time.perf_counter()
             times.append(t_yield - t_last)
             yield
