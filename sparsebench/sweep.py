@@ -38,7 +38,7 @@ from pathlib import Path
 
 from . import atomic, executors, locks, paths, protocols, sweeps
 from .cli import config_errors_exit
-from .config import check_unique_overrides
+from .config import ConfigError, check_unique_overrides
 from .executors import Outcome
 
 EXECUTORS = ("auto", "slurm", "local", "inline")
@@ -110,7 +110,28 @@ def print_plan(plan: Plan, executor: str, workers: int, dry_run: bool) -> None:
             print(f"  {cell.run_id:12}  {plan.action(cell):{width}}  {cell.describe()}")
         print("resolved method parameters [protocol] method: params | run settings | runs:")
         print("\n".join(protocols.describe(sweep.cells)))
+        print("runs per model x method x density (to run / all):")
+        print(count_table(plan))
     print(f"executor {executor}: {_what_would_run(executor, plan, workers)}")
+
+
+def count_table(plan: Plan) -> str:
+    """Runs per model x method (rows) and density (columns), as ``to run/all``."""
+    import pandas as pd
+
+    rows = [{"model": c.config.model.name, "method": c.config.method.name,
+             "density": c.config.density, "to_run": c in plan.to_run} for c in plan.sweep.cells]
+    df = pd.DataFrame(rows)
+    total = pd.crosstab([df["model"], df["method"]], df["density"])
+    to_run = pd.crosstab([df["model"], df["method"]], df["density"], values=df["to_run"],
+                         aggfunc="sum").reindex_like(total).fillna(0).astype(int)
+    table = pd.DataFrame(index=total.index)
+    for density in sorted(total.columns, reverse=True):
+        table[f"d={density:g}"] = [f"{to_run.at[i, density]}/{total.at[i, density]}"
+                                   if total.at[i, density] else "" for i in total.index]
+    table["all"] = [f"{to_run.loc[i].sum()}/{total.loc[i].sum()}" for i in total.index]
+    with pd.option_context("display.width", 200, "display.max_columns", 50, "display.max_rows", 500):
+        return "\n".join("  " + line for line in table.to_string().splitlines())
 
 
 class Progress:
@@ -263,7 +284,6 @@ def launcher_lock(sweep: str):
 def preflight_cells(sweep: sweeps.Sweep, data: bool = True) -> None:
     """Every cell through :func:`sparsebench.preflight.check` before any is submitted."""
     from . import preflight
-    from .config import ConfigError
 
     for cell in sweep.cells:
         try:
@@ -304,7 +324,17 @@ def main(argv: list[str] | None = None) -> int:
     with config_errors_exit(_display(path)):
         check_unique_overrides(args.overrides)
         sweep = sweeps.expand(str(path), args.overrides)
-        preflight_cells(sweep, data=not args.skip_data_check)
+        # A plan needs no data: a dry run checks everything else, then says what the data
+        # check found (on a login node the data usually lives on the compute nodes only).
+        preflight_cells(sweep, data=not (args.skip_data_check or args.dry_run))
+    data_note = "data: not checked (--skip-data-check); each run checks it where it starts"
+    if args.dry_run and not args.skip_data_check:
+        try:
+            preflight_cells(sweep, data=True)
+            data_note = "data: checked, present for every run"
+        except ConfigError as err:
+            data_note = (f"data: not checked here ({err}); each run checks it where it starts "
+                         f"(--skip-data-check to launch from here)")
 
     executor = args.executor
     if executor == "auto":
@@ -320,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 1
         print_plan(plan, executor, args.workers, dry_run=True)
+        print(data_note)
         print("dry run: nothing submitted")
         return 0
     # `kill` (SIGTERM) stops the launcher the way Ctrl-C does: jobs and results stay.

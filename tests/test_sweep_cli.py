@@ -1,0 +1,97 @@
+"""The sweep command line: grids (`key=a,b,c`), slurm.* overrides, plans without the data,
+`paper.full --dry-run` failing on an error, and `make sweep` writing the report of what
+completed when a cell diverged."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from sparsebench import paths, sweeps
+from sparsebench.config import ConfigError
+from sparsebench.sweep import main
+
+from .conftest import REPO, needs_fmnist
+
+BASE = "configs/fmnist_mlp.yaml"
+TINY = {"epochs": 1, "data.train_subset": 512}
+
+
+def test_comma_values_on_the_command_line_expand_the_grid(write_sweep):
+    path = write_sweep("grid", {"base": BASE, "overrides": TINY,
+                                "grid": {"method.name": ["static"], "density": [0.5]}})
+    two = sweeps.expand(str(path), ["density=0.1,0.05"])  # replaces the file's density axis
+    assert sorted(c.config.density for c in two.cells) == [0.05, 0.1]
+    assert [c.label for c in two.cells] == [{"method.name": "static", "density": 0.1},
+                                            {"method.name": "static", "density": 0.05}]
+    four = sweeps.expand(str(path), ["density=0.1,0.05", "seed=1,2"])  # a new axis, varies fastest
+    assert [(c.config.density, c.config.seed) for c in four.cells] == [
+        (0.1, 1), (0.1, 2), (0.05, 1), (0.05, 2)]
+    # A list in brackets stays one value; a single value applies to every cell.
+    one = sweeps.expand(str(path), ["optim.betas=[0.8,0.9]", "epochs=2"])
+    assert len(one.cells) == 1 and one.cells[0].config.optim.betas == (0.8, 0.9)
+    assert one.cells[0].config.epochs == 2
+    with pytest.raises(ConfigError, match="density: got 2.0"):
+        sweeps.expand(str(path), ["density=0.1,2"])
+
+
+def test_slurm_settings_on_the_command_line(write_sweep):
+    path = write_sweep("sl", {"base": BASE, "grid": {"density": [0.1]},
+                              "slurm": {"partition": "cpu", "array_parallelism": 8}})
+    sweep = sweeps.expand(str(path), ["slurm.array_parallelism=1", "slurm.time_min=30"])
+    assert (sweep.spec.slurm.array_parallelism, sweep.spec.slurm.time_min) == (1, 30)
+    assert sweep.spec.slurm.partition == "cpu"  # the file's, kept
+    with pytest.raises(ConfigError, match="slurm.bogus: unknown field"):
+        sweeps.expand(str(path), ["slurm.bogus=1"])
+    with pytest.raises(ConfigError, match="slurm.array_parallelism: got 0"):
+        sweeps.expand(str(path), ["slurm.array_parallelism=0"])
+    with pytest.raises(ConfigError, match="slurm.time_min: one value"):
+        sweeps.expand(str(path), ["slurm.time_min=30,60"])
+
+
+def test_dry_run_without_the_data_shows_the_plan_and_says_so(write_sweep, tmp_path, capsys):
+    empty = tmp_path / "no_data"
+    empty.mkdir()
+    path = write_sweep("nodata", {"base": BASE, "overrides": {**TINY, "data.root": str(empty)},
+                                  "grid": {"method.name": ["static", "set"]}})
+    assert main([str(path), "--dry-run", "--executor", "inline", "density=0.1,0.05"]) == 0
+    out = capsys.readouterr().out
+    assert "data: not checked here" in out and str(empty) in out
+    assert "runs per model x method x density" in out
+    table = out.split("runs per model x method x density")[1].split("executor inline")[0]
+    for method in ("static", "set"):
+        (line,) = [l for l in table.splitlines() if f" {method} " in l]
+        assert line.split()[-3:] == ["1/1", "1/1", "2/2"]  # d=0.1, d=0.05, all
+    assert out.rstrip().endswith("dry run: nothing submitted")
+    with pytest.raises(SystemExit) as exit_:  # launching for real still needs the data
+        main([str(path), "--executor", "inline"])
+    assert exit_.value.code == 2
+
+
+def test_paper_dry_run_exits_non_zero_on_an_error(monkeypatch, capsys):
+    from sparsebench.paper import full
+
+    monkeypatch.setattr(full, "paper_sweeps", lambda: ["no_such_sweep"])
+    assert full.main(["--dry-run", "--executor", "inline"]) == 2
+    assert "1 of 1 sweeps have errors: no_such_sweep" in capsys.readouterr().err
+
+
+@needs_fmnist
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+def test_make_sweep_writes_the_report_when_a_cell_diverged(write_sweep, tmp_path):
+    path = write_sweep("halfbad", {"base": BASE, "overrides": {**TINY, "optim.momentum": 0.99},
+                                   "grid": {"method.name": ["static"], "optim.lr": [0.05, 1e8]}})
+    env = {**os.environ, "SPARSEBENCH_RESULTS": str(tmp_path / "results"), "PYTHONPATH": str(REPO)}
+    done = subprocess.run(["make", "-o", "setup", "sweep", f"PY={sys.executable}",
+                           f"SWEEP={path}", "EXECUTOR=inline", "ARGS=density=0.1 tracking.tensorboard=false"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=280)
+    assert done.returncode != 0, done.stdout  # the sweep's status: one run diverged
+    assert "1 diverged" in done.stdout
+    summary = paths.summary_csv("halfbad", tmp_path / "results")
+    assert summary.is_file(), done.stdout + done.stderr
+    text = summary.read_text()
+    assert "completed" in text and "diverged" in text
