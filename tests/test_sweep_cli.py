@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from sparsebench import paths, sweeps
@@ -95,3 +96,35 @@ def test_make_sweep_writes_the_report_when_a_cell_diverged(write_sweep, tmp_path
     assert summary.is_file(), done.stdout + done.stderr
     text = summary.read_text()
     assert "completed" in text and "diverged" in text
+
+
+def test_report_of_two_sweeps_puts_their_methods_side_by_side(tmp_path, capsys):
+    from sparsebench import load_results
+    from sparsebench.report import main as report_main
+
+    from .fake_results import write_run
+
+    root = tmp_path / "results"
+    for seed, (a, b) in enumerate([(80.0, 82.0), (81.0, 83.0)]):
+        write_run(root, "baselines", "rigl", 0.1, seed, acc=a)
+        write_run(root, "baselines", "static", 0.1, seed, acc=a - 5)
+        write_run(root, "newmethod", "rigl", 0.1, seed, acc=b)
+    df = load_results(["baselines", "newmethod"], root)
+    assert sorted(df.groupby("sweep").size().items()) == [("baselines", 4), ("newmethod", 2)]
+    with pytest.raises(FileNotFoundError, match="nope"):
+        load_results(["baselines", "nope"], root)
+    assert report_main(["baselines", "newmethod", "--results", str(root), "--no-figures"]) == 0
+    out = capsys.readouterr().out
+    assert "== baselines vs newmethod: 6 runs" in out
+    pivot = (root / "comparisons" / "baselines-vs-newmethod" / "tables" / "accuracy_pivot.csv")
+    table = pd.read_csv(pivot)
+    rows = list(zip(table["method"], table["sweep"], table["density 0.1"]))
+    at = [i for i, row in enumerate(rows) if row[0] == "rigl"]
+    assert at == [at[0], at[0] + 1]  # the method's rows of both sweeps are neighbours
+    assert [rows[i] for i in at] == [("rigl", "baselines", "80.50 ± 0.71"),
+                                     ("rigl", "newmethod", "82.50 ± 0.71")]
+    assert ("static", "baselines", "75.50 ± 0.71") in rows
+    summary = pd.read_csv(root / "comparisons" / "baselines-vs-newmethod" / "summary.csv")
+    assert set(summary["sweep"]) == {"baselines", "newmethod"}
+    # Each sweep's own report is written as before.
+    assert paths.summary_csv("baselines", root).is_file()
