@@ -66,6 +66,9 @@ class DataConfig:
     root: str | None = field(default=None, metadata={"help": "the data set's folder; None: search"})
     train_subset: int | None = checked(None, lambda v: v is None or v > 0, "null or an integer > 0",
                                        "keep only the first N training examples (smoke tests)")
+    validation: int | None = checked(None, lambda v: v is None or v > 0, "null or an integer > 0",
+                                     "hold N training examples out as a validation set (the same "
+                                     "for every run of a seed); best_* are chosen on it")
 
 
 @dataclass

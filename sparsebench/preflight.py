@@ -103,6 +103,12 @@ def check_batch(cfg: RunConfig, size: int | None) -> None:
         size, what = subset, f"data.train_subset={subset} examples"
     else:
         what = f"{size} training examples in {cfg.data.name}"
+    held = cfg.data.validation
+    if held is not None:
+        if held >= size:
+            raise ConfigError("data.validation", f"got {held}, the whole of the {what}; "
+                                                 f"allowed: 1 to {size - 1}")
+        size, what = size - held, f"{size - held} training examples left after data.validation"
     if cfg.data.batch_size > size:
         raise ConfigError("data.batch_size", f"got {cfg.data.batch_size}, more than the "
                                              f"{what} (the trainer keeps full batches only); "

@@ -25,7 +25,8 @@ class Progress:
     step: int = 0                   # optimizer steps completed (all rounds)
     elapsed_s: float = 0.0          # training wall-clock over all sessions
     update_s: float = 0.0           # of which in method hooks (mask updates)
-    best_test_acc: float = -math.inf
+    best_test_acc: float = -math.inf  # with data.validation: the test accuracy at best_val_acc
+    best_val_acc: float = -math.inf
     history: list[dict] = field(default_factory=list)
     step_times: list[float] = field(default_factory=list)
     examples_seen: int = 0          # training examples processed (steps x batch)

@@ -33,8 +33,8 @@ from .topology import TopologyTracker
 if TYPE_CHECKING:
     from .loop import Trainer
 
-EPOCH_SCALARS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "density",
-                 "epoch_time_s")
+EPOCH_SCALARS = ("train_loss", "train_acc", "test_loss", "test_acc", "val_loss", "val_acc", "lr",
+                 "density", "epoch_time_s")
 
 
 class Tracking(Callback):
