@@ -11,14 +11,19 @@ diverged runs without running them again (unless ``--retry-failed``), and runs t
   inline  in this process, one after another (tests, debugging)
   auto    slurm where `sbatch` is on the PATH, else local
 
-``key=value`` overrides apply to every cell (after the sweep's own values). While waiting it
-shows a bar over the runs; at the end, mean final test accuracy per method and density with
+``key=value`` overrides apply to every cell (after the sweep's own values); ``key=a,b,c`` is
+one more axis of the grid (or replaces the file's axis of that key), as in Hydra's multirun;
+``slurm.FIELD=value`` changes the sweep's SLURM settings. While waiting it shows a bar over the
+runs and, at most every ``--lines-every`` seconds, a line per run and finished epoch with its
+accuracy and ETA (also in a log file, where the bar does not go); ``--no-wait`` (slurm)
+submits and returns, and the same command later reattaches or reports. At the end, mean final test accuracy per method and density with
 counts, and a table of the runs that failed with the first line of their error.
 
 Before anything is submitted every cell also passes :mod:`sparsebench.preflight` (data set
 installed, device present, batch within the training set, no zero-unit layer); with
 ``--skip-data-check`` the data-set check is left to each run, which then fails with the same
-line. Exit code 0 when every run completed; 1 when any failed, diverged or left no result
+line. ``--dry-run`` needs no data: it says what the data check found and shows the plan with
+a count of runs per model x method x density. Exit code 0 when every run completed; 1 when any failed, diverged or left no result
 (the last line counts each); 2 for invalid input; 130 on Ctrl-C.
 
 Ctrl-C leaves submitted SLURM jobs running and every result in place; the same command again
@@ -28,6 +33,7 @@ instead of submitting them twice. Local runs stop and resume from their last epo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import signal
 import sys
@@ -40,6 +46,7 @@ from . import atomic, executors, locks, paths, protocols, sweeps
 from .cli import config_errors_exit
 from .config import ConfigError, check_unique_overrides
 from .executors import Outcome
+from .sweep_progress import EpochLines, EpochReporter
 
 EXECUTORS = ("auto", "slurm", "local", "inline")
 
@@ -160,40 +167,48 @@ class Progress:
         self.bar.close()
 
 
-def execute(plan: Plan, executor: str, workers: int, poll_s: float, command: str
-            ) -> dict[str, Outcome]:
-    """Run the plan's runs and follow them to the end; ``command`` relaunches (for Ctrl-C)."""
+def execute(plan: Plan, executor: str, workers: int, poll_s: float, command: str,
+            *, no_wait: bool = False, lines_every_s: float = 30.0) -> dict[str, Outcome]:
+    """Run the plan's runs and follow them to the end; ``command`` relaunches (for Ctrl-C).
+    ``no_wait`` (slurm): submit and return. A line per run and finished epoch (with an ETA)
+    is written every ``lines_every_s`` seconds at most (:mod:`sparsebench.sweep_progress`)."""
     sweep = plan.sweep
     progress = Progress(plan)
     cells = {c.run_id: c for c in sweep.cells}
+    watched = plan.to_run + [c for c in sweep.cells if c.run_id in plan.attached]
+    reporter = EpochReporter(EpochLines(watched, sweeps.row_labels(sweep.cells)),
+                             progress.bar.write, lines_every_s)
     try:
-        if executor == "inline":
-            left = len(plan.to_run)
-            for outcome in executors.run_inline(plan.to_run):
-                left -= 1
-                progress.done(outcome, running=min(1, left))
-        elif executor == "local":
-            n = max(1, min(workers, len(plan.to_run)))
-            left = len(plan.to_run)
-            for outcome in executors.run_local(plan.to_run, workers):
-                left -= 1
-                progress.done(outcome, running=min(n, left))
-        jobs = dict(plan.attached)
-        if executor == "slurm" and plan.to_run:
-            submitted = executors.submit_slurm(sweep.name, sweep.spec.slurm, plan.to_run)
-            arrays = sorted({j.split("_")[0] for j in submitted.values()})
-            progress.bar.write(f"submitted array job {', '.join(arrays)}: {len(submitted)} "
-                               f"run{'s' * (len(submitted) != 1)} "
-                               f"(logs in {_display(paths.submitit_dir(sweep.name))})")
-            jobs.update(submitted)
-        if jobs:
-            watch = executors.SlurmWatch(sweep.name, cells, jobs)
-            while watch.jobs:
-                for outcome in watch.poll():
-                    progress.done(outcome, **watch.counts)
-                progress.set(**watch.counts)
-                if watch.jobs:
-                    time.sleep(poll_s)
+        with reporter if watched and not no_wait else contextlib.nullcontext():
+            if executor == "inline":
+                left = len(plan.to_run)
+                for outcome in executors.run_inline(plan.to_run):
+                    left -= 1
+                    progress.done(outcome, running=min(1, left))
+            elif executor == "local":
+                n = max(1, min(workers, len(plan.to_run)))
+                left = len(plan.to_run)
+                for outcome in executors.run_local(plan.to_run, workers):
+                    left -= 1
+                    progress.done(outcome, running=min(n, left))
+            jobs = dict(plan.attached)
+            if executor == "slurm" and plan.to_run:
+                submitted = executors.submit_slurm(sweep.name, sweep.spec.slurm, plan.to_run)
+                arrays = sorted({j.split("_")[0] for j in submitted.values()})
+                progress.bar.write(f"submitted array job {', '.join(arrays)}: {len(submitted)} "
+                                   f"run{'s' * (len(submitted) != 1)} "
+                                   f"(logs in {_display(paths.submitit_dir(sweep.name))})")
+                jobs.update(submitted)
+            if no_wait:
+                return progress.outcomes
+            if jobs:
+                watch = executors.SlurmWatch(sweep.name, cells, jobs)
+                while watch.jobs:
+                    for outcome in watch.poll():
+                        progress.done(outcome, **watch.counts)
+                    progress.set(**watch.counts)
+                    if watch.jobs:
+                        time.sleep(poll_s)
     except KeyboardInterrupt:
         progress.close()
         _interrupted(plan, command)
@@ -315,6 +330,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="local executor: processes at once (default: every core, %(default)s here)")
     parser.add_argument("--poll", type=float, default=5.0, metavar="SECONDS",
                         help="slurm executor: seconds between looks at the queue (default %(default)s)")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="slurm executor: submit and return; `python -m sparsebench.sweep "
+                             "NAME` later reattaches (waits) or, once all ended, reports")
+    parser.add_argument("--lines-every", type=float, default=30.0, metavar="SECONDS",
+                        help="at most this often, a line per run and finished epoch with its "
+                             "accuracy and ETA (also into logs; default %(default)s)")
     args = parser.parse_intermixed_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
@@ -343,6 +364,10 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --executor slurm: sbatch is not on the PATH (make slurm-up starts a local "
               "cluster; --executor local runs here)", file=sys.stderr)
         return 2
+    if args.no_wait and executor != "slurm":
+        print(f"error: --no-wait: only with the slurm executor (got {executor}: its runs live "
+              "in this process)", file=sys.stderr)
+        return 2
     if args.dry_run:
         try:
             plan = Plan(sweep, args.retry_failed)
@@ -362,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             again = "python -m sparsebench.sweep " + " ".join(
                 shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-            outcomes = execute(plan, executor, args.workers, args.poll, again)
+            outcomes = execute(plan, executor, args.workers, args.poll, again,
+                               no_wait=args.no_wait, lines_every_s=args.lines_every)
             wall = time.perf_counter() - t0
     except executors.SubmissionError as err:
         print(f"error: {err} (is the cluster up? `make slurm-up` starts the local one)",
@@ -373,6 +399,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
+    if args.no_wait:
+        print(f"submitted; not waiting. `python -m sparsebench.sweep {args.sweep}` reattaches "
+              f"(submits nothing twice) or, once every run has ended, reports")
+        return 0
     counts = summary(plan, outcomes)
     if plan.to_run or plan.attached:
         print(timing_line(plan, wall))

@@ -128,3 +128,55 @@ def test_report_of_two_sweeps_puts_their_methods_side_by_side(tmp_path, capsys):
     assert set(summary["sweep"]) == {"baselines", "newmethod"}
     # Each sweep's own report is written as before.
     assert paths.summary_csv("baselines", root).is_file()
+
+
+def test_epoch_lines_report_each_epoch_once_with_an_eta(write_sweep):
+    from sparsebench import atomic
+    from sparsebench.sweep_progress import EpochLines
+
+    path = write_sweep("lines", {"base": BASE, "overrides": {"epochs": 10},
+                                 "grid": {"density": [0.1, 0.05]}})
+    sweep = sweeps.expand(str(path))
+    lines = EpochLines(sweep.cells, sweeps.row_labels(sweep.cells))
+    assert lines.poll() == []  # nothing written yet
+    first, second = sweep.cells
+    folder = paths.run_dir("lines", first.run_id)
+    folder.mkdir(parents=True)
+    rows = [{"epoch": e, "round": 0, "round_epoch": e, "test_acc": 50.0 + e,
+             "epoch_time_s": 120.0} for e in (1, 2)]
+    atomic.write_jsonl(folder / paths.METRICS, rows)
+    out = lines.poll()
+    assert len(out) == 2 and "epoch 1/10 test_acc 51.00%" in out[0]
+    assert out[1].endswith("2.0 min/epoch, ETA 16.0 min")  # 8 epochs left at 2 minutes
+    assert lines.poll() == []  # each epoch once
+    atomic.write_jsonl(folder / paths.METRICS, rows + [{**rows[1], "epoch": 3, "round_epoch": 3}])
+    assert [l.split("]")[1].split(" test_acc")[0] for l in lines.poll()] == [" epoch 3/10"]
+
+
+@needs_fmnist
+def test_inline_sweep_writes_epoch_lines(write_sweep, capsys):
+    path = write_sweep("inl", {"base": BASE, "overrides": {**TINY, "epochs": 2},
+                               "grid": {"method.name": ["static"]}})
+    assert main([str(path), "--executor", "inline", "--lines-every", "0.5",
+                 "tracking.tensorboard=false"]) == 0
+    out = capsys.readouterr().out
+    assert "epoch 1/2 test_acc" in out and "epoch 2/2 test_acc" in out and "ETA" in out
+
+
+def test_no_wait_submits_and_returns(write_sweep, monkeypatch, capsys):
+    from sparsebench import executors
+
+    path = write_sweep("nowait", {"base": BASE, "overrides": TINY,
+                                  "grid": {"density": [0.1, 0.05]}})
+    assert main([str(path), "--executor", "inline", "--no-wait"]) == 2
+    assert "--no-wait: only with the slurm executor" in capsys.readouterr().err
+    submitted = []
+    monkeypatch.setattr(executors, "slurm_available", lambda: True)
+    monkeypatch.setattr(executors, "active_records", lambda sweep, cells: {})
+    monkeypatch.setattr(executors, "submit_slurm", lambda name, spec, cells: (
+        submitted.extend(cells) or {c.run_id: f"77_{i}" for i, c in enumerate(cells)}))
+    monkeypatch.setattr(executors, "SlurmWatch", None)  # waiting would need it
+    assert main([str(path), "--executor", "slurm", "--no-wait", "--skip-data-check"]) == 0
+    out = capsys.readouterr().out
+    assert len(submitted) == 2 and "submitted array job 77" in out
+    assert "reattaches" in out.splitlines()[-1]
