@@ -118,7 +118,7 @@ def test_report_of_two_sweeps_puts_their_methods_side_by_side(tmp_path, capsys):
     assert "== baselines vs newmethod: 6 runs" in out
     pivot = (root / "comparisons" / "baselines-vs-newmethod" / "tables" / "accuracy_pivot.csv")
     table = pd.read_csv(pivot)
-    rows = list(zip(table["method"], table["sweep"], table["density 0.1"]))
+    rows = list(zip(table["method"], table["sweep"], table["sparsity 90%"]))
     at = [i for i, row in enumerate(rows) if row[0] == "rigl"]
     assert at == [at[0], at[0] + 1]  # the method's rows of both sweeps are neighbours
     assert [rows[i] for i in at] == [("rigl", "baselines", "80.50 ± 0.71"),
