@@ -76,6 +76,7 @@ slurm-down:
 
 bench: setup
 	$(PY) benchmarks/harness_overhead.py
+	$(PY) benchmarks/tracking_overhead.py
 
 # Always-sparse execution: the sparse-layer and sparse-conv kernel tables, then MLP and ResNet-20
 # width scaling (each child capped in time and predicted memory). The budgets add up to under

@@ -11,7 +11,9 @@ the callbacks' per-step work and the topology statistics at an update in it; the
 (evaluation, metrics.jsonl, checkpoint, then the trackers' epoch scalars) is timed apart.
 
 Prints the ratio tracked / untracked per step and per epoch (train + epoch end) as the median
-over ``--repeats`` with a bootstrap 95 % interval (:mod:`sparsebench.spread`)::
+over ``--repeats`` with a bootstrap 95 % interval (:mod:`sparsebench.spread`), and the share of
+the tracked step spent inside the tracking callbacks (timed directly, so it does not depend on
+how noisy the machine is; the interval flushes and topology statistics at updates included)::
 
     python benchmarks/tracking_overhead.py                 # about 2 min on an idle 2-core CPU
     python benchmarks/tracking_overhead.py --method static --interval 10
@@ -44,6 +46,16 @@ class Run:
         self.trainer.init_masks()
         for callback in self.trainer.callbacks:
             callback.on_run_start(self.trainer)
+        self.callback_s = 0.0  # time inside the tracking callbacks' on_step_end
+        for callback in self.trainer.callbacks[1:]:  # [0] is the progress bar both have
+            callback.on_step_end = self._timed(callback.on_step_end)
+
+    def _timed(self, hook):
+        def timed(*args):
+            t0 = time.perf_counter()
+            hook(*args)
+            self.callback_s += time.perf_counter() - t0
+        return timed
 
     def finish_epoch(self, row: dict) -> None:
         row = self.trainer.evaluate_epoch(row)
@@ -79,8 +91,9 @@ def repeat(cfg: RunConfig, folder: Path, epochs: int) -> dict[str, dict]:
             t0 = time.perf_counter()
             runs[label].finish_epoch(rows[label])
             measured[label]["epoch_end_s"] += time.perf_counter() - t0
-    for run in runs.values():
+    for label, run in runs.items():
         run.close()
+        measured[label]["callback_s"] = run.callback_s
     return measured
 
 
@@ -101,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"threads {torch.get_num_threads()}, torch {torch.__version__}, {args.method} "
           f"d={args.density:g}, {args.epochs} epoch(s) per repeat, {args.repeats} repeats, "
           f"step_interval {args.interval}", flush=True)
-    step, epoch = [], []
+    step, epoch, inside = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         repeat(cfg, Path(tmp) / "warm-up", 1)
         for r in range(args.repeats):
@@ -109,8 +122,13 @@ def main(argv: list[str] | None = None) -> int:
             t, u = m["tracked"], m["untracked"]
             step.append((t["step_s"] / t["steps"]) / (u["step_s"] / u["steps"]))
             epoch.append((t["step_s"] + t["epoch_end_s"]) / (u["step_s"] + u["epoch_end_s"]))
+            inside.append(t["callback_s"] / t["step_s"])
             print(f"  repeat {r}: step ms tracked {1000 * t['step_s'] / t['steps']:.3f}, "
                   f"untracked {1000 * u['step_s'] / u['steps']:.3f}", flush=True)
+    s = spread.bootstrap(inside)
+    print(f"time inside the tracking callbacks' on_step_end: {100 * s.median:.3f} % of the "
+          f"tracked step time [{100 * s.low:.3f}-{100 * s.high:.3f}] (1 + this is the per-step "
+          f"ratio free of the machine's noise)")
     for what, values in (("step", step), ("epoch (train + end)", epoch)):
         s = spread.bootstrap(values)
         print(f"tracked/untracked {what:<20} {s.median:.3f} [{s.low:.3f}-{s.high:.3f}; "
