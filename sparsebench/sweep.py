@@ -1,6 +1,6 @@
 """Run a sweep: ``python -m sparsebench.sweep NAME_OR_PATH [key=value ...] [--executor ...]``.
 
-Expands ``sweeps/NAME.yaml`` (see :mod:`sparsebench.sweeps`) into one run per distinct config,
+Expands ``sweeps/NAME.yaml`` (see :mod:`sparsebench.sweep_spec`) into one run per distinct config,
 validates every cell before anything is submitted (an invalid one exits 2 naming the sweep
 file, the cell and the field), skips runs whose result.json says completed, reports failed and
 diverged runs without running them again (unless ``--retry-failed``), and runs the rest:
@@ -41,7 +41,7 @@ import time
 from collections import Counter
 from contextlib import contextmanager
 
-from . import atomic, executors, locks, paths, sweeps
+from . import atomic, executors, locks, paths, sweep_spec
 from .cli import config_errors_exit
 from .config import ConfigError, check_unique_overrides
 from .executors import Outcome
@@ -86,7 +86,7 @@ def execute(plan: Plan, executor: str, workers: int, poll_s: float, command: str
     progress = Progress(plan)
     cells = {c.run_id: c for c in sweep.cells}
     watched = plan.to_run + [c for c in sweep.cells if c.run_id in plan.attached]
-    reporter = EpochReporter(EpochLines(watched, sweeps.row_labels(sweep.cells)),
+    reporter = EpochReporter(EpochLines(watched, sweep_spec.row_labels(sweep.cells)),
                              progress.bar.write, lines_every_s)
     try:
         with reporter if watched and not no_wait else contextlib.nullcontext():
@@ -153,7 +153,7 @@ def summary(plan: Plan, outcomes: dict[str, Outcome] | None = None) -> Counter:
     import pandas as pd
 
     sweep = plan.sweep
-    labels = sweeps.row_labels(sweep.cells)
+    labels = sweep_spec.row_labels(sweep.cells)
     outcomes = outcomes or {}
     rows = []
     for cell in sweep.cells:
@@ -162,7 +162,7 @@ def summary(plan: Plan, outcomes: dict[str, Outcome] | None = None) -> Counter:
         rows.append({"run": labels[cell.run_id], "density": cell.config.density,
                      "status": result.get("status", "missing"),
                      "acc": result.get("final_test_acc"), "error": error,
-                     "run_id": cell.run_id, "cell": sweeps.format_label(cell.label)})
+                     "run_id": cell.run_id, "cell": sweep_spec.format_label(cell.label)})
     df = pd.DataFrame(rows)
     done = df[(df["status"] == "completed") & df["acc"].notna()]
     grid = dict(index="run", columns="density", aggfunc="count")
@@ -206,7 +206,7 @@ def launcher_lock(sweep: str):
         yield
 
 
-def preflight_cells(sweep: sweeps.Sweep, data: bool = True) -> None:
+def preflight_cells(sweep: sweep_spec.Sweep, data: bool = True) -> None:
     """Every cell through :func:`sparsebench.preflight.check` before any is submitted."""
     from . import preflight
 
@@ -214,7 +214,7 @@ def preflight_cells(sweep: sweeps.Sweep, data: bool = True) -> None:
         try:
             preflight.check(cell.config, data=data)
         except ConfigError as err:
-            raise sweeps.CellError(cell.label, err) from None
+            raise sweep_spec.CellError(cell.label, err) from None
 
 
 def _raise_interrupt(*_) -> None:
@@ -251,10 +251,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers must be at least 1")
 
     with config_errors_exit(args.sweep):
-        path = sweeps.find(args.sweep)
+        path = sweep_spec.find(args.sweep)
     with config_errors_exit(display_path(path)):
         check_unique_overrides(args.overrides)
-        sweep = sweeps.expand(str(path), args.overrides)
+        sweep = sweep_spec.expand(str(path), args.overrides)
         # A plan needs no data: a dry run checks everything else, then says what the data
         # check found (on a login node the data usually lives on the compute nodes only).
         preflight_cells(sweep, data=not (args.skip_data_check or args.dry_run))

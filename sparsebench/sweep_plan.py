@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import executors, locks, paths, protocols, sweeps
+from . import executors, locks, paths, protocols, sweep_spec
 
 
 def display_path(path: Path) -> str:
@@ -18,7 +18,7 @@ def display_path(path: Path) -> str:
 class Plan:
     """What a launch finds: per run, its earlier outcome, and what it will do about it."""
 
-    def __init__(self, sweep: sweeps.Sweep, retry_failed: bool):
+    def __init__(self, sweep: sweep_spec.Sweep, retry_failed: bool):
         self.sweep = sweep
         self.earlier = {c.run_id: executors.read_outcome(c) for c in sweep.cells}
         self.completed = [c for c in sweep.cells if self._status(c) == "completed"]

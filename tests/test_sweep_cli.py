@@ -11,7 +11,7 @@ import sys
 import pandas as pd
 import pytest
 
-from sparsebench import paths, sweeps
+from sparsebench import paths, sweep_spec
 from sparsebench.config import ConfigError
 from sparsebench.sweep import main
 
@@ -24,33 +24,33 @@ TINY = {"epochs": 1, "data.train_subset": 512}
 def test_comma_values_on_the_command_line_expand_the_grid(write_sweep):
     path = write_sweep("grid", {"base": BASE, "overrides": TINY,
                                 "grid": {"method.name": ["static"], "density": [0.5]}})
-    two = sweeps.expand(str(path), ["density=0.1,0.05"])  # replaces the file's density axis
+    two = sweep_spec.expand(str(path), ["density=0.1,0.05"])  # replaces the file's density axis
     assert sorted(c.config.density for c in two.cells) == [0.05, 0.1]
     assert [c.label for c in two.cells] == [{"method.name": "static", "density": 0.1},
                                             {"method.name": "static", "density": 0.05}]
-    four = sweeps.expand(str(path), ["density=0.1,0.05", "seed=1,2"])  # a new axis, varies fastest
+    four = sweep_spec.expand(str(path), ["density=0.1,0.05", "seed=1,2"])  # a new axis, varies fastest
     assert [(c.config.density, c.config.seed) for c in four.cells] == [
         (0.1, 1), (0.1, 2), (0.05, 1), (0.05, 2)]
     # A list in brackets stays one value; a single value applies to every cell.
-    one = sweeps.expand(str(path), ["optim.betas=[0.8,0.9]", "epochs=2"])
+    one = sweep_spec.expand(str(path), ["optim.betas=[0.8,0.9]", "epochs=2"])
     assert len(one.cells) == 1 and one.cells[0].config.optim.betas == (0.8, 0.9)
     assert one.cells[0].config.epochs == 2
     with pytest.raises(ConfigError, match="density: got 2.0"):
-        sweeps.expand(str(path), ["density=0.1,2"])
+        sweep_spec.expand(str(path), ["density=0.1,2"])
 
 
 def test_slurm_settings_on_the_command_line(write_sweep):
     path = write_sweep("sl", {"base": BASE, "grid": {"density": [0.1]},
                               "slurm": {"partition": "cpu", "array_parallelism": 8}})
-    sweep = sweeps.expand(str(path), ["slurm.array_parallelism=1", "slurm.time_min=30"])
+    sweep = sweep_spec.expand(str(path), ["slurm.array_parallelism=1", "slurm.time_min=30"])
     assert (sweep.spec.slurm.array_parallelism, sweep.spec.slurm.time_min) == (1, 30)
     assert sweep.spec.slurm.partition == "cpu"  # the file's, kept
     with pytest.raises(ConfigError, match="slurm.bogus: unknown field"):
-        sweeps.expand(str(path), ["slurm.bogus=1"])
+        sweep_spec.expand(str(path), ["slurm.bogus=1"])
     with pytest.raises(ConfigError, match="slurm.array_parallelism: got 0"):
-        sweeps.expand(str(path), ["slurm.array_parallelism=0"])
+        sweep_spec.expand(str(path), ["slurm.array_parallelism=0"])
     with pytest.raises(ConfigError, match="slurm.time_min: one value"):
-        sweeps.expand(str(path), ["slurm.time_min=30,60"])
+        sweep_spec.expand(str(path), ["slurm.time_min=30,60"])
 
 
 def test_dry_run_without_the_data_shows_the_plan_and_says_so(write_sweep, tmp_path, capsys):
@@ -136,8 +136,8 @@ def test_epoch_lines_report_each_epoch_once_with_an_eta(write_sweep):
 
     path = write_sweep("lines", {"base": BASE, "overrides": {"epochs": 10},
                                  "grid": {"density": [0.1, 0.05]}})
-    sweep = sweeps.expand(str(path))
-    lines = EpochLines(sweep.cells, sweeps.row_labels(sweep.cells))
+    sweep = sweep_spec.expand(str(path))
+    lines = EpochLines(sweep.cells, sweep_spec.row_labels(sweep.cells))
     assert lines.poll() == []  # nothing written yet
     first, second = sweep.cells
     folder = paths.run_dir("lines", first.run_id)

@@ -48,7 +48,7 @@ class MaskRecorder(Callback):
         self.snapshots = [self.take(trainer, 0)]
 
     def take(self, trainer, step):
-        return step, {layer.name: set(trainer.engine.active_indices(layer).tolist())
+        return step, {layer.name: set(layer.active_indices().tolist())
                       for layer in trainer.engine.layers}
 
     def on_step_end(self, trainer, step):
@@ -122,8 +122,8 @@ def test_tracker_sees_prune_and_grow_through_the_engine_api():
     tracker = TopologyTracker(engine)
     assert tracker.observe(1) == []  # nothing changed
     layer = engine.layers[0]
-    active = engine.active_indices(layer)
-    inactive = engine.inactive_indices(layer)
+    active = layer.active_indices()
+    inactive = layer.inactive_indices()
     engine.prune(layer, active[:3])
     engine.grow(layer, inactive[:3])
     rows = {r["layer"]: r for r in tracker.observe(2)}
@@ -268,9 +268,9 @@ def test_final_model_round_trip(tmp_path, engine, method):
     with torch.no_grad():
         assert torch.equal(loaded.model(x), trainer.model(x))
     for layer in trainer.engine.layers:
-        assert torch.equal(loaded.active[layer.name], trainer.engine.active_indices(layer).cpu())
+        assert torch.equal(loaded.active[layer.name], layer.active_indices().cpu())
         (same,) = [l for l in loaded.engine.layers if l.name == layer.name]
-        assert torch.equal(loaded.engine.active_indices(same), loaded.active[layer.name])
+        assert torch.equal(same.active_indices(), loaded.active[layer.name])
     assert loaded.density() == pytest.approx(trainer.engine.global_density())
     assert loaded.config["method"]["name"] == method
 

@@ -24,7 +24,7 @@ from torch import nn
 from .. import atomic, paths
 from ..config import from_dict, to_dict
 from ..models import build_model
-from ..sparsity.sparse_engine import build_engine
+from ..sparsity.engine import build_engine
 
 if TYPE_CHECKING:
     from .loop import Trainer
@@ -37,7 +37,7 @@ def save_final(trainer: "Trainer") -> Path:
         "in_shape": list(info.in_shape), "num_classes": info.num_classes,
         "model": {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()},
         "engine": _to_cpu(engine.state_dict()),
-        "active": {layer.name: engine.active_indices(layer).detach().cpu().long()
+        "active": {layer.name: layer.active_indices().detach().cpu().long()
                    for layer in engine.layers},
         "numel": {layer.name: layer.numel for layer in engine.layers},
     }

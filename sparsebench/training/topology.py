@@ -10,7 +10,7 @@ At every change of the topology (the engine's ``mask_version`` moved), per layer
   of the layer's connections that have ever been active since the run started; also over all
   layers (``layer`` = ``"all"``).
 
-Only ``engine.layers``, ``engine.active_indices(layer)`` (flat, ascending), ``layer.name``,
+Only ``engine.layers``, ``layer.active_indices()`` (flat, ascending), ``layer.name``,
 ``layer.numel`` and ``engine.mask_version`` are used, so the masked and the always-sparse
 engine are observed alike.
 
@@ -70,7 +70,7 @@ class TopologyTracker:
     def __init__(self, engine):
         self.engine = engine
         self.version = engine.mask_version
-        self.active = {layer.name: engine.active_indices(layer).clone() for layer in engine.layers}
+        self.active = {layer.name: layer.active_indices().clone() for layer in engine.layers}
         self.ever = {layer.name: EverActive(layer.numel, self.active[layer.name])
                      for layer in engine.layers}
         self.grown: dict[str, torch.Tensor | None] = {layer.name: None for layer in engine.layers}
@@ -100,7 +100,7 @@ class TopologyTracker:
         survived_total = previous_total = 0
         for layer in self.engine.layers:
             name = layer.name
-            before, after = self.active[name], self.engine.active_indices(layer).clone()
+            before, after = self.active[name], layer.active_indices().clone()
             kept = _sorted_member(before, after)
             grown = after[~kept]
             pruned = before.numel() - int(kept.sum())
