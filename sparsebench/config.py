@@ -66,6 +66,9 @@ class DataConfig:
     root: str | None = field(default=None, metadata={"help": "the data set's folder; None: search"})
     train_subset: int | None = checked(None, lambda v: v is None or v > 0, "null or an integer > 0",
                                        "keep only the first N training examples (smoke tests)")
+    pad_value: str = choice("black", ("black", "mean"),
+                            "the random crop's padding: black, a black raw pixel normalized "
+                            "((0 - mean) / std, as torchvision); mean, the data set's mean colour")
     validation: int | None = checked(None, lambda v: v is None or v > 0, "null or an integer > 0",
                                      "hold N training examples out as a validation set (the same "
                                      "for every run of a seed); best_* are chosen on it")
@@ -75,6 +78,14 @@ class DataConfig:
 class ModelConfig:
     name: str = field(default="mlp", metadata={"help": "model name (see sparsebench.models)"})
     width: float = positive(1.0, "width multiplier of every layer")
+    hidden: list[int] | None = checked(None, lambda v: len(v) > 0 and all(h > 0 for h in v),
+                                       "null or a non-empty list of integers > 0",
+                                       "the MLP's hidden layer sizes at width 1 (e.g. [512, 512]); "
+                                       "null: the model's own ([300, 100])")
+
+    def arguments(self) -> dict:
+        """The model-specific keyword arguments of ``models.build_model``."""
+        return {} if self.hidden is None else {"hidden": tuple(self.hidden)}
 
 
 @dataclass

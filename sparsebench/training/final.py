@@ -71,7 +71,8 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> Final
     state = torch.load(path, map_location="cpu", weights_only=True)
     cfg = from_dict(state["config"])
     model = build_model(cfg.model.name, num_classes=state["num_classes"],
-                        in_shape=tuple(state["in_shape"]), width=cfg.model.width)
+                        in_shape=tuple(state["in_shape"]), width=cfg.model.width,
+                        **cfg.model.arguments())
     engine = build_engine(model, cfg.density, cfg.sparsity.distribution,
                           engine=cfg.sparsity.engine, dense_first_layer=cfg.sparsity.dense_first_layer,
                           dense_last_layer=cfg.sparsity.dense_last_layer, device="cpu")

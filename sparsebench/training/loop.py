@@ -70,10 +70,12 @@ class Trainer:
                                test_batch_size=cfg.data.test_batch_size, device=self.device,
                                seed=cfg.seed, augment=cfg.data.augment, root=cfg.data.root,
                                train_subset=cfg.data.train_subset, rank=self.world.rank,
-                               world_size=self.world.size, validation=cfg.data.validation)
+                               world_size=self.world.size, pad_value=cfg.data.pad_value,
+                               validation=cfg.data.validation)
         info = self.data.info
         self.model = build_model(cfg.model.name, num_classes=info.num_classes,
-                                 in_shape=info.in_shape, width=cfg.model.width).to(self.device)
+                                 in_shape=info.in_shape, width=cfg.model.width,
+                                 **cfg.model.arguments()).to(self.device)
         self.channels_last = self.cuda and cfg.channels_last and len(info.in_shape) == 3
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
