@@ -17,6 +17,7 @@ import torch
 from . import cifar, idx
 from .imagenet import MEAN as MEAN_IMAGENET, STD as STD_IMAGENET
 from .loader import Loader, TensorLoader
+from .validation import hold_out
 
 __all__ = ["DATASETS", "PAD_VALUES", "Data", "DatasetInfo", "Loader", "TensorLoader", "build_data",
            "find_root", "pad_fill"]
@@ -47,6 +48,7 @@ class Data:
     info: DatasetInfo
     train: Loader
     test: Loader
+    validation: Loader | None = None    # data.validation: N examples held out of train
 
 
 @dataclass(frozen=True)
@@ -163,13 +165,14 @@ def _normalize(x: torch.Tensor, spec: _Spec, device: torch.device) -> torch.Tens
 def build_data(name: str, *, batch_size: int, test_batch_size: int, device: torch.device, seed: int,
                augment: bool | None = None, root: str | None = None,
                train_subset: int | None = None, rank: int = 0, world_size: int = 1,
-               pad_value: str = "black") -> Data:
+               pad_value: str = "black", validation: int | None = None) -> Data:
     """Train and test loaders for data set `name` (see DATASETS).
 
     augment: None = the data set's default (crop_flip for CIFAR, none for the MNISTs,
     the standard augmentations for ImageNet), True = on, False = off.
     train_subset keeps the first N training examples (for smoke tests).
     pad_value: what crop_flip pads with, see PAD_VALUES (black: as torchvision).
+    validation holds N of the (remaining) training examples out (:mod:`.validation`).
     rank, world_size: a data-parallel run's rank gets its share of every global batch of
     ``batch_size`` / ``test_batch_size`` (sparsebench.distributed).
     """
@@ -179,12 +182,21 @@ def build_data(name: str, *, batch_size: int, test_batch_size: int, device: torc
     device = torch.device(device)
     folder = find_root(name, root)
     if name == "imagenet":
+        if validation:
+            raise ValueError("data.validation: not available for imagenet (its own val split "
+                             "is the test set here); allowed: null")
         return _build_imagenet(folder, batch_size, test_batch_size, device, seed, augment, train_subset,
                                rank, world_size)
 
     x_tr, y_tr, x_te, y_te = _load_uint8(name, str(folder.resolve()))
     if train_subset is not None:
         x_tr, y_tr = x_tr[:train_subset], y_tr[:train_subset]
+    val = None
+    if validation:
+        x_tr, y_tr, x_val, y_val = hold_out(x_tr, y_tr, validation, seed)
+        val = TensorLoader(_normalize(x_val, spec, device), y_val.to(device), test_batch_size,
+                           shuffle=False, drop_last=False, augment=None, seed=seed, rank=rank,
+                           world_size=world_size)
     aug = spec.augment if augment is None else ("crop_flip" if augment else None)
     train = TensorLoader(_normalize(x_tr, spec, device), y_tr.to(device), batch_size,
                          shuffle=True, drop_last=True, augment=aug, seed=seed, rank=rank,
@@ -193,7 +205,7 @@ def build_data(name: str, *, batch_size: int, test_batch_size: int, device: torc
                         shuffle=False, drop_last=False, augment=None, seed=seed, rank=rank,
                         world_size=world_size)
     info = DatasetInfo(name, spec.num_classes, tuple(x_tr.shape[1:]), len(x_tr), len(x_te))
-    return Data(info, train, test)
+    return Data(info, train, test, val)
 
 
 def _build_imagenet(folder, batch_size, test_batch_size, device, seed, augment, train_subset,
