@@ -38,7 +38,8 @@ def run(tmp_path_factory):
         mp.setenv("SPARSEBENCH_RESULTS", str(tmp_path_factory.mktemp("schema")))
         cfg = resolve.load(REPO / "configs" / "fmnist_mlp.yaml", [
             "data.train_subset=512", "data.batch_size=128", "epochs=2", "progress=false",
-            "method.name=rigl", "method.interval=2", "density=0.1", "sweep=schema"])
+            "method.name=rigl", "method.interval=2", "density=0.1", "sweep=schema",
+            "tracking.tensorboard=false"])
         result = train(cfg)
         folder = paths.run_dir(cfg.sweep, run_id(cfg))
     torch.set_num_threads(threads)
