@@ -7,6 +7,8 @@ line instead of recording a ``failed`` run:
 
 * the data set is installed (``data.root``, when given, exists and holds it);
 * the device exists (``device=cuda`` needs a CUDA device torch can see);
+* ImageNet has a torchvision that imports beside the installed torch (the release built for
+  it: :mod:`sparsebench.torch_versions`), else the line names the pair to install;
 * one training batch fits in the training set (``data.batch_size`` against its size, after
   ``data.train_subset``), since the trainer drops the last partial batch;
 * the trackers asked for (``tracking.*``) are installed;
@@ -28,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import tracking
+from . import torch_versions, tracking
 from .config import ConfigError, RunConfig
 from .data import _SPECS, _search_paths, find_root, idx
 
@@ -43,6 +45,7 @@ _IN_SHAPES = {"fashion_mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3,
 def check(cfg: RunConfig, *, data: bool = True) -> None:
     """Raise ConfigError for the first problem found (see the module docstring)."""
     check_device(cfg)
+    check_vision(cfg)
     check_width(cfg)
     tracking.check_installed(cfg)
     if data:
@@ -54,6 +57,13 @@ def check_device(cfg: RunConfig) -> None:
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", "got 'cuda' but torch sees no CUDA device here "
                                     f"(torch {torch.__version__}); allowed here: auto, cpu")
+
+
+def check_vision(cfg: RunConfig) -> None:
+    if cfg.data.name == "imagenet":
+        problem = torch_versions.vision_problem()
+        if problem:
+            raise ConfigError("data.name", f"got 'imagenet', which needs torchvision: {problem}")
 
 
 def check_data(cfg: RunConfig) -> Path:

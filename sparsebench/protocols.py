@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 from . import methods, paths
 from .config import (ConfigError, MethodConfig, from_dict, load_yaml, parse_dataclass, set_dotted,
@@ -53,7 +54,7 @@ class Protocol:
 
 
 def available() -> list[str]:
-    return sorted([OWN] + [p.stem for p in paths.protocols_dir().glob("*.yaml")])
+    return sorted([OWN] + paths.resource_names("protocols"))
 
 
 def _flatten(values: dict, prefix: str = "") -> dict:
@@ -67,8 +68,8 @@ def _flatten(values: dict, prefix: str = "") -> dict:
 
 
 @lru_cache(maxsize=16)
-def _load(name: str, version: tuple[int, int]) -> Protocol:
-    path = paths.protocols_dir() / f"{name}.yaml"
+def _load(path: Path, version: tuple[int, int]) -> Protocol:
+    name = path.stem
     where = f"protocols/{name}.yaml"
     try:
         raw = load_yaml(path)
@@ -124,11 +125,11 @@ def load(name: str) -> Protocol | None:
         raise ConfigError("protocol", f"expected a protocol name, got {name!r}")
     if name == OWN:
         return None
-    path = paths.protocols_dir() / f"{name}.yaml"
-    if not path.is_file():
+    path = paths.find_resource("protocols", f"{name}.yaml") if paths.is_safe_name(name) else None
+    if path is None:
         raise ConfigError("protocol", f"got {name!r}; allowed: {', '.join(available())}")
     stat = path.stat()   # the cache key: a changed file is read again
-    return _load(name, (stat.st_mtime_ns, stat.st_size))
+    return _load(path, (stat.st_mtime_ns, stat.st_size))
 
 
 def _lookup(data: dict, dotted: str):

@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         if not sweep_exists(name, root):
             known = ", ".join(available_sweeps(root)) or "none"
             hint = (f"; run it first: make sweep SWEEP={name}"
-                    if (paths.sweeps_dir() / f"{name}.yaml").is_file() else "")
+                    if paths.find_resource("sweeps", f"{name}.yaml") else "")
             print(f"error: unknown sweep {name!r}: no {paths.runs_dir(name, root)} "
                   f"(sweeps with results under {base}: {known}){hint}", file=sys.stderr)
             return 2

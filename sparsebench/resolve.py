@@ -27,11 +27,7 @@ def resolve(data: dict) -> RunConfig:
             takes = [m for m in models.available() if models.accepts(m, argument)]
             raise ConfigError(f"model.{argument}", f"model {cfg.model.name!r} takes no {argument}; "
                                                    f"allowed for: {', '.join(takes)} (or null)")
-    try:
-        method_cls = methods.get(cfg.method.name)
-    except KeyError:
-        raise ConfigError("method.name", f"unknown method {cfg.method.name!r}; "
-                          f"allowed: {', '.join(methods.available())}") from None
+    method_cls = methods.get(cfg.method.name)  # ConfigError on method.name, naming the files
     try:
         params = parse_dataclass(method_cls.Params, cfg.method.params, "method.")
     except ConfigError as err:

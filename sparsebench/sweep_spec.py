@@ -4,7 +4,7 @@
 
     name: fmnist_densities           # must equal the file's stem
     description: one line
-    base: configs/fmnist_mlp.yaml    # a run config, relative to the repository root (optional)
+    base: configs/fmnist_mlp.yaml    # a run config: by name among the configs folders (optional)
     overrides: {epochs: 10}          # dotted or nested keys on top of the base (optional)
     grid:                            # cartesian product; the first key varies slowest
       method.name: [dense, static]   # a dotted field ...
@@ -193,21 +193,23 @@ def _origin(field_name: str, label: dict, spec: SweepSpec, cli: dict) -> str:
 # finding and parsing a sweep file
 
 def available() -> list[str]:
-    return sorted(p.stem for p in paths.sweeps_dir().glob("*.yaml"))
+    return paths.resource_names("sweeps")
 
 
 def find(name_or_path: str) -> Path:
-    """``fmnist_smoke`` -> sweeps/fmnist_smoke.yaml; a path to a YAML file is taken as it is."""
+    """``fmnist_smoke`` -> sweeps/fmnist_smoke.yaml (the user's folders first, then the built-in
+    one: :func:`sparsebench.paths.find_resource`); a path to a YAML file is taken as it is."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise ConfigError("", f"sweep file not found: {path}")
         return path
-    path = paths.sweeps_dir() / f"{name_or_path}.yaml"
-    if not path.is_file():
-        raise ConfigError("", f"no sweep named {name_or_path!r} (looked for {path}); "
+    found = paths.find_resource("sweeps", f"{name_or_path}.yaml")
+    if found is None:
+        looked = ", ".join(map(str, paths.search_dirs("sweeps"))) or "no sweeps folder"
+        raise ConfigError("", f"no sweep named {name_or_path!r} (looked in {looked}); "
                               f"available: {', '.join(available()) or 'none'}")
-    return path
+    return found
 
 
 def merge_specs(parent: dict, child: dict) -> dict:
@@ -238,8 +240,8 @@ def load_spec_dict(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
     if parent_name is None:
         return data
     if not isinstance(parent_name, str) or not parent_name:
-        raise ConfigError("extends", f"got {parent_name!r}; allowed: the name of a sweep in "
-                                     f"{paths.sweeps_dir()} or a path to one")
+        raise ConfigError("extends", f"got {parent_name!r}; allowed: the name of a sweep "
+                                     f"({', '.join(available())}) or a path to one")
     parent_path = find(parent_name)
     if parent_path.resolve() in _seen or parent_path.resolve() == path.resolve():
         raise ConfigError("extends", f"{parent_name!r} extends {path.stem!r} again (a cycle)")
@@ -284,16 +286,16 @@ def parse(path: Path) -> SweepSpec:
 
 
 def base_path(spec: SweepSpec, sweep_path: Path) -> Path | None:
-    """The base config: relative to the repository root, else to the sweep file's folder."""
+    """The base config: relative to the sweep file's folder, else by name among the configs
+    folders (``configs/NAME.yaml``: the user's, then the built-in one)."""
     if spec.base is None:
         return None
     base = Path(spec.base)
     if base.is_absolute():
         return base
-    for folder in (paths.repo_root(), sweep_path.parent):
-        if (folder / base).is_file():
-            return folder / base
-    return paths.repo_root() / base
+    if (sweep_path.parent / base).is_file():
+        return sweep_path.parent / base
+    return paths.config_file(base)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,8 +9,10 @@ import gzip
 import pathlib
 import pickle
 import struct
+import sys
 
 import numpy as np
+
 import pytest
 import torch
 
@@ -375,22 +377,23 @@ def test_real_fashion_mnist(monkeypatch, tmp_path):
     assert abs(d.train.x.mean().item()) < 0.01 and abs(d.train.x.std().item() - 1) < 0.01
 
 
-def _torchvision_fails() -> bool:
-    try:
-        import torchvision  # noqa: F401
-    except Exception:
-        return True
-    return False
+@pytest.fixture
+def no_torchvision(monkeypatch):
+    """torchvision unimportable, whether or not it is installed here."""
+    from sparsebench import torch_versions
+
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    torch_versions.vision_problem.cache_clear()
+    yield
+    torch_versions.vision_problem.cache_clear()
 
 
-def test_imagenet_without_torchvision(tmp_path):
-    if not _torchvision_fails():
-        pytest.skip("torchvision imports fine here, so the missing-torchvision error cannot be tested")
+def test_imagenet_without_torchvision(tmp_path, no_torchvision):
     from sparsebench.data.imagenet import load_imagenet
 
     for split in ("train", "val"):
         (tmp_path / split / "n01440764").mkdir(parents=True)
-    with pytest.raises(RuntimeError, match=r"torchvision is needed for ImageNet.*pip install -e \.\[vision\]"):
+    with pytest.raises(RuntimeError, match=r"torchvision is needed for ImageNet: .*install the matching pair: pip install torch=="):
         load_imagenet(tmp_path, 4, train=True)
     with pytest.raises(RuntimeError, match="torchvision"):
         data.build_data("imagenet", batch_size=4, test_batch_size=4, device=torch.device("cpu"),

@@ -84,7 +84,7 @@ def test_the_resolved_config_is_a_fixed_point():
 def protocol_dir(tmp_path, monkeypatch):
     folder = tmp_path / "protocols"
     folder.mkdir()
-    monkeypatch.setattr(paths, "protocols_dir", lambda: folder)
+    monkeypatch.setenv("SPARSEBENCH_PROTOCOLS_PATH", str(folder))
 
     def write(name, spec):
         (folder / f"{name}.yaml").write_text(yaml.safe_dump({"name": name, **spec}))

@@ -210,11 +210,11 @@ def build_data(name: str, *, batch_size: int, test_batch_size: int, device: torc
 
 def _build_imagenet(folder, batch_size, test_batch_size, device, seed, augment, train_subset,
                     rank, world_size) -> Data:
-    from .imagenet import load_imagenet
+    from .imagenet import CROP, load_imagenet
 
     shard = {"rank": rank, "world_size": world_size}
     train = load_imagenet(folder, batch_size, train=True, device=device, seed=seed,
                           subset=train_subset, augment=augment, **shard)
     test = load_imagenet(folder, test_batch_size, train=False, device=device, seed=seed, **shard)
-    info = DatasetInfo("imagenet", len(test.classes), (3, 224, 224), train.num_examples, test.num_examples)
+    info = DatasetInfo("imagenet", len(test.classes), (3, CROP, CROP), train.num_examples, test.num_examples)
     return Data(info, train, test)

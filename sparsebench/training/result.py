@@ -25,6 +25,8 @@ def now_iso() -> str:
 
 @lru_cache(maxsize=1)
 def git_sha() -> str | None:
+    if not (paths.repo_root() / ".git").exists():  # an installed wheel: no checkout of its own
+        return None
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.repo_root(),
                              capture_output=True, text=True, timeout=10)
