@@ -81,8 +81,10 @@ def _train_locked(cfg: RunConfig, run_dir: Path, world, stop_after_epochs: int |
             return {"status": "interrupted", "run_id": run_id(cfg)}
         result = measured_result(trainer, status, error, started_at)
     except Exception as err:
+        # On every rank: each leaves its error where rank 0 looks for the rank that failed.
+        error = failure_text(err)
         if write:
-            _record_failure(cfg, run_dir, trainer, err, started_at)
+            _record_failure(cfg, run_dir, trainer, error, started_at)
         raise
     if write:
         if status == "completed" and cfg.save_final:
@@ -92,13 +94,19 @@ def _train_locked(cfg: RunConfig, run_dir: Path, world, stop_after_epochs: int |
     return result
 
 
-def _record_failure(cfg: RunConfig, run_dir: Path, trainer: Trainer | None, err: Exception,
+def failure_text(err: Exception) -> str:
+    """The error a failed run records; with several ranks it names the rank that failed first
+    (sparsebench.distributed.failure_text), which needs every rank to call this."""
+    if isinstance(err, (atomic.WriteError, ConfigError)):
+        return str(err)
+    return distributed.failure_text(err, _first_line(err))
+
+
+def _record_failure(cfg: RunConfig, run_dir: Path, trainer: Trainer | None, error: str,
                     started_at: str) -> None:
     """Best effort: on a full or read-only disk these writes fail too, and the error that
     propagates must stay the first one. The trainer's measurements are kept where they can
     still be read; where reading them fails too (the error came from there), the header."""
-    error = (str(err) if isinstance(err, (atomic.WriteError, ConfigError))
-             else distributed.failure_text(err, _first_line(err)))  # names the rank that failed
     with contextlib.suppress(OSError):
         RunLog(run_dir / paths.LOG)(f"failed: {error}\n" + traceback.format_exc())
     result = result_header(cfg, "failed", error, started_at)
