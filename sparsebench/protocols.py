@@ -140,7 +140,7 @@ def apply(data: dict) -> dict:
 
 # ---- describing what runs get ---------------------------------------------------------------
 
-RUN_FIELDS = ("sparsity.distribution", "sparsity.init", "amp")
+RUN_FIELDS = ("sparsity.distribution", "sparsity.init", "amp", "tf32", "cudnn_benchmark")
 
 
 def describe(cells) -> list[str]:

@@ -15,7 +15,6 @@ metrics rows carry their round; a checkpoint taken in any round resumes there.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from ..sparsity.init import apply_init
 from ..sparsity.sparse_engine import build_engine
 from .callbacks import Callback, ProgressBar, StepEnd
 from .device import resolve_device
+from .precision import Precision
 from .result import now_iso
 from .state import Progress, apply_checkpoint, checkpoint_state
 from .step import training_step
@@ -72,11 +72,11 @@ class Trainer:
                                train_subset=cfg.data.train_subset, rank=self.world.rank,
                                world_size=self.world.size)
         info = self.data.info
-        self.model = build_model(cfg.model.name, num_classes=info.num_classes,
-                                 in_shape=info.in_shape, width=cfg.model.width).to(self.device)
-        self.channels_last = self.cuda and cfg.channels_last and len(info.in_shape) == 3
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.precision = Precision.for_run(cfg, self.device, image_input=len(info.in_shape) == 3)
+        self.precision.apply()
+        self.model = self.precision.prepare_model(
+            build_model(cfg.model.name, num_classes=info.num_classes, in_shape=info.in_shape,
+                        width=cfg.model.width).to(self.device))
         # ``sparsity.engine: sparse`` swaps the model's linear layers for always-sparse ones.
         self.engine = build_engine(
             self.model, cfg.density, cfg.sparsity.distribution, engine=cfg.sparsity.engine,
@@ -115,12 +115,10 @@ class Trainer:
 
     # ---- pieces of the loop ------------------------------------------------------------------
     def autocast(self):
-        if self.cuda and self.cfg.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return self.precision.autocast()
 
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return self.precision.memory_format(x)
 
     def _train_batches(self):
         self.data.train.set_epoch(0)
