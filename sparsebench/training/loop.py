@@ -98,7 +98,7 @@ class Trainer:
             self.data.train, samples_per_class=getattr(self.method.params, "score_samples_per_class", 0),
             num_classes=info.num_classes, seed=cfg.seed, flop_model=self.flop_model,
             loss_fn=self.loss_fn, autocast=self.autocast, prepare=self._inputs)
-        self.train_model = distributed.wrap(self.model, self.device)  # DDP with several ranks
+        self._train_model = None   # DDP with several ranks: see train_model
         self.check_masks = distributed.check_masks_enabled()
         self.devices = distributed.devices(self.device)  # every rank's (a collective: not in result())
         self.progress = Progress()
@@ -112,6 +112,14 @@ class Trainer:
         self.engine.attach_optimizer(self.optimizer)
         self.scheduler = build_scheduler(self.cfg.optim, self.optimizer, self.steps_per_epoch,
                                          self.total_steps)
+
+    @property
+    def train_model(self) -> nn.Module:
+        """The module steps run through (DDP with several ranks), wrapped at its first use: after
+        the checkpoint was loaded or the first masks drawn, so DDP starts from that state."""
+        if self._train_model is None:
+            self._train_model = distributed.wrap(self.model, self.device)
+        return self._train_model
 
     # ---- pieces of the loop ------------------------------------------------------------------
     def autocast(self):
@@ -229,15 +237,16 @@ class Trainer:
         return self.run_dir / paths.CHECKPOINT
 
     def save_checkpoint(self) -> None:
-        if not self.world.is_main:  # every rank holds the same state; all resume from this file
-            return
-        checkpoints.save(self.checkpoint_path, checkpoint_state(self))
+        state = checkpoint_state(self)   # on every rank: it gathers each rank's RNG state
+        if self.world.is_main:  # all resume from this file
+            checkpoints.save(self.checkpoint_path, state)
 
     def load_checkpoint(self) -> bool:
-        """Resume from the newest good checkpoint generation (see sparsebench.checkpoints)."""
-        if not checkpoints.load(self.checkpoint_path, lambda: checkpoint_state(self),
-                                lambda state: apply_checkpoint(self, state),
-                                map_location=self.device, log=self.log):
+        """Resume from the newest good checkpoint generation (see sparsebench.checkpoints);
+        with several ranks, rank 0 chooses it and the others wait."""
+        if not checkpoints.resume(self.checkpoint_path, lambda: checkpoint_state(self, all_ranks=False),
+                                  lambda state: apply_checkpoint(self, state),
+                                  map_location=self.device, log=self.log):
             return False
         self.log(f"resumed from checkpoint after epoch {self.progress.epoch}")
         return True
