@@ -147,7 +147,10 @@ class SparsityEngine:
     # ---- per-step invariants -----------------------------------------------------------------
     def _masks_changed(self) -> None:
         self.mask_version += 1
-        self.fully_dense = all(bool(layer.mask.all()) for layer in self.layers)
+        # Read from the targets, not the masks (counting a mask syncs a GPU, and Top-KAST changes
+        # its masks before every step): a layer whose target is all its connections is dense,
+        # as every method keeps a layer's count at its target outside an update.
+        self.fully_dense = all(layer.target_active == layer.numel for layer in self.layers)
         self._float_masks = [layer.mask.to(layer.weight.dtype) for layer in self.layers]
         self._float_grad_masks = [m if layer.grad_mask is None else layer.grad_mask.to(m.dtype)
                                   for layer, m in zip(self.layers, self._float_masks)]

@@ -37,6 +37,7 @@ from .precision import Precision
 from .result import now_iso
 from .state import Progress, apply_checkpoint, checkpoint_state
 from .step import training_step
+from .timing import Stopwatch
 
 # Check for a non-finite loss every this many steps (each check synchronizes a GPU).
 DIVERGENCE_CHECK_EVERY = 25
@@ -102,6 +103,8 @@ class Trainer:
         self.check_masks = distributed.check_masks_enabled()
         self.devices = distributed.devices(self.device)  # every rank's (a collective: not in result())
         self.progress = Progress()
+        # Hook and step times: host clock on the CPU, CUDA events on a GPU (see .timing).
+        self.hook_clock, self.step_clock = Stopwatch(self.device), Stopwatch(self.device)
         self.callbacks: list[Callback] = [ProgressBar(cfg.progress and self.world.is_main),
                                           *(callbacks or [])]
 
@@ -144,6 +147,7 @@ class Trainer:
         if not before:
             apply_init(self.cfg.sparsity.init, self.engine, self.cfg.seed)
         self.progress.train_flops += self.method.init_flops(self.flop_model) + self.scoring.take_flops()
+        self.flop_model.sparse_forward()   # counted here, not by the first step (a host sync)
         self.log(f"initial masks: global density {self.engine.global_density():.5f}, per layer "
                  + ", ".join(f"{n}={d:.4f}" for n, d in self.engine.layer_densities().items()))
 
@@ -164,9 +168,10 @@ class Trainer:
         return float(loss_sum) / count, 100.0 * float(correct) / count
 
     def _timed(self, hook, ctx) -> None:
-        t0 = time.perf_counter()
+        """Run a method hook; its time joins ``update_s`` when the epoch's marks are read."""
+        start = self.hook_clock.mark()
         hook(ctx)
-        self.progress.update_s += time.perf_counter() - t0
+        self.hook_clock.add(start, self.hook_clock.mark())
 
     def train_epoch(self, epoch: int) -> dict:
         """One epoch of training; returns its row (train loss and accuracy, epoch time)."""
@@ -193,8 +198,9 @@ class Trainer:
                                   total_steps=self.total_steps,
                                   steps_per_epoch=self.steps_per_epoch, model=model, round=round_,
                                   scoring=self.scoring)
-        times = []  # per step, from the end of the previous one: fetching the batch included
+        # Per step, from the end of the previous one: fetching the batch included.
         t_epoch = t_last = time.perf_counter()
+        last = self.step_clock.mark()
         for i, (x, y) in enumerate(self.data.train):
             x = self._inputs(x)
             ctx.step = p.step - round_start
@@ -215,15 +221,16 @@ class Trainer:
             for callback in self.callbacks:
                 callback.on_step_end(self, StepEnd(p.step, epoch, round_, loss, out, y.numel()))
             t_yield = time.perf_counter()
-            times.append(t_yield - t_last)
+            self.step_clock.add(last, self.step_clock.mark())
             yield
             t_last = time.perf_counter()
+            last = self.step_clock.mark()
             t_epoch += t_last - t_yield  # the caller's time is not the epoch's
         ctx.batch = ctx.loss = None
         self._timed(method.end_of_epoch, ctx)
-        if self.cuda:
-            torch.cuda.synchronize()
+        p.update_s += self.hook_clock.take()   # waits for the device
         epoch_time = time.perf_counter() - t_epoch
+        times = self.step_clock.take_each()
         if distributed.any_rank(~torch.isfinite(loss_sum)):
             raise Diverged(f"non-finite training loss in epoch {epoch + 1}")
         loss_sum, correct, seen = distributed.sum_counts(loss_sum, correct, seen)
@@ -249,6 +256,7 @@ class Trainer:
                                   map_location=self.device, log=self.log):
             return False
         self.log(f"resumed from checkpoint after epoch {self.progress.epoch}")
+        self.flop_model.sparse_forward()   # as after init_masks
         return True
 
     # ---- rounds ------------------------------------------------------------------------------
