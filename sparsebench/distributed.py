@@ -180,9 +180,8 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     global batch's as in one process (gloo has no SyncBatchNorm, so on the CPU each rank
     normalizes by its share's statistics).
     """
-    world = current()
-    if world.size == 1:
-        return model
+    if not (dist.is_available() and dist.is_initialized()):
+        return model   # one process: no process group (a group of one rank is wrapped, too)
     if device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()])
