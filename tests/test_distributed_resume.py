@@ -6,9 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+
+from sparsebench import checkpoints, distributed, paths, resolve
+from sparsebench.training import run_folder, train
 
 from .conftest import needs_fmnist
-from .test_distributed import STOP_AFTER_ONE_EPOCH, _env, _run_dir, torchrun
+from .test_distributed import CONFIG, STOP_AFTER_ONE_EPOCH, _env, _run_dir, torchrun
 
 SMALL = ["method.name=static", "data.train_subset=512", "data.batch_size=128", "epochs=2",
          "density=0.1", "progress=false"]
@@ -82,3 +86,22 @@ def test_each_rank_resumes_its_own_random_state(tmp_path, monkeypatch):
     assert len(draws["uninterrupted"][0]) == 8                    # 2 epochs of 4 steps
     assert draws["uninterrupted"][0] != draws["uninterrupted"][1]   # two streams
     assert draws["resumed"] == draws["uninterrupted"]
+
+
+@needs_fmnist
+def test_ddp_wraps_the_model_after_the_checkpoint_is_loaded(monkeypatch):
+    """DDP broadcasts rank 0's weights when it wraps: they must be the resumed ones."""
+    at_wrap = []
+
+    def wrap(model, device):
+        at_wrap.append({k: v.clone() for k, v in model.state_dict().items()})
+        return model
+
+    monkeypatch.setattr(distributed, "wrap", wrap)
+    cfg = resolve.load(CONFIG, SMALL)
+    assert train(cfg, stop_after_epochs=1)["status"] == "interrupted"
+    saved = checkpoints.read(run_folder(cfg) / paths.CHECKPOINT)["model"]
+    assert train(cfg)["status"] == "completed"
+    assert len(at_wrap) == 2
+    assert all(torch.equal(at_wrap[1][k], saved[k]) for k in saved)        # resumed, then wrapped
+    assert not all(torch.equal(at_wrap[0][k], saved[k]) for k in saved)
