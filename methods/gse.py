@@ -56,7 +56,8 @@ from sparsebench.config import choice, positive
 from sparsebench.methods import Method, register
 from sparsebench.score_batches import score_samples_param
 from sparsebench.sparsity.dst import (ScheduledUpdates, drop_fraction_param, drop_schedule_param,
-                                      end_param, grow_then_prune, interval_param, start_param)
+                                      end_param, grow_then_prune, interval_param, scope_param,
+                                      start_param)
 from sparsebench.sparsity.sampling import (SAMPLERS, ActivationCapture, candidate_gradient_flops,
                                            candidate_gradients, concat_captures, sample_candidates)
 
@@ -74,8 +75,7 @@ class GseParams:
     drop_schedule: str = drop_schedule_param("cosine")
     sampler: str = choice("uniform", tuple(SAMPLERS), "candidate distribution p_out·p_in")
     subset_factor: float = positive(1.0, "γ: pairs drawn per layer, as a multiple of its active count")
-    scope: str = choice("global", ("global", "layer"), "grow and prune by one top-k over all "
-                                                       "layers, or per layer")
+    scope: str = scope_param("global")
     score_samples_per_class: int = score_samples_param(0)
 
 
@@ -126,11 +126,11 @@ class Gse(ScheduledUpdates, Method):
             for layer in engine.layers:                                          # step 1
                 cap = captures[layer.name]
                 if layer.n_active() >= ALL_CANDIDATES_DENSITY * layer.numel:
-                    cands = engine.inactive_indices(layer)
+                    cands = layer.inactive_indices()
                 else:
                     p_out, p_in = self.sampler.weights(layer, cap, gen)
                     n = int(self.params.subset_factor * layer.n_active())
-                    cands = sample_candidates(engine, layer, p_out, p_in, n, gen)
+                    cands = sample_candidates(layer, p_out, p_in, n, gen)
                     extra += self.sampler.flops(layer, cap.positions)
                 candidates[layer.name] = cands
                 # Data-parallel: the global batch's gradient, the mean of the ranks' (as DDP's).

@@ -28,7 +28,7 @@ from .config import RunConfig
 
 if TYPE_CHECKING:  # not imported at run time: a SLURM job unpickles RunJob from this module
     # before submitit installs its signal handlers, and should get there without torch
-    from .sweeps import Cell, SlurmSpec
+    from .sweep_spec import Cell, SlurmSpec
 
 TERMINAL = ("completed", "failed", "diverged")
 
@@ -345,6 +345,10 @@ def submit_slurm(sweep: str, spec: SlurmSpec, cells: list[Cell]) -> dict[str, st
             records[cell.run_id] = {"job_id": j.job_id, "submitted_at": now,
                                     "previous_finished_at": previous[cell.run_id]}
         atomic.write_json(paths.submitted_jobs(sweep), records)
+    for cell, j in zip(cells, jobs):  # each run folder names its job's logs
+        atomic.write_json(result_path(cell).parent / paths.SLURM_JOB, {
+            "job_id": j.job_id, "submitted_at": now,
+            "stdout": str(j.paths.stdout), "stderr": str(j.paths.stderr)})
     return {c.run_id: j.job_id for c, j in zip(cells, jobs)}
 
 

@@ -52,6 +52,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over(capsys):
     log = (folder / paths.LOG).read_text()
     assert "took over the lock of a process that is gone (pid 999999 on gone-host" in log
     assert json.loads((folder / paths.RESULT).read_text())["status"] == "completed"
+    assert not (folder / paths.RUN_LOCK).exists()  # a finished run folder holds no lock file
 
 
 def test_lock_waits_for_its_holder_when_asked(tmp_path):

@@ -167,7 +167,7 @@ def test_gse_candidate_gradients_are_the_dense_gradient_over_all_score_batches()
     for layer in engine.layers:
         cap = captures[layer.name]
         assert cap.x.shape[0] == 8 * BATCH
-        flat = engine.inactive_indices(layer)[:50]
+        flat = layer.inactive_indices()[:50]
         dense = layer.weight.grad.view(-1)[flat]
         assert torch.allclose(candidate_gradients(cap, flat), dense, atol=1e-5)
 
@@ -219,7 +219,7 @@ def test_grasp_scores_on_score_batches_counted_at_its_own_cost():
 
 
 def test_gse_with_score_batches_runs_on_the_always_sparse_engine():
-    from sparsebench.sparsity.sparse_engine import build_engine
+    from sparsebench.sparsity.engine import build_engine
 
     model, loader = _small_setup()
     engine = build_engine(model, 0.3, "er_flat", engine="sparse")
@@ -232,12 +232,12 @@ def test_gse_with_score_batches_runs_on_the_always_sparse_engine():
     engine.attach_optimizer(optimizer)
     scoring = ScoreBatches(loader, samples_per_class=10, num_classes=100, seed=0,
                            flop_model=FlopModel(model, engine, (1, 3, 4)), loss_fn=nn.functional.cross_entropy)
-    before = {layer.name: engine.active_indices(layer).clone() for layer in engine.layers}
+    before = {layer.name: layer.active_indices().clone() for layer in engine.layers}
     x, y = next(iter(loader))
     ctx = StepContext(step=0, epoch=0, total_steps=10, steps_per_epoch=5, model=model,
                       batch=(x, y), scoring=scoring)
     method.before_forward(ctx)                   # the update, from 8 score batches
     assert scoring.examples == 8 * BATCH and scoring.take_flops() > 0
     assert sum(layer.n_active() for layer in engine.layers) == sum(b.numel() for b in before.values())
-    assert any(not torch.equal(before[layer.name], engine.active_indices(layer)) for layer in engine.layers)
+    assert any(not torch.equal(before[layer.name], layer.active_indices()) for layer in engine.layers)
     method.after_step(ctx)                       # nothing more happens after the step

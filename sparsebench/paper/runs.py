@@ -2,7 +2,7 @@
 
 An artifact names its *sources*: a sweep and, optionally, a filter on the resolved config of
 its cells (``{"density": 0.02, "method.name": ["gse", "rigl"]}``, dotted names as
-:func:`sparsebench.sweeps.flat_config` spells them). The runs it needs are the cells of those
+:func:`sparsebench.sweep_spec.flat_config` spells them). The runs it needs are the cells of those
 sweeps that pass the filter (so a table can span sweeps, and an artifact can reuse another's
 runs instead of training them twice); each is ``completed``, ``failed``, ``diverged``,
 ``running`` (a folder without result.json yet) or ``missing`` (no folder at all). Only the
@@ -21,8 +21,9 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from .. import sweeps
+from .. import sweep_spec
 from ..config import ConfigError
+from ..plotting import sparsity_text
 from ..results import COMPLETED, DIVERGED, FAILED, RUNNING, load_results, method_label
 
 MISSING = "missing"
@@ -52,8 +53,13 @@ class Source:
         return True
 
     def describe(self) -> str:
-        parts = [f"{k}={'|'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
-                 for k, v in self.where]
+        def value(k, v):
+            if k == "density":
+                return "sparsity " + "|".join(sparsity_text(d) for d in
+                                              (v if isinstance(v, (list, tuple)) else [v]))
+            return f"{k}={'|'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+
+        parts = [value(k, v) for k, v in self.where]
         text = self.sweep + (f" ({', '.join(parts)})" if parts else "")
         return text + (f": {self.why}" if self.why else "")
 
@@ -69,7 +75,7 @@ class Library:
     (the repository's sweeps/, or the miniature's derived ones); results live under ``root``."""
 
     def __init__(self, root: Path | None = None,
-                 sweep_file: Callable[[str], Path] = sweeps.find):
+                 sweep_file: Callable[[str], Path] = sweep_spec.find):
         self.root = root
         self.sweep_file = sweep_file
         self._cells: dict[str, pd.DataFrame | str] = {}
@@ -79,13 +85,13 @@ class Library:
         """One row per distinct run of the sweep (flat config, run_id), or why it cannot be had."""
         if sweep not in self._cells:
             try:
-                expanded = sweeps.expand(str(self.sweep_file(sweep)))
+                expanded = sweep_spec.expand(str(self.sweep_file(sweep)))
             except (ConfigError, FileNotFoundError) as err:
                 self._cells[sweep] = f"sweep {sweep} cannot be expanded: {err}"
             else:
                 rows = []
                 for cell in expanded.cells:
-                    flat = sweeps.flat_config(cell.config)
+                    flat = sweep_spec.flat_config(cell.config)
                     flat.update(sweep=sweep, run_id=cell.run_id,
                                 method_label=method_label(flat.get("method.name"),
                                                           flat.get("method.sampler")))
@@ -169,9 +175,8 @@ class Evidence:
             for values, n in list(groups.items())[:limit]:
                 named = dict(zip(keys, values))
                 parts = [named.pop("sweep")]
-                parts += [f"{k.split('.')[0]}={v:g}" if isinstance(v, float) else str(v)
-                          for k, v in named.items() if not (k == "model.width" and v == 1)
-                          and k != "epochs"]
+                parts += [_group_text(k, v) for k, v in named.items()
+                          if not (k == "model.width" and v == 1) and k != "epochs"]
                 if "epochs" in named and rows["epochs"].nunique() > 1:
                     parts.append(f"{named['epochs']} epochs")
                 shown.append(f"{' · '.join(parts)} ({n})")
@@ -179,3 +184,12 @@ class Evidence:
             lines.append(f"{len(rows)} {status}: " + "; ".join(shown)
                          + (f"; and {more} more group{'s' * (more > 1)}" if more > 0 else ""))
         return lines
+
+
+def _group_text(key: str, value: Any) -> str:
+    """One key of a group of runs as index.md names it: ``width ×2``, ``sparsity 98%``."""
+    if key == "model.width":
+        return f"width ×{value:g}"
+    if key == "density":
+        return f"sparsity {sparsity_text(value)}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
