@@ -12,7 +12,7 @@ FMNIST_DIR := /usr/share/datasets/fashion-mnist
 .PHONY: setup data sweep test report bench bench-width bench-ddp slurm-up slurm-down clean help paper paper-mini paper-report gpu-check
 
 help:
-	@echo "make sweep [SWEEP=name]   run a sweep (default: $(SWEEP)) and write its report"
+	@echo "make sweep [SWEEP=name] [ARGS=...]  run a sweep (default: $(SWEEP)) and write its report"
 	@echo "make test                 set up if needed, then run the whole test suite"
 	@echo "make report SWEEP=name    tables and figures from results/name"
 	@echo "make paper                every paper sweep on the cluster, then results/paper/"
@@ -37,9 +37,14 @@ $(STAMP): pyproject.toml
 data:
 	@bash scripts/get_fashion_mnist.sh
 
+# The report of what completed is written even when some runs failed or diverged; the exit
+# status is still the sweep's (2: bad input, nothing ran, no report). ARGS passes options and
+# overrides through: make sweep SWEEP=x ARGS="--skip-data-check --retry-failed density=0.1,0.05"
 sweep: setup
-	$(PY) -m sparsebench.sweep $(SWEEP) --executor $(EXECUTOR)
-	$(PY) -m sparsebench.report $(SWEEP)
+	@status=0; $(PY) -m sparsebench.sweep $(SWEEP) --executor $(EXECUTOR) $(ARGS) || status=$$?; \
+	if [ $$status -ne 2 ]; then \
+	  $(PY) -m sparsebench.report $(basename $(notdir $(SWEEP))) || { [ $$status -ne 0 ] || status=$$?; }; \
+	fi; exit $$status
 
 report: setup
 	$(PY) -m sparsebench.report $(SWEEP)
@@ -47,7 +52,7 @@ report: setup
 # The GSE paper: submit every paper sweep (SLURM where sbatch exists), wait, run figure 8's
 # benchmark, write results/paper/ (tables 1-4, figures 2-9, index.md).
 paper: setup
-	$(PY) -m sparsebench.paper.full --executor $(EXECUTOR)
+	$(PY) -m sparsebench.paper.full --executor $(EXECUTOR) $(ARGS)
 
 # The same pipeline in miniature on a CPU (generated CIFAR-format data, small models, 1 % of
 # the epochs, one seed): results/paper_mini/.
@@ -79,6 +84,7 @@ gpu-check:
 
 bench: setup
 	$(PY) benchmarks/harness_overhead.py
+	$(PY) benchmarks/tracking_overhead.py
 
 # Always-sparse execution: the sparse-layer and sparse-conv kernel tables, then MLP and ResNet-20
 # width scaling (each child capped in time and predicted memory). The budgets add up to under

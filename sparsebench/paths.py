@@ -5,7 +5,8 @@ point them at scratch storage::
 
     results/SWEEP/runs/RUN_ID/{config.yaml, result.json, metrics.jsonl, log, checkpoint.pt,
                                checkpoint.prev.pt, train.lock (while training),
-                               slurm_job.json (when submitted to SLURM)}
+                               slurm_job.json (when submitted to SLURM), steps.jsonl,
+                               topology.jsonl, final.pt, events.out.tfevents.*}
     results/SWEEP/{summary.csv, tables/, figures/}
 
 Nothing escapes the results root: a sweep name or run id is one plain folder name (no path
@@ -25,6 +26,9 @@ LOG = "log"
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_PREVIOUS = "checkpoint.prev.pt"  # the generation before, kept until the next is whole
 RUN_LOCK = "train.lock"                     # held by the one process training the run
+STEPS = "steps.jsonl"                       # per-step metrics every tracking.step_interval steps
+TOPOLOGY = "topology.jsonl"                 # per mask update and layer: pruned, grown, ITOP rate
+FINAL = "final.pt"                          # the trained weights and masks (sparsebench.load_model)
 SLURM_JOB = "slurm_job.json"                # a SLURM-run's job id and the paths of its logs
 
 # One folder name: letters, digits and ``._-``, not starting with a dot (so not ``..``).

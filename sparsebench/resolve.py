@@ -22,6 +22,11 @@ def resolve(data: dict) -> RunConfig:
         raise ConfigError("data.name", f"got {cfg.data.name!r}; allowed: {', '.join(DATASETS)}")
     if cfg.model.name not in models.available():
         raise ConfigError("model.name", f"got {cfg.model.name!r}; allowed: {', '.join(models.available())}")
+    for argument in cfg.model.arguments():
+        if not models.accepts(cfg.model.name, argument):
+            takes = [m for m in models.available() if models.accepts(m, argument)]
+            raise ConfigError(f"model.{argument}", f"model {cfg.model.name!r} takes no {argument}; "
+                                                   f"allowed for: {', '.join(takes)} (or null)")
     try:
         method_cls = methods.get(cfg.method.name)
     except KeyError:

@@ -363,6 +363,57 @@ def _matches(data: dict, entry: dict) -> bool:
     return True
 
 
+def _top_level_commas(raw: str) -> list[str] | None:
+    """``a,b,c`` -> the pieces; None when there is no comma outside brackets and quotes."""
+    pieces, depth, quote, start = [], 0, None, 0
+    for i, ch in enumerate(raw):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            pieces.append(raw[start:i])
+            start = i + 1
+    return pieces + [raw[start:]] if pieces else None
+
+
+def split_overrides(texts: list[str]) -> tuple[list, list, list]:
+    """Command-line ``key=value`` overrides of a sweep, in three kinds: grid axes
+    (``density=0.1,0.05``: a comma outside brackets and quotes), ``slurm.*`` settings, and
+    values for every cell. Each as ``(key, value)`` pairs, values parsed as YAML."""
+    grid, slurm, cells = [], [], []
+    for text in texts:
+        key, value = parse_override(text)
+        pieces = _top_level_commas(text.split("=", 1)[1])
+        if key == "slurm" or key.startswith("slurm."):
+            if pieces is not None:
+                raise ConfigError(key, "one value (a SLURM setting is the sweep's, not a grid axis)")
+            slurm.append((key, value))
+        elif pieces is not None:
+            if any(not p.strip() for p in pieces):
+                raise ConfigError(key, f"an empty value in the grid {text!r} (write a,b,c)")
+            grid.append((key, [parse_override(f"{key}={p}")[1] for p in pieces]))
+        else:
+            cells.append((key, value))
+    return grid, slurm, cells
+
+
+def override_slurm(slurm: SlurmSpec, items: list[tuple[str, Any]]) -> SlurmSpec:
+    """The sweep's SLURM settings with ``slurm.FIELD=value`` overrides (validated alike)."""
+    data = dataclasses.asdict(slurm)
+    for key, value in items:
+        if key == "slurm":
+            raise ConfigError(key, "name a field, e.g. slurm.partition=gpu")
+        set_dotted(data, key[len("slurm."):], value)
+    out = parse_dataclass(SlurmSpec, data, "slurm.")
+    out.check()
+    return out
+
+
 def expand(name_or_path: str, overrides: list[str] = ()) -> Sweep:
     """Parse a sweep, apply every cell and resolve it; raises ConfigError/CellError."""
     path = find(name_or_path)
@@ -374,10 +425,15 @@ def expand(name_or_path: str, overrides: list[str] = ()) -> Sweep:
         raise ConfigError("base", str(err)) from None
     start = copy.deepcopy(base)
     apply_values(start, spec.overrides)
-    cli = [parse_override(text) for text in overrides]
-    for key, _ in cli:
+    grid_cli, slurm_cli, cli = split_overrides(overrides)
+    for key, _ in cli + grid_cli:
         if key == "sweep" or key.startswith("sweep."):
             raise ConfigError(key, "the sweep's name sets it; it cannot be overridden")
+    if slurm_cli:
+        spec.slurm = override_slurm(spec.slurm, slurm_cli)
+    # `key=a,b,c` on the command line: an axis of the grid, replacing the file's axis of the
+    # same key or added after the others (Hydra's multirun).
+    spec.grid = {**spec.grid, **dict(grid_cli)}
 
     labels: list[dict] = []
     keys = list(spec.grid)

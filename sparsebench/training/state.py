@@ -31,7 +31,8 @@ class Progress:
     step: int = 0                   # optimizer steps completed (all rounds)
     elapsed_s: float = 0.0          # training wall-clock over all sessions
     update_s: float = 0.0           # of which in method hooks (mask updates)
-    best_test_acc: float = -math.inf
+    best_test_acc: float = -math.inf  # with data.validation: the test accuracy at best_val_acc
+    best_val_acc: float = -math.inf
     history: list[dict] = field(default_factory=list)
     step_times: list[float] = field(default_factory=list)
     examples_seen: int = 0          # training examples processed (steps x batch)
@@ -64,6 +65,8 @@ def checkpoint_state(trainer: "Trainer", *, all_ranks: bool = True) -> dict:
         "method": trainer.method.state_dict(),
         "rng": distributed.gather_objects(rng) if all_ranks else [rng],   # per rank, in order
         "progress": trainer.progress.__dict__,
+        "callbacks": {type(cb).__name__: state for cb in trainer.callbacks
+                      if (state := cb.state_dict()) is not None},
     }
 
 
@@ -79,3 +82,7 @@ def apply_checkpoint(trainer: "Trainer", state: dict) -> None:
     set_rng_state(ranks[trainer.world.rank] if trainer.world.rank < len(ranks) else ranks[0],
                   trainer.cuda)
     trainer.progress = Progress(**state["progress"])
+    saved = state.get("callbacks", {})  # absent in checkpoints written before callbacks had state
+    for cb in trainer.callbacks:
+        if type(cb).__name__ in saved:
+            cb.load_state_dict(saved[type(cb).__name__])
