@@ -1,6 +1,6 @@
 """`make gpu-check`: every CUDA-only path of sparsebench, once, on a CUDA machine, in minutes.
 
-On generated CIFAR-100-format data (sparsebench.paper.synthetic, NOT CIFAR):
+On CIFAR-100-format data (Fashion-MNIST in the CIFAR layout where found, else random images):
 
 * every registered method for one short epoch on ResNet-20, VGG-16-small and SimpleViT-tiny,
   channels-last, with bf16 autocast and without it (fp32 with TF32, the GSE protocol's);
@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from sparsebench import atomic, methods, paths, resolve  # noqa: E402
-from sparsebench.paper.synthetic import write_cifar100_format  # noqa: E402
+from sparsebench.paper import fashion_cifar  # noqa: E402
 from sparsebench.training import run_folder, train  # noqa: E402
 
 SWEEP = "gpu_check"
@@ -81,7 +81,7 @@ def overrides(args, model: str, method: str, amp: str, engine: str) -> list[str]
             f"data.test_batch_size={args.test}", f"model.name={model}", f"model.width={args.width}",
             f"method.name={method}", *METHOD_PARAMS.get(method, []), "density=0.1", "epochs=1",
             f"device={args.device}", "channels_last=true", f"sparsity.engine={engine}",
-            "progress=false", *AMP[amp]]
+            "progress=false", "tracking.tensorboard=false", *AMP[amp]]
 
 
 def measured_run(args, name: str, cell: list[str]) -> dict:
@@ -160,6 +160,24 @@ def benchmark(args, script: str, extra: list[str]) -> dict:
     return row
 
 
+def write_data(folder: Path, train: int, test: int) -> None:
+    """CIFAR-100-format images: Fashion-MNIST in the CIFAR layout where it is found, else random
+    uint8 images with random labels (a GPU machine has no data sets; the check times and
+    exercises code, it measures no accuracy)."""
+    if fashion_cifar.SOURCE.is_dir():
+        fashion_cifar.write_cifar100_format(folder, train=train, test=test)
+        return
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for name, n in (("train", train), ("test", test)):
+        blob = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                "fine_labels": rng.integers(0, 100, n).tolist()}
+        atomic.write_bytes(folder / "cifar-100-python" / name, pickle.dumps(blob))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -178,7 +196,7 @@ def report(rows: list[dict], args, wall_s: float) -> str:
     failed = [r for r in rows if r["status"] != "completed"]
     lines = [f"# GPU check: {device}", "",
              f"torch {torch.__version__}; {len(rows)} runs, {len(failed)} not completed; "
-             f"{wall_s / 60:.1f} min in all. Data: generated CIFAR-100-format images "
+             f"{wall_s / 60:.1f} min in all. Data: CIFAR-100-format images "
              f"({args.train} train, {args.test} test; NOT CIFAR). Epoch time: the run's one epoch "
              "(for benchmarks and the data-parallel run: the whole process). Peak memory: "
              "torch.cuda.max_memory_allocated.", "",
@@ -214,7 +232,7 @@ def main(argv=None) -> int:
     out_dir = paths.sweep_dir(SWEEP)
     rows = []
     with tempfile.TemporaryDirectory() as data:
-        write_cifar100_format(Path(data) / "cifar100", train=args.train, test=args.test)
+        write_data(Path(data) / "cifar100", args.train, args.test)
         os.environ["SPARSEBENCH_DATA"] = data
         for model in args.models:
             for method in names:
