@@ -21,7 +21,7 @@ VPY := $(VISION_VENV)/bin/python
 VISION_VENV_STAMP := $(VISION_VENV)/.setup-stamp
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data sweep test report bench bench-width bench-ddp slurm-up slurm-down clean help paper paper-mini paper-report
+.PHONY: setup data sweep test report bench bench-width bench-ddp slurm-up slurm-down clean help paper paper-mini paper-report gpu-check
 
 help:
 	@echo "make sweep [SWEEP=name] [ARGS=...]  run a sweep (default: $(SWEEP)) and write its report"
@@ -34,6 +34,7 @@ help:
 	@echo "make bench                harness-overhead and sparse-step benchmarks"
 	@echo "make bench-width          always-sparse width-scaling benchmark"
 	@echo "make bench-ddp            data-parallel throughput at 1, 2, ... processes (PROCS=1,2)"
+	@echo "make gpu-check            every CUDA-only path once (a CUDA machine): results/gpu_check/"
 	@echo "make slurm-up/slurm-down  start/stop a one-node SLURM cluster on localhost"
 
 setup: $(STAMP) $(if $(VISION),$(VISION_STAMP)) data
@@ -108,6 +109,13 @@ slurm-up:
 
 slurm-down:
 	bash scripts/slurm_down.sh
+
+# Every method, model, precision and engine once on a CUDA machine in under 8 minutes, plus the
+# kernel benchmarks and a one-GPU NCCL run: results/gpu_check/report.md. Exits 2 without CUDA.
+# No set-up step: a GPU machine runs the checkout with its own python3 (torch, PyYAML, numpy,
+# pandas, tqdm; no submitit, no network).
+gpu-check:
+	PYTHONPATH=. $(if $(wildcard $(PY)),$(PY),$(PYTHON)) scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
 bench: setup
 	$(PY) benchmarks/harness_overhead.py

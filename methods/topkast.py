@@ -89,7 +89,7 @@ class TopKast(Method):
             density = layer.target_active / layer.numel
             d_b = params.backward_density or min(1.0, 2.0 * density)
             self.backward_active[layer.name] = max(layer.target_active, round(d_b * layer.numel))
-        self._backward_flops = (None, 0.0)
+        self._set_flops: tuple[float, float] | None = None   # f_S(A), f_S(B): fixed counts
 
     @classmethod
     def validate(cls, params, cfg):
@@ -110,13 +110,21 @@ class TopKast(Method):
 
     @torch.no_grad()
     def refresh(self, thetas: dict[str, torch.Tensor]) -> None:
-        """A = top-D and B = top-D_b of |θ| per layer; forward weight θ ⊙ 1_A."""
+        """A = top-D and B = top-D_b of |θ| per layer; forward weight θ ⊙ 1_A.
+
+        One sorted top-k of |θ| gives both sets: B its first ``backward_active`` positions, A
+        the first ``target_active`` of those, so A ⊆ B and both hold exactly their counts
+        without any count read back from the device (this runs before every step while
+        exploring)."""
         forward, backward = {}, {}
         for layer in self.engine.layers:
             theta, name = thetas[layer.name], layer.name
-            magnitude = theta.abs()
-            forward[name] = self.engine.top_mask(magnitude, layer.target_active)
-            backward[name] = self.engine.top_mask(magnitude, self.backward_active[name]) | forward[name]
+            order = theta.abs().flatten().topk(self.backward_active[name], sorted=True).indices
+            backward[name] = torch.zeros(layer.numel, dtype=torch.bool, device=theta.device)
+            backward[name][order] = True
+            forward[name] = torch.zeros_like(backward[name])
+            forward[name][order[:layer.target_active]] = True
+            backward[name], forward[name] = backward[name].view(theta.shape), forward[name].view(theta.shape)
             layer.weight.copy_(torch.where(forward[name], theta, 0.0))
             self.outside[name] = torch.where(forward[name], 0.0, theta)
         self.engine.set_masks(forward, backward)
@@ -176,12 +184,15 @@ class TopKast(Method):
 
     # ---- cost --------------------------------------------------------------------------------
     def step_flops(self, ctx, flops):
-        version = self.engine.mask_version
-        if self._backward_flops[0] != version:
-            densities = {layer.name: float(layer.trainable.sum()) / layer.numel
-                         for layer in self.engine.layers}
-            self._backward_flops = (version, flops.forward_at(densities))
-        return flops.sparse_forward() + 2.0 * self._backward_flops[1]
+        """f_S(A) + 2·f_S(B). The sets hold exactly their counts (see ``refresh``), so the cost
+        needs no count read back from the device."""
+        if self._set_flops is None:
+            layers = self.engine.layers
+            forward = {layer.name: layer.target_active for layer in layers}
+            self._set_flops = tuple(flops.forward_at({layer.name: counts[layer.name] / layer.numel
+                                                      for layer in layers})
+                                    for counts in (forward, self.backward_active))
+        return self._set_flops[0] + 2.0 * self._set_flops[1]
 
     # ---- checkpoint --------------------------------------------------------------------------
     def state_dict(self):

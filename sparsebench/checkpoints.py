@@ -10,6 +10,9 @@
   (truncated, empty, from another config) is renamed ``checkpoint.pt.corrupt-<UTC time>``, the
   run's log and the console say so naming both files, and the run resumes from the previous
   generation if that one is good, else from scratch, exactly as if there had been no file.
+* **One chooser in a data-parallel run.** :func:`resume`: rank 0 alone reads, chooses and moves
+  damaged generations aside while the other ranks wait; they then load the generation rank 0
+  applied (or all start from scratch).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from typing import Any, Callable
 
 import torch
 
-from . import atomic, paths
+from . import atomic, distributed, paths
 
 # Non-tensor types a checkpoint may hold beyond what weights_only allows anyway (dicts, lists,
 # tuples, numbers, strings, None, tensors, torch.Size/dtype/device). The trainer's state is all
@@ -72,9 +75,28 @@ def _reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[:200]}"
 
 
+def resume(path: Path, current: Callable[[], dict], apply: Callable[[dict], None], *,
+           map_location: Any = None, log: Callable[[str], None] = lambda message: None) -> bool:
+    """:func:`load` on one rank or several; returns whether a checkpoint was applied.
+
+    With several ranks, only rank 0 looks at the files (so one process renames a damaged one,
+    and says so once); the others wait for its choice, then read that same generation. Rank 0
+    writes no checkpoint before the next epoch ends, which needs every rank, so the chosen
+    file stays in place while they read it.
+    """
+    world = distributed.current()
+    chosen = load(path, current, apply, map_location=map_location, log=log) if world.is_main else None
+    chosen = distributed.broadcast_object(None if chosen is None else str(chosen))
+    if chosen is None:
+        return False
+    if not world.is_main:
+        apply(read(Path(chosen), map_location))
+    return True
+
+
 def load(path: Path, current: Callable[[], dict], apply: Callable[[dict], None], *,
-         map_location: Any = None, log: Callable[[str], None] = lambda message: None) -> bool:
-    """Resume from the newest good generation; returns whether one was applied.
+         map_location: Any = None, log: Callable[[str], None] = lambda message: None) -> Path | None:
+    """Resume from the newest good generation; returns the file applied, or None.
 
     ``current()`` gives the state as it is now (the fresh run) and ``apply(state)`` loads a
     checkpoint's state into the run. A generation that fails to read or to apply is moved
@@ -100,10 +122,10 @@ def load(path: Path, current: Callable[[], dict], apply: Callable[[dict], None],
             continue
         if candidate != path:
             _say(log, f"resuming from the previous checkpoint {candidate.name}")
-        return True
+        return candidate
     if fresh is not None or len(candidates) != 0:
         _say(log, "no usable checkpoint left: training from scratch")
-    return False
+    return None
 
 
 def _say(log: Callable[[str], None], message: str) -> None:

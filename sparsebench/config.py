@@ -170,8 +170,13 @@ class RunConfig:
     epochs: int = positive(10)
     seed: int = checked(0, lambda v: v >= 0, "an integer >= 0")
     device: str = choice("auto", ("auto", "cpu", "cuda"))
-    amp: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (ignored on CPU)"})
-    channels_last: bool = field(default=True, metadata={"help": "channels-last on CUDA"})
+    # Precision and memory format (sparsebench.training.precision); each works on the CPU too.
+    amp: bool | str = choice("auto", ("auto", "bf16", False),
+                             "autocast: auto = bf16 on CUDA, none on the CPU; bf16 on any device")
+    tf32: bool = field(default=False, metadata={"help": "TF32 matmuls and cuDNN convs (CUDA)"})
+    cudnn_benchmark: bool = field(default=False, metadata={"help": "cuDNN autotuner (CUDA)"})
+    channels_last: bool | str = choice("auto", ("auto", True, False),
+                                       "image models and batches channels-last: auto = on CUDA")
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     save_final: bool = field(default=True, metadata={
@@ -283,7 +288,8 @@ def parse_dataclass(cls: type, data: Any, prefix: str = "") -> Any:
 def validate_field(f: dataclasses.Field, value: Any, full: str) -> None:
     choices = f.metadata.get("choices")
     if choices is not None and value not in choices:
-        raise ConfigError(full, f"got {value!r}; allowed: {', '.join(map(str, choices))}")
+        shown = (str(c).lower() if isinstance(c, bool) else str(c) for c in choices)
+        raise ConfigError(full, f"got {value!r}; allowed: {', '.join(shown)}")
     check = f.metadata.get("check")
     if check is not None and value is not None and not check(value):
         raise ConfigError(full, f"got {value!r}; allowed: {f.metadata['allowed']}")

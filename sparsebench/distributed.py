@@ -175,13 +175,13 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     """The module training steps run through: DDP with several ranks, the model itself with one.
 
     The masks are applied to the weights themselves (the masked engine), so DDP's parameters and
-    buckets never change. On CUDA, batch norm becomes SyncBatchNorm, so its statistics are the
+    buckets never change. The trainer wraps the model after it has resumed from its checkpoint
+    (or drawn its first masks), so DDP starts from the state every rank trains on. On CUDA, batch norm becomes SyncBatchNorm, so its statistics are the
     global batch's as in one process (gloo has no SyncBatchNorm, so on the CPU each rank
     normalizes by its share's statistics).
     """
-    world = current()
-    if world.size == 1:
-        return model
+    if not (dist.is_available() and dist.is_initialized()):
+        return model   # one process: no process group (a group of one rank is wrapped, too)
     if device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()])
@@ -241,6 +241,15 @@ def gather_objects(obj) -> list:
     out = [None] * world.size
     dist.all_gather_object(out, obj)
     return out
+
+
+def broadcast_object(obj):
+    """Rank 0's ``obj`` on every rank (the others pass anything and wait for it)."""
+    if current().size == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def shard(t: torch.Tensor, world: World | None = None) -> torch.Tensor:

@@ -2,7 +2,10 @@
 
 ``FlopCounterMode`` runs one forward pass of a single example and reports the FLOPs of every
 module (matrix products, convolutions and attention; elementwise work is not counted, as in
-Evci et al. 2020). That gives the dense forward cost f_D and each prunable layer's share f_l.
+Evci et al. 2020). The pass runs attention on the math kernel (two batched matrix products,
+2·s_q·s_k·d each per head): FlopCounterMode has formulas for the CUDA attention kernels but
+none for the CPU's fused kernel, which it would count as 0, so without this a ViT's FLOPs
+would depend on the device. That gives the dense forward cost f_D and each prunable layer's share f_l.
 The sparse forward cost at the current masks is
 
     f_S = (f_D - Σ_l f_l) + Σ_l density_l · f_l,
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from .sparsity.engine import SparsityEngine
@@ -27,7 +31,7 @@ def forward_flops_by_module(model: nn.Module, example: torch.Tensor) -> tuple[fl
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
             model(example)
     finally:
         model.train(was_training)

@@ -168,8 +168,8 @@ def apply(data: dict) -> dict:
 
 # ---- describing what runs get ---------------------------------------------------------------
 
-RUN_FIELDS = ("sparsity.distribution", "sparsity.init", "amp", "optim.warmup_epochs",
-              "optim.weight_decay", "optim.decay_norm_and_bias")
+RUN_FIELDS = ("sparsity.distribution", "sparsity.init", "amp", "tf32", "cudnn_benchmark",
+              "optim.warmup_epochs", "optim.weight_decay", "optim.decay_norm_and_bias")
 
 
 def describe(cells) -> list[str]:

@@ -53,7 +53,7 @@ def test_own_sweeps_give_every_method_its_own_defaults():
             given = {k: v for k, v in label.items() if k != "name"} if isinstance(label, dict) else {}
             own = dataclasses.asdict(cls.Params(**given))
             assert cfg.protocol == "own" and cfg.method.params == own
-            assert cfg.sparsity.init == "model" and cfg.amp is True
+            assert cfg.sparsity.init == "model" and cfg.amp == "auto" and cfg.tf32 is False
             assert cfg.sparsity.distribution == cls.default_distribution
 
 
@@ -63,8 +63,8 @@ def test_the_config_wins_over_the_protocol_and_auto_defers_to_it():
     assert cfg.method.params["score_samples_per_class"] == 10    # unset: the protocol's
     assert cfg.sparsity.distribution == "er_flat"                # `auto` in the file: deferred
     cfg = resolve.load(BASE, ["protocol=gse_paper", "method.name=rigl", "sparsity.distribution=erk",
-                              "amp=true"])
-    assert (cfg.sparsity.distribution, cfg.amp, cfg.sparsity.init) == ("erk", True, "active_fan_in")
+                              "amp=bf16"])
+    assert (cfg.sparsity.distribution, cfg.amp, cfg.sparsity.init) == ("erk", "bf16", "active_fan_in")
     own = resolve.load(BASE, ["method.name=rigl"])
     assert own.protocol == "own" and own.method.params["scope"] == "layer"
     assert own.sparsity.distribution == "erk" and own.sparsity.init == "model"
@@ -133,6 +133,7 @@ def test_the_shipped_protocol_lists_every_compared_method():
     spec = protocols.load("gse_paper")
     assert {"dense", "static", "snip", "magnitude", "set", "rigl", "gse"} <= set(spec.methods)
     assert spec.run["amp"] is False and spec.run["sparsity.distribution"] == "er_flat"
+    assert spec.run["tf32"] is True and spec.run["cudnn_benchmark"] is True  # as training.py
     assert "gse_paper" in protocols.available() and "own" in protocols.available()
 
 

@@ -111,7 +111,10 @@ class SparsityEngine:
     # ---- per-step invariants -----------------------------------------------------------------
     def _changed(self) -> None:
         self.mask_version += 1
-        self.fully_dense = all(layer.n_active() == layer.numel for layer in self.layers)
+        # Read from the targets, not the masks (counting a mask syncs a GPU, and Top-KAST changes
+        # its masks before every step): a layer whose target is all its connections is dense,
+        # as every method keeps a layer's count at its target outside an update.
+        self.fully_dense = all(layer.target_active == layer.numel for layer in self.layers)
 
     def mask_gradients(self) -> None:
         """Zero the gradients of inactive (not trainable) weights, one fused multiply."""

@@ -8,6 +8,8 @@
 ``result``         what result.json holds
 ``lifecycle``      :func:`train`: lock, training, result.json (also for failed runs)
 ``device``         which device a run trains on
+``precision``      autocast, TF32, cuDNN autotuning and memory format: run settings, recorded
+``timing``         step and hook times (CUDA events on a GPU), read once per epoch
 =================  ==========================================================================
 """
 from .callbacks import Callback, StepEnd

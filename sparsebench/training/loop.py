@@ -15,7 +15,6 @@ metrics rows carry their round; a checkpoint taken in any round resumes there.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from pathlib import Path
@@ -34,9 +33,11 @@ from ..sparsity.init import apply_init
 from ..sparsity.engine import build_engine
 from .callbacks import Callback, ProgressBar, StepEnd
 from .device import resolve_device
+from .precision import Precision
 from .result import now_iso
 from .state import Progress, apply_checkpoint, checkpoint_state
 from .step import training_step
+from .timing import Stopwatch
 
 # Check for a non-finite loss every this many steps (each check synchronizes a GPU).
 DIVERGENCE_CHECK_EVERY = 25
@@ -73,12 +74,11 @@ class Trainer:
                                world_size=self.world.size, pad_value=cfg.data.pad_value,
                                validation=cfg.data.validation)
         info = self.data.info
-        self.model = build_model(cfg.model.name, num_classes=info.num_classes,
-                                 in_shape=info.in_shape, width=cfg.model.width,
-                                 **cfg.model.arguments()).to(self.device)
-        self.channels_last = self.cuda and cfg.channels_last and len(info.in_shape) == 3
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.precision = Precision.for_run(cfg, self.device, image_input=len(info.in_shape) == 3)
+        self.precision.apply()
+        self.model = self.precision.prepare_model(
+            build_model(cfg.model.name, num_classes=info.num_classes, in_shape=info.in_shape,
+                        width=cfg.model.width, **cfg.model.arguments()).to(self.device))
         # ``sparsity.engine: sparse`` swaps the model's linear layers for always-sparse ones.
         self.engine = build_engine(
             self.model, cfg.density, cfg.sparsity.distribution, engine=cfg.sparsity.engine,
@@ -100,10 +100,12 @@ class Trainer:
             self.data.train, samples_per_class=getattr(self.method.params, "score_samples_per_class", 0),
             num_classes=info.num_classes, seed=cfg.seed, flop_model=self.flop_model,
             loss_fn=self.loss_fn, autocast=self.autocast, prepare=self._inputs)
-        self.train_model = distributed.wrap(self.model, self.device)  # DDP with several ranks
+        self._train_model = None   # DDP with several ranks: see train_model
         self.check_masks = distributed.check_masks_enabled()
         self.devices = distributed.devices(self.device)  # every rank's (a collective: not in result())
         self.progress = Progress()
+        # Hook and step times: host clock on the CPU, CUDA events on a GPU (see .timing).
+        self.hook_clock, self.step_clock = Stopwatch(self.device), Stopwatch(self.device)
         self.callbacks: list[Callback] = [ProgressBar(cfg.progress and self.world.is_main),
                                           *(callbacks or [])]
 
@@ -115,14 +117,20 @@ class Trainer:
         self.scheduler = build_scheduler(self.cfg.optim, self.optimizer, self.steps_per_epoch,
                                          self.total_steps)
 
+    @property
+    def train_model(self) -> nn.Module:
+        """The module steps run through (DDP with several ranks), wrapped at its first use: after
+        the checkpoint was loaded or the first masks drawn, so DDP starts from that state."""
+        if self._train_model is None:
+            self._train_model = distributed.wrap(self.model, self.device)
+        return self._train_model
+
     # ---- pieces of the loop ------------------------------------------------------------------
     def autocast(self):
-        if self.cuda and self.cfg.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return self.precision.autocast()
 
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return self.precision.memory_format(x)
 
     def _train_batches(self):
         self.data.train.set_epoch(0)
@@ -140,6 +148,7 @@ class Trainer:
         if not before:
             apply_init(self.cfg.sparsity.init, self.engine, self.cfg.seed)
         self.progress.train_flops += self.method.init_flops(self.flop_model) + self.scoring.take_flops()
+        self.flop_model.sparse_forward()   # counted here, not by the first step (a host sync)
         self.log(f"initial masks: global density {self.engine.global_density():.5f}, per layer "
                  + ", ".join(f"{n}={d:.4f}" for n, d in self.engine.layer_densities().items()))
 
@@ -161,9 +170,10 @@ class Trainer:
         return float(loss_sum) / count, 100.0 * float(correct) / count
 
     def _timed(self, hook, ctx) -> None:
-        t0 = time.perf_counter()
+        """Run a method hook; its time joins ``update_s`` when the epoch's marks are read."""
+        start = self.hook_clock.mark()
         hook(ctx)
-        self.progress.update_s += time.perf_counter() - t0
+        self.hook_clock.add(start, self.hook_clock.mark())
 
     def train_epoch(self, epoch: int) -> dict:
         """One epoch of training; returns its row (train loss and accuracy, epoch time)."""
@@ -190,8 +200,9 @@ class Trainer:
                                   total_steps=self.total_steps,
                                   steps_per_epoch=self.steps_per_epoch, model=model, round=round_,
                                   scoring=self.scoring)
-        times = []  # per step, from the end of the previous one: fetching the batch included
+        # Per step, from the end of the previous one: fetching the batch included.
         t_epoch = t_last = time.perf_counter()
+        last = self.step_clock.mark()
         for i, (x, y) in enumerate(self.data.train):
             x = self._inputs(x)
             ctx.step = p.step - round_start
@@ -212,15 +223,16 @@ class Trainer:
             for callback in self.callbacks:
                 callback.on_step_end(self, StepEnd(p.step, epoch, round_, loss, out, y.numel(), y))
             t_yield = time.perf_counter()
-            times.append(t_yield - t_last)
+            self.step_clock.add(last, self.step_clock.mark())
             yield
             t_last = time.perf_counter()
+            last = self.step_clock.mark()
             t_epoch += t_last - t_yield  # the caller's time is not the epoch's
         ctx.batch = ctx.loss = None
         self._timed(method.end_of_epoch, ctx)
-        if self.cuda:
-            torch.cuda.synchronize()
+        p.update_s += self.hook_clock.take()   # waits for the device
         epoch_time = time.perf_counter() - t_epoch
+        times = self.step_clock.take_each()
         if distributed.any_rank(~torch.isfinite(loss_sum)):
             raise Diverged(f"non-finite training loss in epoch {epoch + 1}")
         loss_sum, correct, seen = distributed.sum_counts(loss_sum, correct, seen)
@@ -234,17 +246,19 @@ class Trainer:
         return self.run_dir / paths.CHECKPOINT
 
     def save_checkpoint(self) -> None:
-        if not self.world.is_main:  # every rank holds the same state; all resume from this file
-            return
-        checkpoints.save(self.checkpoint_path, checkpoint_state(self))
+        state = checkpoint_state(self)   # on every rank: it gathers each rank's RNG state
+        if self.world.is_main:  # all resume from this file
+            checkpoints.save(self.checkpoint_path, state)
 
     def load_checkpoint(self) -> bool:
-        """Resume from the newest good checkpoint generation (see sparsebench.checkpoints)."""
-        if not checkpoints.load(self.checkpoint_path, lambda: checkpoint_state(self),
-                                lambda state: apply_checkpoint(self, state),
-                                map_location=self.device, log=self.log):
+        """Resume from the newest good checkpoint generation (see sparsebench.checkpoints);
+        with several ranks, rank 0 chooses it and the others wait."""
+        if not checkpoints.resume(self.checkpoint_path, lambda: checkpoint_state(self, all_ranks=False),
+                                  lambda state: apply_checkpoint(self, state),
+                                  map_location=self.device, log=self.log):
             return False
         self.log(f"resumed from checkpoint after epoch {self.progress.epoch}")
+        self.flop_model.sparse_forward()   # as after init_masks
         return True
 
     # ---- rounds ------------------------------------------------------------------------------

@@ -89,6 +89,7 @@ def run_result(trainer: "Trainer", status: str, error: str | None, started_at: s
         "update_time_s": p.update_s,
         "steps": p.step,
         "device": str(trainer.device),
+        "precision": trainer.precision.record(),
         "mask_sha256": distributed.mask_digest(trainer.engine),  # the final topology
         "world_size": trainer.world.size,
         "devices": trainer.devices,

@@ -4,6 +4,10 @@ A restarted run resumes from its last epoch checkpoint and ends with exactly the
 uninterrupted run gets (on CPU): the data order and augmentation of an epoch depend only on the
 seed and the epoch; everything else (model, optimizer, schedule, engine, method, RNG, progress)
 is in the checkpoint. Files and their damage handling: :mod:`sparsebench.checkpoints`.
+
+A data-parallel run's ranks hold the same model, optimizer, engine and progress, but each its
+own random-number generators (a rank's CUDA generator drives its own dropout, say): the
+checkpoint keeps every rank's generator states, in rank order, and each rank restores its own.
 """
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
+
+from .. import distributed
 
 if TYPE_CHECKING:
     from .loop import Trainer
@@ -35,16 +41,29 @@ class Progress:
     rounds: list[dict] = field(default_factory=list)   # one summary per finished round
 
 
-def checkpoint_state(trainer: "Trainer") -> dict:
-    """The whole state of a run, as plain containers and tensors (loadable weights-only)."""
+def rng_state(cuda: bool) -> dict:
+    """This process's generator states: the CPU's and, on CUDA, every visible device's."""
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if cuda else None}
+
+
+def set_rng_state(state: dict, cuda: bool) -> None:
+    torch.set_rng_state(state["cpu"].cpu())
+    if cuda and state["cuda"] is not None:
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def checkpoint_state(trainer: "Trainer", *, all_ranks: bool = True) -> dict:
+    """The whole state of a run, as plain containers and tensors (loadable weights-only).
+    With several ranks and ``all_ranks`` every rank must call it (it gathers their generator
+    states); ``all_ranks=False`` keeps this rank's alone (a snapshot to roll back to)."""
+    rng = rng_state(trainer.cuda)
     return {
         "model": trainer.model.state_dict(),
         "optimizer": trainer.optimizer.state_dict(),
         "scheduler": trainer.scheduler.state_dict(),
         "engine": trainer.engine.state_dict(),
         "method": trainer.method.state_dict(),
-        "rng_cpu": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state_all() if trainer.cuda else None,
+        "rng": distributed.gather_objects(rng) if all_ranks else [rng],   # per rank, in order
         "progress": trainer.progress.__dict__,
         "callbacks": {type(cb).__name__: state for cb in trainer.callbacks
                       if (state := cb.state_dict()) is not None},
@@ -58,9 +77,10 @@ def apply_checkpoint(trainer: "Trainer", state: dict) -> None:
     trainer.scheduler.load_state_dict(state["scheduler"])
     trainer.engine.load_state_dict(state["engine"])
     trainer.method.load_state_dict(state["method"])
-    torch.set_rng_state(state["rng_cpu"].cpu())
-    if trainer.cuda and state["rng_cuda"] is not None:
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
+    ranks = state["rng"]
+    # A run resumed on more ranks than it saved: the new ranks continue rank 0's streams.
+    set_rng_state(ranks[trainer.world.rank] if trainer.world.rank < len(ranks) else ranks[0],
+                  trainer.cuda)
     trainer.progress = Progress(**state["progress"])
     saved = state.get("callbacks", {})  # absent in checkpoints written before callbacks had state
     for cb in trainer.callbacks:
