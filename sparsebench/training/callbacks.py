@@ -75,10 +75,12 @@ class ProgressBar(Callback):
                         disable=not self.enabled, leave=False, dynamic_ncols=True)
 
     def on_step_end(self, trainer: "Trainer", step: StepEnd) -> None:
-        self.bar.update(1)
+        if self.bar is not None:  # None where epochs are driven without run() (benchmarks)
+            self.bar.update(1)
 
     def on_epoch_end(self, trainer: "Trainer", row: dict[str, Any]) -> None:
-        self.bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['test_acc']:.2f}")
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['test_acc']:.2f}")
 
     def on_run_end(self, trainer: "Trainer", status: str) -> None:
         if self.bar is not None:
