@@ -214,7 +214,9 @@ def _gse_scores(rank: int, world_size: int, port: int, out: str) -> dict:
     from torch import nn
 
     from sparsebench.sparsity import SparsityEngine
-    from sparsebench.sparsity.sampling import SAMPLERS, ActivationCapture, candidate_gradients
+    from sparsebench.sparsity.sampling import ActivationCapture, candidate_gradients
+
+    from .test_sampling import one_batch_weights
 
     if world_size > 1:
         torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}",
@@ -234,7 +236,7 @@ def _gse_scores(rank: int, world_size: int, port: int, out: str) -> dict:
     for layer in engine.layers:
         cap = capture[layer.name]
         for name in ("grabo", "graest"):
-            p_out, p_in = SAMPLERS[name].weights(layer, cap, torch.Generator().manual_seed(3))
+            (p_out, p_in), _ = one_batch_weights(name, layer, cap, torch.Generator().manual_seed(3))
             scores[f"{layer.name}/{name}/out"], scores[f"{layer.name}/{name}/in"] = p_out, p_in
         cands = engine.inactive_indices(layer)
         scores[f"{layer.name}/grad"] = distributed.all_reduce_mean(candidate_gradients(cap, cands))
