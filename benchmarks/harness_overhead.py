@@ -17,7 +17,7 @@ and the min-max (:mod:`sparsebench.spread`); a target is called met or missed on
 interval lies wholly on one side of it (else undecided):
 
 1. **harness / bare loop** (target ≤ 1.10): the same dense model, data, optimizer and LR
-   schedule, through ``sparsebench.trainer.Trainer`` and through a hand-written loop over
+   schedule, through ``sparsebench.training.Trainer`` and through a hand-written loop over
    the same tensors: per training step, and per epoch with the test evaluation after each
    (the harness also writes ``metrics.jsonl`` and a checkpoint then). Set-up (data decoding
    is cached; model, masks, FLOP counting) is printed in seconds, once per run.
@@ -54,7 +54,7 @@ from sparsebench import atomic, resolve, spread
 from sparsebench.config import RunConfig, run_id
 from sparsebench.data import build_data
 from sparsebench.models import build_model
-from sparsebench.trainer import Trainer
+from sparsebench.training import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_CONFIG = REPO / "configs" / "fmnist_mlp.yaml"

@@ -10,7 +10,7 @@ layer has ``--fan-in`` (32) active inputs, so 64·w + 320 active connections.
 Each (method, engine, width) runs in a fresh process, which reports
 
 * ``step_time_s``: the median of timed training steps (forward, backward, optimizer step and
-  the method's hooks, as in ``sparsebench.trainer``), plus one topology update amortized over
+  the method's hooks, as in ``sparsebench.training``), plus one topology update amortized over
   ``--amortize`` (100) steps: (time of an update step − median step) / 100;
 * ``peak_mem_bytes``: the process's peak resident memory (``VmHWM``, reset just before the
   model is built) above its resident memory at that point, i.e. what the model, the engine,
@@ -56,7 +56,7 @@ from sparsebench.methods import InitContext, StepContext  # noqa: E402
 from sparsebench.models import build_model  # noqa: E402
 from sparsebench.schedules import build_optimizer  # noqa: E402
 from sparsebench.sparsity.sparse_engine import build_engine  # noqa: E402
-from sparsebench.trainer import training_step  # noqa: E402
+from sparsebench.training import training_step  # noqa: E402
 
 DEFAULT_WIDTHS = [1024 * 2 ** k for k in range(11)]          # 1k … 1M
 # RigL first: it stops at its memory cap, and GSE takes the rest of the time budget.

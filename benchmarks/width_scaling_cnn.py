@@ -49,7 +49,7 @@ from sparsebench.models import build_model  # noqa: E402
 from sparsebench.schedules import build_optimizer  # noqa: E402
 from sparsebench.sparsity.engine import prunable_modules  # noqa: E402
 from sparsebench.sparsity.sparse_engine import build_engine  # noqa: E402
-from sparsebench.trainer import training_step  # noqa: E402
+from sparsebench.training import training_step  # noqa: E402
 
 MODEL = "resnet20"
 DEFAULT_WIDTHS = [1, 2, 4, 8, 16, 32, 64, 128]

@@ -1,5 +1,13 @@
-"""sparsebench: a fair, reproducible benchmark harness for sparse neural-network training."""
+"""sparsebench: a fair, reproducible benchmark harness for sparse neural-network training.
+
+For your own analysis of a sweep's results (see :mod:`sparsebench.results`):
+
+- :func:`load_results` -- one row per run: config, status, final accuracies, FLOPs, times;
+- :func:`load_metrics` -- one row per run and epoch (``metrics.jsonl``): test accuracy, train
+  loss and accuracy after each epoch, with the run's identity columns.
+"""
 __version__ = "0.1.0"
+__all__ = ["load_results", "load_metrics"]
 
 
 def load_results(sweep: str, root=None):
@@ -7,3 +15,17 @@ def load_results(sweep: str, root=None):
     from .results import load_results as _load
 
     return _load(sweep, root)
+
+
+def load_metrics(runs, root=None, statuses=("completed",)):
+    """One row per (run, epoch) of a sweep's runs, from their ``metrics.jsonl``, as a pandas
+    DataFrame: ``epoch``, ``test_acc``, ``train_loss`` ... beside the run's ``run_id``,
+    ``dataset``, ``model``, ``method_label``, ``density`` and ``seed``.
+
+    ``runs`` is a sweep's name or a DataFrame of :func:`load_results` (e.g. filtered to some
+    methods); ``statuses`` are the run statuses read (default: completed runs only).
+    """
+    from .results import load_metrics as _metrics, load_results as _load
+
+    df = _load(runs, root) if isinstance(runs, str) else runs
+    return _metrics(df, statuses)

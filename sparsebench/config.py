@@ -303,12 +303,46 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+def _nearby_files(path: Path) -> str:
+    """``; did you mean configs/fmnist_mlp.yaml?`` or the YAML files of the folder named."""
+    import difflib
+
+    folder = path.parent
+    if not folder.is_dir():
+        return f" (no folder {folder} either)" if str(folder) not in ("", ".") else ""
+    names = sorted(p.name for p in folder.glob("*.yaml"))
+    close = difflib.get_close_matches(path.name, names, n=1)
+    if close:
+        return f"; did you mean {folder / close[0]}?"
+    return f"; YAML files in {folder}: {', '.join(names)}" if names else ""
+
+
+def yaml_error_text(err: yaml.YAMLError) -> str:
+    """Where a YAML syntax error is and what it is: ``at line 3, column 12: expected ',' or
+    ']', but got '<stream end>' (in the flow sequence that starts at line 1, column 10); ...``
+    (lines and columns counted from 1, as editors do)."""
+    mark = getattr(err, "problem_mark", None)
+    if mark is None:
+        return f"({str(err).splitlines()[0]})"
+    place = f"line {mark.line + 1}, column {mark.column + 1}"
+    if "<stream end>" in str(err.problem):  # a bracket or quote left open until the end
+        place = f"the end of the file ({place})"
+    text = f"at {place}: {err.problem}"
+    context, where = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context and where is not None and (where.line, where.column) != (mark.line, mark.column):
+        text += f" (in {context.removeprefix('while parsing ')} that starts at line " \
+                f"{where.line + 1}, column {where.column + 1})"
+    if "'\\t'" in str(err.problem):
+        return text + "; YAML indents with spaces, never tabs"
+    return text + "; check the brackets, quotes, colons and indentation there"
+
+
 def load_yaml(path: str | Path) -> dict:
     """A config or sweep file as a dict; a missing, non-UTF-8, empty or non-mapping file and a
     key given twice are ConfigErrors naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError("", f"config file not found: {path}")
+        raise ConfigError("", f"config file not found: {path}{_nearby_files(path)}")
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
@@ -319,7 +353,7 @@ def load_yaml(path: str | Path) -> dict:
     try:
         data = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as err:
-        raise ConfigError("", f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        raise ConfigError("", f"{path}: not valid YAML {yaml_error_text(err)}") from None
     except _DuplicateKey as err:
         raise ConfigError(err.key, f"given twice in {path} ({err.where}); keep one") from None
     if data is None:

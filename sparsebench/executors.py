@@ -1,7 +1,7 @@
 """Where a sweep's runs execute: one SLURM array job, a pool of local processes, or inline.
 
 Every executor runs the same job object, :class:`RunJob`: a submitit ``Checkpointable`` whose
-call trains one run (``sparsebench.trainer.train``, which resumes from the run's last epoch
+call trains one run (``sparsebench.training.train``, which resumes from the run's last epoch
 checkpoint). On SLURM, submitit turns the USR2 that arrives ``signal_delay_s`` before the time
 limit (or on preemption) into a call of ``checkpoint()``, which requeues the same call; the
 requeued job resumes the run where its last epoch checkpoint left it.
@@ -83,7 +83,7 @@ class RunJob(submitit.helpers.Checkpointable):
         import torch
 
         from .distributed import teardown
-        from .trainer import train
+        from .training import train
 
         if self.results_root is not None:
             os.environ["SPARSEBENCH_RESULTS"] = self.results_root
@@ -95,7 +95,7 @@ class RunJob(submitit.helpers.Checkpointable):
                 "error": result.get("error"), "threads": torch.get_num_threads()}
 
     def checkpoint(self, cfg: RunConfig) -> submitit.helpers.DelayedSubmission:
-        from .trainer import RunLog, run_folder
+        from .training import RunLog, run_folder
 
         if self.results_root is not None:
             os.environ["SPARSEBENCH_RESULTS"] = self.results_root
@@ -345,6 +345,10 @@ def submit_slurm(sweep: str, spec: SlurmSpec, cells: list[Cell]) -> dict[str, st
             records[cell.run_id] = {"job_id": j.job_id, "submitted_at": now,
                                     "previous_finished_at": previous[cell.run_id]}
         atomic.write_json(paths.submitted_jobs(sweep), records)
+    for cell, j in zip(cells, jobs):  # each run folder names its job's logs
+        atomic.write_json(result_path(cell).parent / paths.SLURM_JOB, {
+            "job_id": j.job_id, "submitted_at": now,
+            "stdout": str(j.paths.stdout), "stderr": str(j.paths.stderr)})
     return {c.run_id: j.job_id for c, j in zip(cells, jobs)}
 
 

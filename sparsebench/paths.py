@@ -4,7 +4,8 @@ Results live under ``$SPARSEBENCH_RESULTS`` (default ``./results``) so that a cl
 point them at scratch storage::
 
     results/SWEEP/runs/RUN_ID/{config.yaml, result.json, metrics.jsonl, log, checkpoint.pt,
-                               checkpoint.prev.pt, train.lock}
+                               checkpoint.prev.pt, train.lock (while training),
+                               slurm_job.json (when submitted to SLURM)}
     results/SWEEP/{summary.csv, tables/, figures/}
 
 Nothing escapes the results root: a sweep name or run id is one plain folder name (no path
@@ -24,6 +25,7 @@ LOG = "log"
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_PREVIOUS = "checkpoint.prev.pt"  # the generation before, kept until the next is whole
 RUN_LOCK = "train.lock"                     # held by the one process training the run
+SLURM_JOB = "slurm_job.json"                # a SLURM-run's job id and the paths of its logs
 
 # One folder name: letters, digits and ``._-``, not starting with a dot (so not ``..``).
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")

@@ -8,7 +8,8 @@ and failed runs are counted, never averaged in) and writes
     results/NAME/tables/accuracy_pivot.{md,tex,csv}  method × density accuracy
     results/NAME/figures/*.{png,pdf}               every figure the data supports
 
-Without a name it reports every sweep under the results folder ($SPARSEBENCH_RESULTS,
+``--sparsity PCT`` chooses the sparsity the per-epoch and per-layer figures are drawn at
+(default: the sweep's highest). Without a name it reports every sweep under the results folder ($SPARSEBENCH_RESULTS,
 default ./results). Prints the accuracy pivot table and the paths it wrote.
 
 A damaged run file gives one warning naming it (the run counts as ``unreadable`` in the
@@ -34,10 +35,11 @@ from .results import (ResultsWarning, available_sweeps, load_results, sweep_exis
 
 
 def report(sweep: str, root: Path | None = None, *, figures: bool = True, out=None,
-           write_root: Path | None = None) -> list[Path]:
+           write_root: Path | None = None, density: float | None = None) -> list[Path]:
     """Print the header and accuracy table of one sweep read from ``root``, then write its
     summary, tables and figures under ``write_root`` (default: ``root``); returns the paths
-    written (none where the folder cannot be written, with a warning on stderr)."""
+    written (none where the folder cannot be written, with a warning on stderr). ``density``
+    is the sparsity of the per-epoch and per-layer figures (default: the sweep's highest)."""
     from . import tables
 
     out = out or sys.stdout
@@ -48,7 +50,10 @@ def report(sweep: str, root: Path | None = None, *, figures: bool = True, out=No
     status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no runs yet"
     print(f"== {sweep}: {len(df)} runs ({status})", file=out)
     if len(df):
-        print(tables.to_markdown(tables.pivot_display(tables.main_table(df))), file=out)
+        table = tables.main_table(df)
+        print(tables.to_markdown(tables.pivot_display(table)), file=out)
+        if (table["failed"] + table["diverged"] + table["running"]).any():
+            print(tables.FOOTNOTE, file=out)
     written: list[Path] = []
     try:
         written.append(write_summary(sweep, write_root, df))
@@ -56,7 +61,7 @@ def report(sweep: str, root: Path | None = None, *, figures: bool = True, out=No
         if figures:
             from .figures import write_figures
 
-            figs, skipped = write_figures(df, sweep, write_root)
+            figs, skipped = write_figures(df, sweep, write_root, density=density)
             written += figs
             for name, why in skipped.items():
                 print(f"note: figure {name} skipped: {why}", file=out)
@@ -103,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=None, metavar="DIR",
                         help="results folder (default: $SPARSEBENCH_RESULTS or ./results)")
     parser.add_argument("--no-figures", action="store_true", help="summary and tables only")
+    parser.add_argument("--sparsity", type=float, default=None, metavar="PCT",
+                        help="draw the per-epoch and per-layer figures (training_progress, "
+                             "layer_sparsity) at this sparsity in %%, e.g. 95 (default: the "
+                             "sweep's highest)")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="write summary, tables and figures under DIR/NAME/ instead of the "
                              "results folder (e.g. when that is read-only)")
@@ -114,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     root = args.results
     if args.mini and not args.paper:
         parser.error("--mini goes with --paper")
+    if args.sparsity is not None and not 0 <= args.sparsity < 100:
+        parser.error(f"--sparsity {args.sparsity:g}: a percentage from 0 to below 100, e.g. 95")
+    density = None if args.sparsity is None else round(1 - args.sparsity / 100, 9)
     if args.paper:
         import matplotlib
 
@@ -146,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")  # files only, no display needed (also on a cluster node)
     with warnings_as_lines():
         for name in names:
-            report(name, root, figures=not args.no_figures, write_root=args.out)
+            report(name, root, figures=not args.no_figures, write_root=args.out, density=density)
     return 0
 
 

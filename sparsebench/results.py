@@ -29,6 +29,9 @@ import yaml
 
 from . import atomic, paths
 
+__all__ = ["load_results", "load_metrics", "load_run", "layer_table", "completed",
+           "write_summary", "available_sweeps", "ResultsWarning", "STATUSES"]
+
 COMPLETED, FAILED, DIVERGED, RUNNING = "completed", "failed", "diverged", "running"
 UNREADABLE = "unreadable"
 STATUSES = (COMPLETED, FAILED, DIVERGED, RUNNING, UNREADABLE)
@@ -152,7 +155,7 @@ def _running_header(config: dict) -> dict:
 
     with warnings.catch_warnings():  # tqdm.auto warns in Jupyter without ipywidgets: not ours
         warnings.simplefilter("ignore")
-        from .trainer import result_header
+        from .training import result_header
 
     header = result_header(from_dict(config), RUNNING, None, None)
     header.update(finished_at=None, git_sha=None, hostname=None)
@@ -294,13 +297,20 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` ready for CSV: per-layer dicts as JSON text."""
+    """``df`` ready for CSV: every list, tuple or dict value (per-layer maps, a list setting
+    such as ``device_names``, Lottery's rounds) as JSON text, never a Python repr."""
     out = df.copy()
-    for column in PER_LAYER_KEYS:
-        if column in out.columns:
-            out[column] = [json.dumps(v, sort_keys=True) if isinstance(v, dict) else None
-                           for v in out[column]]
+    for column in out.columns[out.dtypes == object]:
+        values = out[column]
+        if any(isinstance(v, (dict, list, tuple)) for v in values):
+            out[column] = [_json_cell(v) for v in values]
     return out
+
+
+def _json_cell(value: Any) -> Any:
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, sort_keys=True, default=str)
+    return value
 
 
 def write_summary(sweep: str, root: Path | str | None = None,
@@ -322,7 +332,11 @@ def completed(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_metrics(df: pd.DataFrame, statuses: Iterable[str] = (COMPLETED,)) -> pd.DataFrame:
-    """One row per (run, epoch) from the runs' metrics.jsonl, with the run's identity columns."""
+    """One row per (run, epoch) from the metrics.jsonl of the runs of ``df`` (a DataFrame of
+    :func:`load_results`) whose status is in ``statuses``: the keys the trainer logs after
+    each epoch (``epoch``, ``test_acc``, ``train_loss``, ``train_acc`` ...) with the run's
+    identity columns (``run_id``, ``dataset``, ``model``, ``width``, ``method``,
+    ``method_label``, ``density``, ``seed``). Also ``sparsebench.load_metrics(sweep)``."""
     keep = ["run_id", "dataset", "model", "width", "method", "method_label", "density", "seed"]
     frames = []
     for _, run in df[df["status"].isin(list(statuses))].iterrows():

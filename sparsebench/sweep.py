@@ -75,7 +75,13 @@ class Plan:
             return f"{self._status(cell)} (skip)"
         if cell.run_id in self.attached:
             return f"running as SLURM job {self.attached[cell.run_id]}"
-        return "retry" if self._status(cell) else "to run"
+        run_dir = executors.result_path(cell).parent
+        holder = locks.holder(run_dir / paths.RUN_LOCK)
+        if holder is not None:  # trained right now by a process outside this launcher
+            return f"running ({holder})"
+        if self._status(cell):
+            return "retry"
+        return "resume" if (run_dir / paths.CONFIG).is_file() else "to run"
 
 
 def _what_would_run(executor: str, plan: Plan, workers: int) -> str:
@@ -90,7 +96,10 @@ def _what_would_run(executor: str, plan: Plan, workers: int) -> str:
         return (f"one SLURM array job of {n} task{'s' * (n > 1)}, at most "
                 f"{min(n, spec.array_parallelism)} at once{ranks} ({text})")
     if executor == "local":
-        return f"{n} run{'s' * (n > 1)} in {max(1, min(workers, n))} local processes, one torch thread each"
+        procs = max(1, min(workers, n))
+        if procs == 1:
+            return f"{n} run{'s' * (n > 1)} one after another in a local process, one torch thread"
+        return f"{n} runs in {procs} local processes at once, one torch thread each"
     return f"{n} run{'s' * (n > 1)} one after another in this process"
 
 
@@ -225,7 +234,7 @@ def summary(plan: Plan, outcomes: dict[str, Outcome] | None = None) -> Counter:
     mean = done.pivot_table(values="acc", index="run", columns="density", aggfunc="mean").reindex_like(runs)
     table = pd.DataFrame(index=list(dict.fromkeys(df["run"])))
     for density in sorted(runs.columns, reverse=True):
-        table[f"d={density:g}"] = [
+        table[f"sparsity {100 * (1 - density):.4g}%"] = [
             "" if pd.isna(runs.at[r, density]) else
             f"{'-' if pd.isna(mean.at[r, density]) else format(mean.at[r, density], '.2f')} "
             f"({int(completed.at[r, density])}/{int(runs.at[r, density])})"
@@ -365,19 +374,25 @@ def outcome_line(name: str, counts: Counter) -> int:
 
 
 def timing_line(plan: Plan, wall_s: float) -> str:
-    """How well the launch ran its runs side by side: its wall-clock over the sum of the
-    training wall-clocks (``wall_clock_s`` in result.json) of the runs it ran. Below 1 the
-    runs overlapped; 1/workers is the ideal, which start-up and data loading (not in a run's
-    wall_clock_s) keep out of reach."""
+    """How well the launch ran its runs side by side: its wall-clock against the sum of the
+    training wall-clocks (``wall_clock_s`` in result.json) of the runs it ran. Runs that
+    overlapped finish sooner than their sum; start-up and data loading (not in a run's
+    wall_clock_s) are why a launch of small runs takes longer than the sum."""
     ran = plan.to_run + [c for c in plan.sweep.cells if c.run_id in plan.attached]
     times = [(atomic.read_json(executors.result_path(c)) or {}).get("wall_clock_s") for c in ran]
     times = [t for t in times if isinstance(t, (int, float))]
     total = sum(times)
-    text = f"ran {len(ran)} run{'s' * (len(ran) != 1)} in {wall_s:.1f} s, sum of run times {total:.1f} s"
-    if total > 0:
-        text += f" ({len(times)} with a wall-clock), ratio {wall_s / total:.2f}"
-    return text
-
+    text = (f"time: {len(ran)} run{'s' * (len(ran) != 1)} took {wall_s:.1f} s from launch to "
+            f"the last result")
+    if total <= 0:
+        return text
+    text += f"; their training alone adds up to {total:.1f} s"
+    if len(times) < len(ran):
+        text += f" ({len(times)} of the {len(ran)} runs report a time)"
+    if wall_s < total:
+        return text + f": {total / wall_s:.1f}× faster side by side than one after another"
+    return (text + ": the rest is start-up (starting Python and torch, loading the data), "
+                   "which a run's own time leaves out")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import atomic, paths
+from .plotting import sparsity_text
 from .results import COMPLETED, DIVERGED, FAILED, RUNNING
 
 BASE_KEYS = ["dataset", "model", "method_label", "density"]
@@ -63,6 +64,15 @@ def cell_keys(df: pd.DataFrame) -> list[str]:
 
 def display_name(column: str) -> str:
     return column.removeprefix("config.")
+
+
+def panel_label(column: str, value) -> str:
+    """A swept config field's value as a figure's panel title names it: ``width ×2``,
+    ``optim.lr=0.05``."""
+    if column == "config.model.width":
+        return f"width ×{value:g}"
+    return f"{display_name(column)}={value:g}" if isinstance(value, float) else \
+        f"{display_name(column)}={value}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,6 +179,9 @@ def main_display(table: pd.DataFrame, style: Style = MARKDOWN) -> pd.DataFrame:
     keys = [c for c in table.columns if c not in MAIN_NUMBERS]
     shown = {}
     for key in keys:
+        if key == "density":  # the config field; a reader sees sparsity
+            shown["sparsity"] = [_text(sparsity_text(v), style) for v in table[key]]
+            continue
         header = {"method_label": "method"}.get(key, key)
         shown[header] = [_text(v, style) for v in table[key]]
     excluded = table["failed"] + table["diverged"] + table["running"]
@@ -190,7 +203,8 @@ def main_display(table: pd.DataFrame, style: Style = MARKDOWN) -> pd.DataFrame:
 
 
 def pivot_display(table: pd.DataFrame, style: Style = MARKDOWN) -> pd.DataFrame:
-    """Accuracy "mean ± std" with methods as rows and densities as columns (dense first)."""
+    """Accuracy "mean ± std" with methods as rows and sparsities as columns (0 %, dense,
+    first)."""
     keys = [c for c in table.columns if c not in MAIN_NUMBERS and c != "density"]
     # Data set and model become row labels only when the sweep has more than one of them.
     keys = [k for k in keys if k == "method_label" or table[k].nunique(dropna=False) > 1]
@@ -206,7 +220,7 @@ def pivot_display(table: pd.DataFrame, style: Style = MARKDOWN) -> pd.DataFrame:
         row = {({"method_label": "method"}.get(k, k)): _text(v, style) for k, v in zip(keys, label)}
         by_density = dict(zip(group["density"], group["_text"]))
         for d in densities:
-            row[f"density {d:g}"] = by_density.get(d, "")
+            row[f"sparsity {sparsity_text(d)}"] = by_density.get(d, "")
         rows.append(row)
     out = pd.DataFrame(rows)
     if style.escape:

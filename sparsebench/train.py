@@ -21,7 +21,7 @@ import sys
 from . import atomic, distributed, locks, preflight, resolve
 from .cli import config_errors_exit
 from .config import check_unique_overrides
-from .trainer import run_folder, train
+from .training import run_folder, train
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sparsebench import atomic, paths
 from sparsebench.config import from_dict, run_id, to_dict
-from sparsebench.trainer import result_header
+from sparsebench.training import result_header
 
 MLP_LAYERS = {"net.1": 784 * 300, "net.3": 300 * 100, "net.5": 100 * 10}
 

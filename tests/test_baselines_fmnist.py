@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sparsebench import resolve
-from sparsebench.trainer import train
+from sparsebench.training import train
 
 from .conftest import REPO, needs_fmnist
 

@@ -7,7 +7,7 @@ import time
 import pandas as pd
 
 from sparsebench import resolve
-from sparsebench.trainer import Trainer
+from sparsebench.training import Trainer
 
 from .conftest import REPO, load_benchmark, needs_fmnist
 

@@ -8,7 +8,7 @@ import torch
 
 from sparsebench import checkpoints, paths, resolve
 from sparsebench.config import run_id
-from sparsebench.trainer import train
+from sparsebench.training import train
 
 from .conftest import REPO, needs_fmnist
 

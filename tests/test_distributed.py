@@ -18,7 +18,7 @@ from sparsebench import distributed, resolve
 from sparsebench.config import ConfigError
 from sparsebench.data.imagenet import GlobalBatchShards
 from sparsebench.data.loader import TensorLoader, share
-from sparsebench.trainer import run_folder, train
+from sparsebench.training import run_folder, train
 
 from .conftest import REPO, needs_fmnist
 
@@ -81,7 +81,7 @@ class RankNan(Method):
 STOP_AFTER_ONE_EPOCH = '''
 import sys
 from sparsebench import resolve
-from sparsebench.trainer import train
+from sparsebench.training import train
 cfg = resolve.load(sys.argv[1], sys.argv[2:])
 assert train(cfg, stop_after_epochs=1)["status"] == "interrupted"
 '''

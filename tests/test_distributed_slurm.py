@@ -14,7 +14,7 @@ import torch
 
 from sparsebench import paths, sweeps
 from sparsebench.executors import read_records
-from sparsebench.trainer import train
+from sparsebench.training import train
 
 from .conftest import REPO, needs_fmnist
 from .test_sweep_slurm import (LIMIT_S, HoldRelease, _cancel_leftover_jobs,  # noqa: F401 (fixtures)

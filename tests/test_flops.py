@@ -16,7 +16,7 @@ from sparsebench.flops import FlopModel
 from sparsebench.models import build_model
 from sparsebench.sparsity.dst import UpdateSchedule
 from sparsebench.sparsity.engine import SparsityEngine
-from sparsebench.trainer import train
+from sparsebench.training import train
 
 from .conftest import REPO, needs_fmnist
 

@@ -14,7 +14,7 @@ from sparsebench import methods, paths, resolve
 from sparsebench.config import run_id
 from sparsebench.methods import InitContext, StepContext
 from sparsebench.sparsity import SparsityEngine
-from sparsebench.trainer import train
+from sparsebench.training import train
 
 from .bad_config import assert_exits_2_naming
 from .conftest import REPO, needs_fmnist

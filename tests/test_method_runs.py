@@ -7,7 +7,7 @@ import torch
 
 from sparsebench import paths, resolve
 from sparsebench.config import run_id
-from sparsebench.trainer import Trainer, train
+from sparsebench.training import Trainer, train
 
 from .conftest import REPO, needs_fmnist
 

@@ -101,7 +101,7 @@ def _setup(name, density=0.2, distribution="uniform", total_steps=40, steps_per_
 
 def _step(model, engine, method, optimizer, batch, step, total_steps=40, steps_per_epoch=10,
           on_backward=None, on_optimizer_step=None):
-    """One step in the trainer's order (sparsebench.trainer.Trainer.train_epoch)."""
+    """One step in the trainer's order (sparsebench.training.Trainer.train_epoch)."""
     ctx = StepContext(step=step, epoch=step // steps_per_epoch, total_steps=total_steps,
                       steps_per_epoch=steps_per_epoch, model=model, batch=batch)
     method.before_forward(ctx)

@@ -134,7 +134,7 @@ def test_the_shipped_protocol_lists_every_compared_method():
 
 @needs_fmnist
 def test_the_protocol_is_recorded_in_config_yaml_and_result_json():
-    from sparsebench.trainer import run_folder, train
+    from sparsebench.training import run_folder, train
 
     cfg = resolve.load(BASE, ["protocol=gse_paper", "method.name=gse", "method.interval=5",
                               "data.train_subset=1024", "epochs=1", "progress=false"])

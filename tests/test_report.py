@@ -59,8 +59,8 @@ def test_table_mean_and_std_match_hand_values_and_exclude_failed_runs(root):
     assert "82.17 ± 2.25 †" in text and "90.50 ± 0.71 " in text
     assert "| 70.00 " in text  # one seed: no std
     pivot = tables.pivot_display(table)
-    assert list(pivot.columns) == ["method", "density 1", "density 0.1", "density 0.05"]
-    assert pivot.set_index("method").loc["static", "density 0.1"] == "82.17 ± 2.25 †"
+    assert list(pivot.columns) == ["method", "sparsity 0%", "sparsity 90%", "sparsity 95%"]
+    assert pivot.set_index("method").loc["static", "sparsity 90%"] == "82.17 ± 2.25 †"
 
 
 def test_load_results_flattens_config_and_reads_partial_folders(root):
@@ -116,7 +116,7 @@ def test_report_on_a_partial_sweep_writes_every_table_and_figure(root, capsys):
     sweep = make_full_sweep(root)
     assert report.main([sweep, "--results", str(root)]) == 0
     out = capsys.readouterr().out
-    assert "gse (grabo)" in out and "density 0.02" in out       # the pivot table
+    assert "gse (grabo)" in out and "sparsity 98%" in out       # the pivot table
     for name in ("main", "accuracy_pivot"):
         for ext in ("md", "tex", "csv"):
             path = paths.tables_dir(sweep, root) / f"{name}.{ext}"

@@ -52,6 +52,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over(capsys):
     log = (folder / paths.LOG).read_text()
     assert "took over the lock of a process that is gone (pid 999999 on gone-host" in log
     assert json.loads((folder / paths.RESULT).read_text())["status"] == "completed"
+    assert not (folder / paths.RUN_LOCK).exists()  # a finished run folder holds no lock file
 
 
 def test_lock_waits_for_its_holder_when_asked(tmp_path):
@@ -128,12 +129,12 @@ def test_log_append_on_a_full_disk_is_a_write_error(tmp_path, monkeypatch):
 # ---- Ctrl-C --------------------------------------------------------------------------------
 
 def test_ctrl_c_in_train_is_one_line_and_exit_130(monkeypatch, capsys):
-    from sparsebench import trainer
+    from sparsebench import training
 
     def interrupted(self, stop_after_epochs=None):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer.Trainer, "run", interrupted)
+    monkeypatch.setattr(training.Trainer, "run", interrupted)
     assert train_main([BASE, *SMALL]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"interrupted: run {_folder()} stopped")

@@ -16,7 +16,7 @@ from sparsebench.flops import FlopModel
 from sparsebench.methods import InitContext, StepContext
 from sparsebench.scoring import ScoreBatches
 from sparsebench.sparsity import SparsityEngine
-from sparsebench.trainer import Trainer
+from sparsebench.training import Trainer
 
 from .test_data import make_cifar100
 

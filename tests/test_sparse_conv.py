@@ -18,7 +18,7 @@ from sparsebench.schedules import build_optimizer
 from sparsebench.sparsity.sparse_conv import SparseConv2d, _Im2colConvFunction
 from sparsebench.sparsity.sparse_layers import CsrStructure
 from sparsebench.sparsity.sparse_engine import SparseLayer, build_engine
-from sparsebench.trainer import training_step
+from sparsebench.training import training_step
 
 from .conftest import REPO
 from .test_sparse_engine import (_gse_run, assert_same_as_dense, largest_tensors_created,

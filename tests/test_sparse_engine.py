@@ -20,7 +20,7 @@ from sparsebench.sparsity.engine import MaskedLayer
 from sparsebench.sparsity.sparse_engine import (SparseExecutionEngine, SparseLayer, build_engine,
                                                 sample_distinct)
 from sparsebench.sparsity.sparse_layers import KERNELS, SparseLinear, _SparseLinearFunction
-from sparsebench.trainer import training_step
+from sparsebench.training import training_step
 
 from .conftest import REPO, needs_fmnist
 
@@ -435,7 +435,7 @@ def test_meta_model_is_built_without_dense_weights():
 def test_trainer_runs_gse_alike_on_both_engines_and_resumes_on_the_sparse_one():
     from sparsebench import paths, resolve
     from sparsebench.config import run_id
-    from sparsebench.trainer import train
+    from sparsebench.training import train
 
     base = str(REPO / "configs" / "fmnist_mlp.yaml")
     small = ["data.train_subset=1024", "data.batch_size=64", "epochs=2", "progress=false",

@@ -94,7 +94,7 @@ def test_pruning_methods_get_the_rule_at_full_fan_in_before_they_score(tmp_path)
     """SNIP scores the weights it starts from: the trainer draws them at full fan-in first
     (the authors prune a dense model drawn by the same rule), then keeps the survivors."""
     from sparsebench import resolve
-    from sparsebench.trainer import Trainer
+    from sparsebench.training import Trainer
 
     assert methods.get("snip").scores_initial_weights and methods.get("magnitude").scores_initial_weights
     assert not methods.get("static").scores_initial_weights

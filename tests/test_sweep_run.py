@@ -130,7 +130,7 @@ def test_auto_picks_slurm_only_where_sbatch_is_on_the_path(write_sweep, tmp_path
     fake_bin.mkdir()
     monkeypatch.setenv("PATH", str(fake_bin))  # no sbatch anywhere
     assert main([str(path), "--dry-run", "--workers", "3"]) == 0
-    assert "executor local: 2 runs in 2 local processes" in capsys.readouterr().out
+    assert "executor local: 2 runs in 2 local processes at once" in capsys.readouterr().out
     sbatch = fake_bin / "sbatch"
     sbatch.write_text("#!/bin/sh\nexit 1\n")
     sbatch.chmod(0o755)
@@ -180,4 +180,6 @@ def test_timing_line_compares_the_launch_with_the_sum_of_its_runs(write_sweep):
     for cell, seconds in zip(sweep.cells, (10.0, 30.0, None)):
         atomic.write_json(executors.result_path(cell), {"status": "completed", "wall_clock_s": seconds})
     line = timing_line(plan, 20.0)
-    assert line == "ran 3 runs in 20.0 s, sum of run times 40.0 s (2 with a wall-clock), ratio 0.50"
+    assert line == ("time: 3 runs took 20.0 s from launch to the last result; their training "
+                    "alone adds up to 40.0 s (2 of the 3 runs report a time): 2.0× faster side "
+                    "by side than one after another")

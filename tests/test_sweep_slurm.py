@@ -21,7 +21,7 @@ import torch
 from sparsebench import atomic, paths, resolve, sweeps
 from sparsebench.executors import is_active, read_records, squeue_states
 from sparsebench.sweep import main
-from sparsebench.trainer import train
+from sparsebench.training import train
 
 from .conftest import REPO, STRICT, needs_fmnist
 
@@ -80,7 +80,7 @@ def test_fmnist_smoke_is_one_array_job_and_a_second_launch_submits_nothing(slurm
     for cell in sweep.cells:
         result = _result("fmnist_smoke", cell.run_id)
         assert result["status"] == "completed" and result["final_test_acc"] > 20  # learnt something
-    assert "3 runs: 3 completed" in out and "ran 3 runs in" in out
+    assert "3 runs: 3 completed" in out and "time: 3 runs took" in out
 
     t0 = time.monotonic()
     assert main(["fmnist_smoke", "--poll", "1"]) == 0

@@ -16,7 +16,7 @@ from sparsebench.flops import FlopModel
 from sparsebench.methods import InitContext, StepContext
 from sparsebench.schedules import build_optimizer
 from sparsebench.sparsity import SparsityEngine
-from sparsebench.trainer import train, training_step
+from sparsebench.training import train, training_step
 
 from .bad_config import assert_exits_2_naming
 from .conftest import REPO, needs_fmnist

@@ -9,7 +9,7 @@ import torch
 
 from sparsebench import paths, resolve
 from sparsebench.config import ConfigError, run_id
-from sparsebench.trainer import train
+from sparsebench.training import train
 
 from .conftest import REPO, needs_fmnist
 

@@ -83,7 +83,7 @@ ARTIFACTS: tuple[Artifact, ...] = (
              (Source.of("paper_table4_dense_vit"),), tables.table4),
     Artifact("fig8", "kernels", "Sparse × dense matrix-multiplication time: dense, COO and CSR "
              "weights, n = 2048 … 16384, batch 128, 80 % … 99.9 % sparsity"),
-    Artifact("fig9", "figure", "Density of each layer at the end of training, per method, "
+    Artifact("fig9", "figure", "Sparsity of each layer at the end of training, per method, "
              "averaged over CIFAR-10/100",
              (Source.of(C10), Source.of(C100), Source.of(BASELINES)), fig_layers.layer_density),
 )

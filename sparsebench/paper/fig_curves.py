@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import seaborn as sns
 
-from ..figures import SkipFigure, _figure, _figure_legend, _theme, _title
+from ..plotting import SkipFigure, figure, figure_legend, sparsity_text, spread_text, theme
+from ..plotting import title as figure_title
 from ..results import load_metrics
-from .names import sparsity_text
 from .plotting import Drawn, colors_for, runs_per_point, with_paper_names
 
 
@@ -42,14 +42,15 @@ def per_method(done: pd.DataFrame, names) -> Drawn:
     chosen = done[((done["density"] - density).abs() < 1e-12) | (done["method"] == "dense")]
     metrics = load_metrics(chosen)
     if metrics.empty or metrics["epoch"].nunique() < 2:
-        raise SkipFigure("needs metrics.jsonl with two or more epochs")
+        raise SkipFigure("needs runs of two or more epochs (a curve per epoch in their "
+                         "metrics.jsonl); these have at most one")
     metrics = with_paper_names(last_round(metrics), names)
     colors = colors_for(metrics["Method"])
     counts = []
-    style, context = _theme()
+    style, context = theme()
     with style, context:
         panels = list(metrics.groupby(["dataset", "model"], sort=False))
-        fig, axes = _figure(len(panels))
+        fig, axes = figure(len(panels))
         for ax, ((dataset, model), rows) in zip(axes, panels):
             methods = [m for m in colors if m in set(rows["Method"])]
             sns.lineplot(data=rows, x="epoch", y="test_acc", hue="Method", hue_order=methods,
@@ -60,9 +61,9 @@ def per_method(done: pd.DataFrame, names) -> Drawn:
             _epochs_axis(ax, rows)
             ax.set_ylabel("test accuracy (%)")
             ax.set_title(f"{names.dataset(dataset)} · {names.model(model)}")
-        _title(fig, f"Test accuracy during training at sparsity {sparsity_text(density)}",
-               "mean ± std band over seeds; Dense (dashed) for reference")
-        _figure_legend(fig, order=list(colors))
+        figure_title(fig, f"Test accuracy during training at sparsity {sparsity_text(density)}",
+                     f"{spread_text(counts, 'mean ± std band')}; Dense (dashed) for reference")
+        figure_legend(fig, order=list(colors))
     return Drawn(fig, f"Test accuracy after every epoch at {sparsity_text(density)} sparsity "
                       f"for every method (Lottery: its last round), one panel per data set and "
                       f"model; "
@@ -73,7 +74,8 @@ def per_width(done: pd.DataFrame, names) -> Drawn:
     """Figure 7: train (dashed) and test (solid) accuracy per epoch for each width."""
     metrics = last_round(load_metrics(done[done["method"] != "dense"]))
     if metrics.empty or metrics["epoch"].nunique() < 2:
-        raise SkipFigure("needs metrics.jsonl with two or more epochs")
+        raise SkipFigure("needs runs of two or more epochs (a curve per epoch in their "
+                         "metrics.jsonl); these have at most one")
     if "train_acc" not in metrics.columns:
         raise SkipFigure("the runs' metrics have no train_acc")
     long = metrics.melt(id_vars=["run_id", "dataset", "model", "width", "epoch"],
@@ -82,15 +84,16 @@ def per_width(done: pd.DataFrame, names) -> Drawn:
     long["split"] = long["split"].map({"train_acc": "train", "test_acc": "test"})
     # Relative to each model's narrowest run (×1), so a miniature's widths read as the paper's.
     long["relative"] = long["width"] / long.groupby("model")["width"].transform("min")
-    long["width ×"] = long["relative"].map(lambda w: f"×{w:g}")
+    long["width (× the ×1 model)"] = long["relative"].map(lambda w: f"×{w:g}")
     widths = [f"×{w:g}" for w in sorted(long["relative"].unique())]
     counts = []
-    style, context = _theme()
+    style, context = theme()
     with style, context:
         panels = list(long.groupby(["dataset", "model"], sort=False))
-        fig, axes = _figure(len(panels))
+        fig, axes = figure(len(panels))
         for ax, ((dataset, model), rows) in zip(axes, panels):
-            sns.lineplot(data=rows, x="epoch", y="accuracy", hue="width ×", hue_order=widths,
+            sns.lineplot(data=rows, x="epoch", y="accuracy", hue="width (× the ×1 model)",
+                         hue_order=widths,
                          palette=sns.color_palette("viridis", len(widths)), style="split",
                          style_order=["test", "train"], errorbar="sd", ax=ax)
             counts += rows.groupby(["relative"])["run_id"].nunique().tolist()
@@ -98,9 +101,9 @@ def per_width(done: pd.DataFrame, names) -> Drawn:
             ax.set_ylabel("accuracy (%)")
             ax.set_title(f"{names.dataset(dataset)} · {names.model(model)}")
         method = names.method(done["method_label"].iloc[0])
-        _title(fig, f"{method}: train and test accuracy per epoch for each width",
-               "solid: test, dashed: train; mean ± std band over seeds")
-        _figure_legend(fig, title="width (× the ×1 model) / split", right=True)
+        figure_title(fig, f"{method}: train and test accuracy per epoch for each width",
+                     f"solid: test, dashed: train; {spread_text(counts, 'mean ± std band')}")
+        figure_legend(fig, title="", right=True)
     return Drawn(fig, f"Train (dashed) and test (solid) accuracy of {method} after every epoch "
                       f"for each width of figure 3, one panel per model; "
                       f"{runs_per_point(counts)}.")

@@ -1,5 +1,5 @@
-"""Figure 9: the density of each prunable layer at the end of training, one panel per method,
-sparsity as hue, averaged over the data sets (CIFAR-10 and CIFAR-100) and seeds.
+"""Figure 9: the sparsity of each prunable layer at the end of training, one panel per method,
+overall sparsity as hue, averaged over the data sets (CIFAR-10 and CIFAR-100) and seeds.
 
 Layers differ between models, so the figure is drawn for one model: the first of the sweeps
 (ResNet-56 in the paper's sweeps); the caption names it."""
@@ -10,9 +10,10 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import FixedLocator, FuncFormatter
 
-from ..figures import SkipFigure, _figure, _figure_legend, _theme, _title
+from ..plotting import (SkipFigure, figure, figure_legend, sparsity_text, sparsity_y_axis,
+                        spread_text, theme)
+from ..plotting import title as figure_title
 from ..results import layer_table
-from .names import sparsity_text
 from .plotting import Drawn, colors_for, runs_per_point, with_paper_names
 
 
@@ -25,36 +26,36 @@ def layer_density(done: pd.DataFrame, names, model: str | None = None) -> Drawn:
     if layers.empty:
         raise SkipFigure("no per-layer densities in the completed runs")
     layers = with_paper_names(layers, names)
+    layers["layer_sparsity"] = 100 * (1 - layers["layer_density"])
     layers["sparsity"] = layers["density"].map(sparsity_text)
     hue_order = [sparsity_text(d) for d in sorted(layers["density"].unique(), reverse=True)]
     methods = list(colors_for(layers["Method"]))
     n_layers = layers["layer_index"].nunique()
-    style, context = _theme()
+    counts = layers.groupby(["Method", "density", "layer_index"])["run_id"].nunique()
+    style, context = theme()
     with style, context:
-        fig, axes = _figure(len(methods), width=max(4.2, 0.12 * n_layers + 2.5), height=3.4,
+        fig, axes = figure(len(methods), width=max(4.2, 0.12 * n_layers + 2.5), height=3.4,
                             ncols=min(len(methods), 3))
         for ax, method in zip(axes, methods):
             rows = layers[layers["Method"] == method]
-            sns.lineplot(data=rows, x="layer_index", y="layer_density", hue="sparsity",
+            sns.lineplot(data=rows, x="layer_index", y="layer_sparsity", hue="sparsity",
                          hue_order=[h for h in hue_order if h in set(rows["sparsity"])],
                          palette=sns.color_palette("rocket_r", len(hue_order)), errorbar="sd",
                          marker="o", markersize=3, ax=ax)
-            ax.set_yscale("log")
             names_by_index = dict(zip(rows["layer_index"], rows["layer"]))
             step = max(1, n_layers // 8)
             ticks = sorted(names_by_index)[::step]
             ax.xaxis.set_major_locator(FixedLocator(ticks))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda i, _: str(int(i))))
             ax.set_xlabel("prunable layer index (input → output)")
-            ax.set_ylabel("layer density (log)")
+            sparsity_y_axis(ax, "sparsity of the layer (%)", layers["layer_sparsity"])
             ax.set_title(method)
         datasets = " and ".join(names.dataset(d) for d in dict.fromkeys(layers["dataset"]))
-        _title(fig, f"Density of each layer at the end of training, {names.model(model)}",
-               f"mean ± std over seeds and {datasets}")
-        _figure_legend(fig, title="overall sparsity")
-    counts = layers.groupby(["Method", "density", "layer_index"])["run_id"].nunique()
+        figure_title(fig, f"Sparsity of each layer at the end of training, {names.model(model)}",
+                     f"{spread_text(counts.tolist())} (seeds and {datasets})")
+        figure_legend(fig, title="overall sparsity")
     finite = layers[np.isfinite(layers["layer_density"])]
-    return Drawn(fig, f"Final density of each prunable layer of {names.model(model)} (layer "
+    return Drawn(fig, f"Final sparsity of each prunable layer of {names.model(model)} (layer "
                       f"0 is the input layer), one panel per method, overall sparsity as colour, "
                       f"averaged over {datasets}; {runs_per_point(counts.tolist())}; "
                       f"{finite['layer'].nunique()} layers.")

@@ -27,6 +27,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..flops import forward_flops_by_module
+from ..plotting import METHOD_COLORS
 from .names import MODELS
 
 DELTA_T = 1000
@@ -107,7 +108,7 @@ def figure(data: pd.DataFrame, model: str = "resnet50", dataset: str = "ImageNet
 
     fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     ax = fig.subplots()
-    colors = {"RigL": sns.color_palette("tab10")[1], "GSE": sns.color_palette("tab10")[0]}
+    colors = {"RigL": METHOD_COLORS["rigl"], "GSE": METHOD_COLORS["gse (uniform)"]}
     for method in ("RigL", "GSE"):
         rows = data[data["method"] == method]
         ax.plot(rows["density"], rows["train_flops"], label=method, color=colors[method],

@@ -63,7 +63,7 @@ def figure(data: pd.DataFrame) -> Figure:
     import seaborn as sns
     from matplotlib.ticker import FixedLocator, FuncFormatter
 
-    from ..figures import _log_axis
+    from ..plotting import log_axis
 
     data = data.assign(variant_name=data["variant"].map(lambda v: VARIANT_NAMES.get(v, v)),
                        time_ms=1000 * data["time_s"], density=1 - data["sparsity"])
@@ -92,7 +92,7 @@ def figure(data: pd.DataFrame) -> Figure:
         ax.xaxis.set_major_locator(FixedLocator(shown))
         ax.xaxis.set_minor_locator(FixedLocator([]))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda d, _: f"{100 * (1 - d):.4g}%"))
-        _log_axis(ax, "y")  # ticks at 1, 2, 5 × powers of ten, as plain numbers
+        log_axis(ax, "y")  # ticks at 1, 2, 5 × powers of ten, as plain numbers
         ax.set_xlabel("sparsity of the n × n weight")
         ax.set_ylabel("time per product (ms, log)")
         batch = int(rows["batch"].iloc[0]) if "batch" in rows.columns else 128

@@ -39,11 +39,6 @@ def method_rank(label: str) -> tuple[int, str]:
     return (order.index(label) if label in order else len(order), str(label))
 
 
-def sparsity_text(density: float) -> str:
-    """0.02 -> "98%"; dense (1.0) -> "0%"."""
-    return f"{100 * (1 - float(density)):.4g}%"
-
-
 @dataclass
 class Names:
     """Display names, with a miniature's stand-in data set names on top."""

@@ -1,18 +1,17 @@
-"""What the paper's figures share: one colour per method for every figure, the paper's method
-names in legends, and the caption's count of the runs behind each point."""
+"""What the paper's figures share besides the plotting kit (:mod:`sparsebench.plotting`):
+the paper's method names in legends, each in its method's colour from the kit's one palette
+(the same as in a sweep's report), and the caption's count of the runs behind each point."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import pandas as pd
-import seaborn as sns
 from matplotlib.figure import Figure
 
+from ..plotting import method_colors
 from .names import METHODS, Names
 
-# One colour per paper method, the same in every figure (tab20 has room for all 13).
-_PALETTE = sns.color_palette("tab20", 20)
-COLORS = {name: _PALETTE[i] for i, name in enumerate(METHODS.values())}
+_LABEL_OF = {name: label for label, name in METHODS.items()}
 
 
 @dataclass
@@ -26,13 +25,14 @@ def with_paper_names(df: pd.DataFrame, names: Names) -> pd.DataFrame:
     return df.assign(Method=[names.method(m) for m in df["method_label"]])
 
 
-def colors_for(labels) -> dict:
-    """Paper method name -> colour, for the names present, in the paper's order."""
-    order = [n for n in METHODS.values() if n in set(labels)]
-    extra = sorted(set(labels) - set(order))
-    out = {n: COLORS[n] for n in order}
-    out.update(dict(zip(extra, sns.color_palette("Set2", max(len(extra), 1)))))
-    return out
+def colors_for(names) -> dict:
+    """Paper method name -> its method's colour, for the names given, in the paper's order
+    (a name the paper does not have is a label of ours and keeps that label's colour)."""
+    names = [str(n) for n in dict.fromkeys(names)]
+    by_label = method_colors([_LABEL_OF.get(n, n) for n in names])
+    rank = {name: i for i, name in enumerate(METHODS.values())}
+    order = sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
+    return {n: by_label[_LABEL_OF.get(n, n)] for n in order}
 
 
 def runs_per_point(counts) -> str:

@@ -23,7 +23,7 @@ from typing import Callable
 import pandas as pd
 
 from .. import atomic, paths
-from ..figures import SkipFigure, save_figure
+from ..plotting import SkipFigure, save_figure
 from ..tables import to_markdown
 from . import flops_model, kernels, published
 from .artifacts import ARTIFACTS, Artifact
@@ -55,6 +55,7 @@ class Entry:
     lines: list[str] = field(default_factory=list)
     beside: list[dict] = field(default_factory=list)
     caption: str = ""
+    needed: pd.DataFrame | None = None  # sweep, run_id, status of each run it needs
 
 
 def _save_figure(fig, out: Path, name: str) -> list[Path]:
@@ -80,7 +81,7 @@ def build_one(artifact: Artifact, lib: Library, ctx: Context, out: Path) -> Entr
         entry.state = "complete"
         entry.caption = ("Training FLOPs per example of GSE (γ = 1, uniform sampler) and RigL "
                          "against sparsity, ResNet-50 on ImageNet (224²), ΔT = 1000, uniform "
-                         "layer-wise density, from the FLOP model (Evci et al. 2020, App. H); "
+                         "layer-wise sparsity, from the FLOP model (Evci et al. 2020, App. H); "
                          "no runs behind it.")
         rel = [f"{name} {fn(fl, 1 - s) / (3 * fl.dense):.3g}× at "
                f"{flops_model.sparsity_tick(1 - s)}"
@@ -106,6 +107,7 @@ def build_one(artifact: Artifact, lib: Library, ctx: Context, out: Path) -> Entr
         return entry
 
     ev = lib.evidence(artifact.sources)
+    entry.needed = ev.expected[["sweep", "run_id", "status"]] if len(ev.expected) else None
     counts = ev.counts()
     entry.counts = ev.counts_text()
     entry.state = _state(counts)
@@ -147,8 +149,9 @@ def _reps(data: pd.DataFrame) -> str:
 
 
 def write(out: Path, lib: Library, ctx: Context, *, title: str = "The GSE paper's artifacts",
-          preamble: str = "", only: list[str] | None = None) -> list[Entry]:
-    """Every artifact (or those in ``only``) into ``out``, then ``out/index.md``."""
+          preamble: str = "", only: list[str] | None = None, say=print) -> list[Entry]:
+    """Every artifact (or those in ``only``) into ``out``, then ``out/index.md``; ``say``
+    gets one line counting the runs the artifacts need (and what to do about missing ones)."""
     out.mkdir(parents=True, exist_ok=True)
     entries = []
     for artifact in ARTIFACTS:
@@ -161,18 +164,40 @@ def write(out: Path, lib: Library, ctx: Context, *, title: str = "The GSE paper'
             entry.lines.append(f"error while building: {type(err).__name__}: {err}")
             entry.lines.append("```\n" + traceback.format_exc(limit=4).strip() + "\n```")
             entries.append(entry)
-    atomic.write_text(out / "index.md", index_text(entries, out, title, preamble, lib))
+    rerun = "python -m sparsebench.report --paper" + ("" if ctx.comparable else " --mini")
+    atomic.write_text(out / "index.md", index_text(entries, out, title, preamble, lib, rerun))
+    if say is not None:
+        say(runs_line(entries, "make paper" if ctx.comparable else "make paper-mini"))
     return entries
 
 
-def index_text(entries: list[Entry], out: Path, title: str, preamble: str, lib: Library) -> str:
+def runs_line(entries: list[Entry], train: str) -> str:
+    """``paper: 896 runs needed: 0 completed, 896 missing; ...`` over every artifact, each run
+    counted once (artifacts share runs)."""
+    needed = [e.needed for e in entries if e.needed is not None]
+    if not needed:
+        return "paper: no artifact needs trained runs"
+    runs = pd.concat(needed).drop_duplicates(["sweep", "run_id"])
+    counts = runs["status"].value_counts()
+    total, done = len(runs), int(counts.get("completed", 0))
+    text = f"paper: {total} runs needed: " + ", ".join(
+        f"{int(n)} {status}" for status, n in counts.items())
+    drawn = sum(e.state == "complete" for e in entries)
+    text += f"; {drawn} of {len(entries)} artifacts complete"
+    if done < total:
+        text += f"; index.md says what each artifact lacks; `{train}` trains what is missing"
+    return text
+
+
+def index_text(entries: list[Entry], out: Path, title: str, preamble: str, lib: Library,
+               rerun: str = "python -m sparsebench.report --paper") -> str:
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     root = lib.root if lib.root is not None else paths.results_root()
     lines = [f"# {title}", ""]
     if preamble:
         lines += [preamble.strip(), ""]
-    lines += [f"Written {now} from the runs under `{root}`; rerun "
-              "`python -m sparsebench.report --paper` at any time to update it.", "",
+    lines += [f"Written {now} from the runs under `{root}`; rerun `{rerun}` at any time to "
+              "update it.", "",
               "| artifact | what | state | runs |", "|---|---|---|---|"]
     for e in entries:
         lines.append(f"| [{e.artifact.id}](#{e.artifact.id}) | {e.artifact.title} | {e.state} | "

@@ -23,6 +23,7 @@ import pandas as pd
 
 from .. import sweeps
 from ..config import ConfigError
+from ..plotting import sparsity_text
 from ..results import COMPLETED, DIVERGED, FAILED, RUNNING, load_results, method_label
 
 MISSING = "missing"
@@ -52,8 +53,13 @@ class Source:
         return True
 
     def describe(self) -> str:
-        parts = [f"{k}={'|'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
-                 for k, v in self.where]
+        def value(k, v):
+            if k == "density":
+                return "sparsity " + "|".join(sparsity_text(d) for d in
+                                              (v if isinstance(v, (list, tuple)) else [v]))
+            return f"{k}={'|'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+
+        parts = [value(k, v) for k, v in self.where]
         text = self.sweep + (f" ({', '.join(parts)})" if parts else "")
         return text + (f": {self.why}" if self.why else "")
 
@@ -169,9 +175,8 @@ class Evidence:
             for values, n in list(groups.items())[:limit]:
                 named = dict(zip(keys, values))
                 parts = [named.pop("sweep")]
-                parts += [f"{k.split('.')[0]}={v:g}" if isinstance(v, float) else str(v)
-                          for k, v in named.items() if not (k == "model.width" and v == 1)
-                          and k != "epochs"]
+                parts += [_group_text(k, v) for k, v in named.items()
+                          if not (k == "model.width" and v == 1) and k != "epochs"]
                 if "epochs" in named and rows["epochs"].nunique() > 1:
                     parts.append(f"{named['epochs']} epochs")
                 shown.append(f"{' · '.join(parts)} ({n})")
@@ -179,3 +184,12 @@ class Evidence:
             lines.append(f"{len(rows)} {status}: " + "; ".join(shown)
                          + (f"; and {more} more group{'s' * (more > 1)}" if more > 0 else ""))
         return lines
+
+
+def _group_text(key: str, value: Any) -> str:
+    """One key of a group of runs as index.md names it: ``width ×2``, ``sparsity 98%``."""
+    if key == "model.width":
+        return f"width ×{value:g}"
+    if key == "density":
+        return f"sparsity {sparsity_text(value)}"
+    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -23,7 +23,8 @@ import pandas as pd
 from .. import tables as base
 from ..tables import LATEX, MARKDOWN, Style, accuracy_text, latex_escape, to_latex, to_markdown
 from . import published as pub
-from .names import METHODS, method_rank, sparsity_text
+from ..plotting import sparsity_text
+from .names import METHODS, method_rank
 
 KEYS = ["dataset", "model", "method_label", "density"]
 

@@ -1,0 +1,22 @@
+"""Training one run: the step, the loop, its checkpoint state, its lifecycle.
+
+=================  ==========================================================================
+``step``           :func:`training_step`, the one optimizer step every run takes
+``loop``           :class:`Trainer`: builds a run's parts, trains epoch by epoch, evaluates
+``callbacks``      :class:`Callback`: the hook point for per-step and per-epoch concerns
+``state``          :class:`Progress` and the checkpoint that carries it across restarts
+``result``         what result.json holds
+``lifecycle``      :func:`train`: lock, training, result.json (also for failed runs)
+``device``         which device a run trains on
+=================  ==========================================================================
+"""
+from .callbacks import Callback, StepEnd
+from .device import resolve_device
+from .lifecycle import run_folder, train
+from .loop import Diverged, RunLog, Trainer
+from .result import result_header
+from .state import Progress
+from .step import training_step
+
+__all__ = ["Callback", "Diverged", "Progress", "RunLog", "StepEnd", "Trainer", "resolve_device",
+           "result_header", "run_folder", "train", "training_step"]

@@ -1,0 +1,110 @@
+"""One run from start to result.json: the one-writer lock, training, and the record it leaves.
+
+:func:`train` resolves the run folder, takes the run's lock, and writes ``config.yaml`` first
+and ``result.json`` last. Whatever happens in between leaves a result: ``completed``,
+``diverged`` (a non-finite loss: the run is over, its measurements are kept) or ``failed``
+(the error, named with the rank that raised it, and whatever the trainer had measured; the
+error then propagates). An interrupted run (``stop_after_epochs``, a killed job) leaves its
+checkpoint instead and resumes from it.
+"""
+from __future__ import annotations
+
+import contextlib
+import traceback
+from pathlib import Path
+
+from .. import atomic, checkpoints, distributed, locks, paths, preflight
+from ..config import ConfigError, RunConfig, run_id, to_dict
+from .device import resolve_device
+from .loop import Diverged, RunLog, Trainer
+from .result import measured_result, now_iso, result_header, run_result
+
+
+def run_folder(cfg: RunConfig) -> Path:
+    return paths.run_dir(cfg.sweep, run_id(cfg))
+
+
+def train(cfg: RunConfig, *, stop_after_epochs: int | None = None, force: bool = False) -> dict:
+    """Run one config to completion (resuming if a checkpoint exists) and write its results.
+
+    Returns the result dict. A completed run is not repeated unless ``force``. A run that
+    raises is recorded with status ``failed`` and its error, then the error propagates.
+    One process trains a run at a time: a second raises :class:`sparsebench.locks.Busy`
+    without touching the run's files.
+    Launched as one rank of several (torchrun, SLURM tasks), it joins the run's process group
+    and trains data-parallel; rank 0 alone writes (see sparsebench.distributed).
+    """
+    world = distributed.setup(resolve_device(cfg.device).type)
+    distributed.validate(cfg, world.size)
+    run_dir = run_folder(cfg)
+    with run_lock(cfg, run_dir, world):
+        return _train_locked(cfg, run_dir, world, stop_after_epochs, force)
+
+
+def run_lock(cfg: RunConfig, run_dir: Path, world):
+    """The run's one-writer lock (sparsebench.locks). Of a data-parallel run only rank 0 takes
+    it: the other ranks of the same run are not a second writer."""
+    if not world.is_main:
+        return contextlib.nullcontext()
+    log = RunLog(run_dir / paths.LOG)
+    return locks.hold(
+        run_dir / paths.RUN_LOCK,
+        lambda holder: f"run {run_id(cfg)} of sweep {cfg.sweep} is being trained by {holder} "
+                       f"(lock {run_dir / paths.RUN_LOCK}); wait for it to end or stop it first",
+        on_takeover=lambda previous: log(f"took over the lock of a process that is gone "
+                                         f"({previous})"))
+
+
+def _train_locked(cfg: RunConfig, run_dir: Path, world, stop_after_epochs: int | None,
+                  force: bool) -> dict:
+    result_path = run_dir / paths.RESULT
+    existing = atomic.read_json(result_path)
+    if existing and existing.get("status") == "completed" and not force:
+        return existing
+    write = world.is_main
+    started_at = now_iso()
+    trainer = None
+    try:
+        if write:
+            atomic.write_yaml(run_dir / paths.CONFIG, to_dict(cfg))
+        # Again here for jobs whose launcher could not see the data (sweep --skip-data-check).
+        preflight.check(cfg)
+        trainer = Trainer(cfg, run_dir)
+        try:
+            status, error = trainer.run(stop_after_epochs), None
+        except Diverged as err:
+            status, error = "diverged", str(err)
+            trainer.log(f"diverged: {err}")
+        if status == "interrupted":
+            return {"status": "interrupted", "run_id": run_id(cfg)}
+        result = measured_result(trainer, status, error, started_at)
+    except Exception as err:
+        if write:
+            _record_failure(cfg, run_dir, trainer, err, started_at)
+        raise
+    if write:
+        atomic.write_json(result_path, result)
+        checkpoints.remove(trainer.checkpoint_path)
+    return result
+
+
+def _record_failure(cfg: RunConfig, run_dir: Path, trainer: Trainer | None, err: Exception,
+                    started_at: str) -> None:
+    """Best effort: on a full or read-only disk these writes fail too, and the error that
+    propagates must stay the first one. The trainer's measurements are kept where they can
+    still be read; where reading them fails too (the error came from there), the header."""
+    error = (str(err) if isinstance(err, (atomic.WriteError, ConfigError))
+             else distributed.failure_text(err, _first_line(err)))  # names the rank that failed
+    with contextlib.suppress(OSError):
+        RunLog(run_dir / paths.LOG)(f"failed: {error}\n" + traceback.format_exc())
+    result = result_header(cfg, "failed", error, started_at)
+    if trainer is not None:
+        with contextlib.suppress(Exception):
+            result = run_result(trainer, "failed", error, started_at)
+    with contextlib.suppress(OSError):
+        atomic.write_json(run_dir / paths.RESULT, result)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
