@@ -31,6 +31,9 @@ METHODS = {
     "rigl": ["method.name=rigl", "method.interval=5"],
     "gse_uniform": ["method.name=gse", "method.interval=5", "method.sampler=uniform"],
     "gse_grabo": ["method.name=gse", "method.interval=5", "method.sampler=grabo"],
+    # 3 score batches of 128: rank 0 scores two, rank 1 one (sparsebench.scoring).
+    "gse_graest_score_batches": ["method.name=gse", "method.interval=5", "method.sampler=graest",
+                                 "method.score_samples_per_class=30"],
 }
 # GraBo draws its candidates from probabilities made of the batch's activations: float32 rounding
 # (DDP averages two half-batch gradients where one process sums one batch) moves a few draws

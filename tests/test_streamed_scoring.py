@@ -257,7 +257,7 @@ def _peak_kb(n_batches: int) -> dict:
 @pytest.mark.timeout(900)
 def test_an_updates_peak_memory_does_not_grow_with_the_score_batches():
     """A GSE (GraBo) update's peak resident size with 6 score batches against 1: the captures
-    of one batch at a time (the unstreamed update held all six: about 3x the peak here)."""
+    of one batch at a time (the unstreamed update held all six: 2.7 GB against 0.73, 3.7x)."""
     one, six = _peak_kb(1), _peak_kb(6)
     assert one["peak_kb"] - one["before_kb"] > 50_000   # the batch's activations show (> 50 MB)
     assert six["peak_kb"] <= 1.3 * one["peak_kb"], (one, six)
