@@ -32,7 +32,7 @@ FULL = ([("resnet50", 1.0, 1000, 64, 32, n) for n in (1, 4, 16)]
 # dominates the time of an update on a CPU, is 4x cheaper), smaller images and batches.
 QUICK = ([("resnet50", 0.5, 1000, 32, 16, n) for n in (1, 4, 16)]
          + [("resnet56", 1.0, 100, 32, 32, n) for n in (1, 8)])
-CHILD_TIMEOUT_S = 900
+CHILD_TIMEOUT_S = 3600
 
 
 def max_rss_mb() -> float:
