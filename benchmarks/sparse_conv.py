@@ -30,7 +30,7 @@ from interleaved import ratio_summary, time_interleaved  # noqa: E402
 
 from sparsebench import atomic, paths  # noqa: E402
 from sparsebench.sparsity.sparse_conv import SparseConv2d  # noqa: E402
-from sparsebench.sparsity.sparse_engine import sample_distinct  # noqa: E402
+from sparsebench.sparsity.sparse_layer import sample_distinct  # noqa: E402
 
 # (name, C_in, C_out, input side, stride) of ResNet-56's distinct 3×3 convs on 32×32 inputs.
 RESNET56_CONVS = [("stem", 3, 16, 32, 1), ("stage1", 16, 16, 32, 1), ("stage2_down", 16, 32, 32, 2),

@@ -15,7 +15,7 @@ active positions):
 ``gather``              no sparse tensor: gather the input columns of every active connection and
                         ``index_add_`` them into the output rows; backward by the same
                         gather-and-reduce, chunked (``GATHER_CHUNK`` connections at a time)
-``sparse_layer``        :class:`sparsebench.sparsity.sparse_layers.SparseLinear`, the layer the
+``sparse_layer``        :class:`sparsebench.sparsity.sparse_linear.SparseLinear`, the layer the
                         sparse engine uses, on its C kernels (``sparsebench.sparsity.native``): CSR
                         forward, and one pass over the active connections for dW and dX
 ``sparse_layer_torch``  the same layer on torch's kernels (``SPARSEBENCH_NATIVE=0``, or no C
@@ -57,9 +57,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from interleaved import ratio_summary, time_interleaved  # noqa: E402
 
 from sparsebench import atomic, paths  # noqa: E402
-from sparsebench.sparsity.sparse_engine import sample_distinct  # noqa: E402
+from sparsebench.sparsity.sparse_layer import sample_distinct  # noqa: E402
 from sparsebench.sparsity import native  # noqa: E402
-from sparsebench.sparsity.sparse_layers import SparseLinear  # noqa: E402
+from sparsebench.sparsity.sparse_linear import SparseLinear  # noqa: E402
 
 VARIANTS = ("dense", "coo", "csr", "gather", "sparse_layer", "sparse_layer_torch")
 MODES = ("forward", "forward_backward")

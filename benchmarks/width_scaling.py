@@ -55,7 +55,7 @@ from sparsebench.data import build_data  # noqa: E402
 from sparsebench.methods import InitContext, StepContext  # noqa: E402
 from sparsebench.models import build_model  # noqa: E402
 from sparsebench.schedules import build_optimizer  # noqa: E402
-from sparsebench.sparsity.sparse_engine import build_engine  # noqa: E402
+from sparsebench.sparsity.engine import build_engine  # noqa: E402
 from sparsebench.training import training_step  # noqa: E402
 
 DEFAULT_WIDTHS = [1024 * 2 ** k for k in range(11)]          # 1k … 1M
@@ -225,9 +225,9 @@ def run_one(method_name: str, engine_kind: str, width: int, args) -> dict:
     if method_name != "static":
         update_step = warmup + timed
         assert method.schedule.is_update(update_step)
-        before = [engine.active_indices(layer).clone() for layer in engine.layers]
+        before = [layer.active_indices().clone() for layer in engine.layers]
         update_time = max(0.0, step(update_step) - median)
-        assert any(not torch.equal(b, engine.active_indices(layer))
+        assert any(not torch.equal(b, layer.active_indices())
                    for b, layer in zip(before, engine.layers)), "the update changed nothing"
     peak = _status_kib("VmHWM") * 1024 - rss_before
     return {"method": method_name, "engine": engine_kind, "width": width,

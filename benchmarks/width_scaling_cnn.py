@@ -48,7 +48,7 @@ from sparsebench.methods import InitContext, StepContext  # noqa: E402
 from sparsebench.models import build_model  # noqa: E402
 from sparsebench.schedules import build_optimizer  # noqa: E402
 from sparsebench.sparsity.engine import prunable_modules  # noqa: E402
-from sparsebench.sparsity.sparse_engine import build_engine  # noqa: E402
+from sparsebench.sparsity.engine import build_engine  # noqa: E402
 from sparsebench.training import training_step  # noqa: E402
 
 MODEL = "resnet20"

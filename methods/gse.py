@@ -69,7 +69,8 @@ from sparsebench.config import choice, positive
 from sparsebench.methods import Method, register
 from sparsebench.scoring import score_samples_param
 from sparsebench.sparsity.dst import (ScheduledUpdates, drop_fraction_param, drop_schedule_param,
-                                      end_param, grow_then_prune, interval_param, start_param)
+                                      end_param, grow_then_prune, interval_param, scope_param,
+                                      start_param)
 from sparsebench.sparsity.samplers import SAMPLERS, LayerPlan, gradient_reduce
 from sparsebench.sparsity.sampling import (ActivationCapture, CandidateGradients,
                                            candidate_gradient_flops)
@@ -88,8 +89,7 @@ class GseParams:
     drop_schedule: str = drop_schedule_param("cosine")
     sampler: str = choice("uniform", tuple(SAMPLERS), "candidate distribution p_out·p_in")
     subset_factor: float = positive(1.0, "γ: pairs drawn per layer, as a multiple of its active count")
-    scope: str = choice("global", ("global", "layer"), "grow and prune by one top-k over all "
-                                                       "layers, or per layer")
+    scope: str = scope_param("global")
     score_samples_per_class: int = score_samples_param(0)
 
 
@@ -227,8 +227,8 @@ class Gse(ScheduledUpdates, Method):
 
     def _candidates(self, stats, draws):
         """Step 1 for every layer, in layer order (the generator's order)."""
-        return {layer.name: (stats.candidates(self.engine, layer, draws[layer.name], self.generator)
-                             if layer.name in draws else self.engine.inactive_indices(layer))
+        return {layer.name: (stats.candidates(layer, draws[layer.name], self.generator)
+                             if layer.name in draws else layer.inactive_indices())
                 for layer in self.engine.layers}
 
     def step_flops(self, ctx, flops):

@@ -36,8 +36,9 @@ from dataclasses import dataclass
 
 import torch
 
-from sparsebench.config import ConfigError, checked, choice, positive
+from sparsebench.config import ConfigError, checked, positive
 from sparsebench.methods import Method, register, require_masked_engine
+from sparsebench.sparsity.dst import prune_by_magnitude, scope_param
 
 
 @dataclass
@@ -47,7 +48,7 @@ class LotteryParams:
     rewind_epoch: int = checked(0, lambda v: v >= 0, "an integer >= 0",
                                 "rewind surviving weights to their values after this many "
                                 "epochs of the dense round (0: the initial weights)")
-    scope: str = choice("global", ("global", "layer"), "rank |w| over all layers or per layer")
+    scope: str = scope_param("global")
 
 
 @register
@@ -100,16 +101,13 @@ class Lottery(Method):
 
     def prune_to(self, round: int) -> None:
         engine = self.engine
-        scores = {layer.name: layer.weight.abs() for layer in engine.layers}
         if self.params.scope == "global":
-            engine.keep_largest(scores, self.count(engine.num_prunable(),
-                                                   sum(self.final.values()), round))
-            if round >= self.params.rounds:
-                engine.adopt_current_counts()  # the final shares become the layers' targets
+            keep = self.count(engine.num_prunable(), sum(self.final.values()), round)
         else:
-            for layer in engine.layers:
-                engine.keep_largest({layer.name: scores[layer.name]},
-                                    self.count(layer.numel, self.final[layer.name], round))
+            keep = {layer.name: self.count(layer.numel, self.final[layer.name], round)
+                    for layer in engine.layers}
+        # After the last round the final shares of a global ranking become the targets.
+        prune_by_magnitude(engine, keep, adopt=round >= self.params.rounds)
 
     # ---- checkpoint --------------------------------------------------------------------------
     def state_dict(self):

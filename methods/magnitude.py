@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from sparsebench.config import ConfigError, checked, choice, fraction, positive
 from sparsebench.methods import Method, register
+from sparsebench.sparsity.dst import prune_by_magnitude, scope_param
 
 
 @dataclass
@@ -37,7 +38,7 @@ class MagnitudeParams:
     end: float = fraction(0.8, "t_end: last pruning step (density reaches the target)")
     frequency: int = positive(100, "Δt: optimizer steps between pruning steps")
     initial_density: float = fraction(1.0, "d_i: density at the first pruning step")
-    scope: str = choice("global", ("global", "layer"), "rank |w| over all layers or per layer")
+    scope: str = scope_param("global")
     ramp: str = choice("cubic", ("cubic", "cosine"), "density between t_0 and t_end: Zhu & "
                                                      "Gupta's cubic, or the GSE paper's cosine")
 
@@ -109,13 +110,9 @@ class Magnitude(Method):
             self.prune_to(t)
 
     def prune_to(self, t: int) -> None:
-        engine = self.engine
         if self.params.scope == "global":
             keep = self.count(sum(self.initial.values()), sum(self.final.values()), t)
-            engine.keep_largest({layer.name: layer.weight.abs() for layer in engine.layers}, keep)
-            if t >= self.end_step:
-                engine.adopt_current_counts()  # the final per-layer shares become the targets
         else:
-            for layer in engine.layers:
-                keep = self.count(self.initial[layer.name], self.final[layer.name], t)
-                engine.keep_largest({layer.name: layer.weight.abs()}, keep)
+            keep = {n: self.count(self.initial[n], self.final[n], t) for n in self.final}
+        # At t_end the final per-layer shares of a global ranking become the targets.
+        prune_by_magnitude(self.engine, keep, adopt=t >= self.end_step)

@@ -264,12 +264,12 @@ def check_masks_enabled() -> bool:
 
 
 def mask_digest(engine) -> str:
-    """A hash of the topology: every layer's name and active flat indices, in layer order (an
-    engine primitive, so the same on both engines)."""
+    """A hash of the topology: every layer's name and active flat indices, in layer order (a
+    protocol question, so the same on both engines and on any memory format)."""
     h = hashlib.sha256()
     for layer in engine.layers:
         h.update(layer.name.encode())
-        h.update(engine.active_indices(layer).to(torch.int64).cpu().numpy().tobytes())
+        h.update(layer.active_indices().to(torch.int64).cpu().numpy().tobytes())
     return h.hexdigest()
 
 

@@ -28,7 +28,7 @@ from .config import RunConfig
 
 if TYPE_CHECKING:  # not imported at run time: a SLURM job unpickles RunJob from this module
     # before submitit installs its signal handlers, and should get there without torch
-    from .sweeps import Cell, SlurmSpec
+    from .sweep_spec import Cell, SlurmSpec
 
 TERMINAL = ("completed", "failed", "diverged")
 

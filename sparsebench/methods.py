@@ -94,7 +94,7 @@ class InitContext:
 
 
 def require_masked_engine(cfg: Any, method: str) -> None:
-    """For methods that need weight-shaped masks, scores or gradients (see sparse_engine)."""
+    """For methods that need weight-shaped masks, scores or gradients (see sparsity.sparse_layer)."""
     if cfg.sparsity.engine != "masked":
         raise ConfigError("sparsity.engine", f"got {cfg.sparsity.engine!r}; method {method!r} "
                           "runs on the masked engine only; allowed: masked")

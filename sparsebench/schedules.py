@@ -18,7 +18,7 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module,
     decay, no_decay = [], []
     for p in model.parameters():
         # Weights decay, biases and norms do not; an always-sparse layer's weight is a vector
-        # of active values, marked ``sparse_weight`` (sparsebench.sparsity.sparse_layers).
+        # of active values, marked ``sparse_weight`` (sparsebench.sparsity.sparse_linear).
         is_weight = p.ndim > 1 or getattr(p, "sparse_weight", False)
         decays = (cfg.decay_norm_and_bias or is_weight) and id(p) not in excluded
         (decay if decays else no_decay).append(p)

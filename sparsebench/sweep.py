@@ -1,6 +1,6 @@
 """Run a sweep: ``python -m sparsebench.sweep NAME_OR_PATH [key=value ...] [--executor ...]``.
 
-Expands ``sweeps/NAME.yaml`` (see :mod:`sparsebench.sweeps`) into one run per distinct config,
+Expands ``sweeps/NAME.yaml`` (see :mod:`sparsebench.sweep_spec`) into one run per distinct config,
 validates every cell before anything is submitted (an invalid one exits 2 naming the sweep
 file, the cell and the field), skips runs whose result.json says completed, reports failed and
 diverged runs without running them again (unless ``--retry-failed``), and runs the rest:
@@ -36,7 +36,7 @@ from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import atomic, executors, locks, paths, protocols, sweeps
+from . import atomic, executors, locks, paths, protocols, sweep_spec
 from .cli import config_errors_exit
 from .config import check_unique_overrides
 from .executors import Outcome
@@ -54,7 +54,7 @@ def _display(path: Path) -> str:
 class Plan:
     """What a launch finds: per run, its earlier outcome, and what it will do about it."""
 
-    def __init__(self, sweep: sweeps.Sweep, retry_failed: bool):
+    def __init__(self, sweep: sweep_spec.Sweep, retry_failed: bool):
         self.sweep = sweep
         self.earlier = {c.run_id: executors.read_outcome(c) for c in sweep.cells}
         self.completed = [c for c in sweep.cells if self._status(c) == "completed"]
@@ -216,7 +216,7 @@ def summary(plan: Plan, outcomes: dict[str, Outcome] | None = None) -> Counter:
     import pandas as pd
 
     sweep = plan.sweep
-    labels = sweeps.row_labels(sweep.cells)
+    labels = sweep_spec.row_labels(sweep.cells)
     outcomes = outcomes or {}
     rows = []
     for cell in sweep.cells:
@@ -225,7 +225,7 @@ def summary(plan: Plan, outcomes: dict[str, Outcome] | None = None) -> Counter:
         rows.append({"run": labels[cell.run_id], "density": cell.config.density,
                      "status": result.get("status", "missing"),
                      "acc": result.get("final_test_acc"), "error": error,
-                     "run_id": cell.run_id, "cell": sweeps.format_label(cell.label)})
+                     "run_id": cell.run_id, "cell": sweep_spec.format_label(cell.label)})
     df = pd.DataFrame(rows)
     done = df[(df["status"] == "completed") & df["acc"].notna()]
     grid = dict(index="run", columns="density", aggfunc="count")
@@ -269,7 +269,7 @@ def launcher_lock(sweep: str):
         yield
 
 
-def preflight_cells(sweep: sweeps.Sweep, data: bool = True) -> None:
+def preflight_cells(sweep: sweep_spec.Sweep, data: bool = True) -> None:
     """Every cell through :func:`sparsebench.preflight.check` before any is submitted."""
     from . import preflight
     from .config import ConfigError
@@ -278,7 +278,7 @@ def preflight_cells(sweep: sweeps.Sweep, data: bool = True) -> None:
         try:
             preflight.check(cell.config, data=data)
         except ConfigError as err:
-            raise sweeps.CellError(cell.label, err) from None
+            raise sweep_spec.CellError(cell.label, err) from None
 
 
 def _raise_interrupt(*_) -> None:
@@ -309,10 +309,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers must be at least 1")
 
     with config_errors_exit(args.sweep):
-        path = sweeps.find(args.sweep)
+        path = sweep_spec.find(args.sweep)
     with config_errors_exit(_display(path)):
         check_unique_overrides(args.overrides)
-        sweep = sweeps.expand(str(path), args.overrides)
+        sweep = sweep_spec.expand(str(path), args.overrides)
         preflight_cells(sweep, data=not args.skip_data_check)
 
     executor = args.executor

@@ -241,7 +241,7 @@ def _gse_scores(rank: int, world_size: int, port: int, out: str) -> dict:
         for name in ("grabo", "graest"):
             (p_out, p_in), _ = one_batch_weights(name, layer, cap, torch.Generator().manual_seed(3))
             scores[f"{layer.name}/{name}/out"], scores[f"{layer.name}/{name}/in"] = p_out, p_in
-        cands = engine.inactive_indices(layer)
+        cands = layer.inactive_indices()
         scores[f"{layer.name}/grad"] = distributed.all_reduce_mean(candidate_gradients(cap, cands))
         scores[f"{layer.name}/dense"] = distributed.all_reduce_mean(
             layer.weight.grad.reshape(-1)[cands])  # what DDP averages (SNIP's, RigL's)
@@ -306,7 +306,7 @@ def test_a_sweep_whose_runs_cannot_split_exits_2_before_submitting(slurm, grid, 
 
 
 def test_the_slurm_block_asks_for_one_task_per_gpu():
-    from sparsebench.sweeps import SlurmSpec
+    from sparsebench.sweep_spec import SlurmSpec
 
     params = SlurmSpec(nodes=2, tasks_per_node=8, gpus_per_node=8).submitit_parameters()
     assert (params["nodes"], params["tasks_per_node"], params["gpus_per_node"]) == (2, 8, 8)

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from sparsebench import paths, sweeps
+from sparsebench import paths, sweep_spec
 from sparsebench.executors import read_records
 from sparsebench.training import train
 
@@ -40,7 +40,7 @@ def test_a_two_task_run_trains_on_two_ranks_and_a_requeue_resumes_it(
     path = write_sweep("ddp", {
         "base": "configs/fmnist_mlp.yaml", "overrides": overrides, "grid": {"epochs": [epochs]},
         "slurm": {"tasks_per_node": 2, "cpus_per_task": 1, "mem_gb": 2, "time_min": 10}})
-    cell, = sweeps.expand(str(path)).cells
+    cell, = sweep_spec.expand(str(path)).cells
     run_dir = paths.run_dir("ddp", cell.run_id)
     env = {**os.environ, "SPARSEBENCH_RESULTS": str(slurm_root), "PYTHONUNBUFFERED": "1"}
     launcher = subprocess.Popen([sys.executable, "-m", "sparsebench.sweep", str(path),

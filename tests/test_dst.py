@@ -52,7 +52,7 @@ def test_prune_then_grow_drops_smallest_and_grows_largest_keeping_regrown_values
     drop_score = layer.weight.detach().abs()
     before_mask = layer.mask.clone()
     before_w = layer.weight.detach().clone()
-    smallest = set(engine.smallest_active(layer, n, drop_score).tolist())
+    smallest = set(layer.smallest_active(n, drop_score).tolist())
     grow_score = torch.rand(layer.weight.shape)
     # Make two of the dropped connections the best growth candidates: they must stay.
     back = sorted(smallest)[:2]

@@ -61,7 +61,7 @@ def test_prune_and_grow_reset_weights_and_optimizer_state():
     _train_steps(model, engine, optimizer, steps=3)
     layer = engine.layers[1]
     weight = layer.weight.detach().abs()
-    drop = engine.smallest_active(layer, 5, weight)
+    drop = layer.smallest_active(5, weight)
     active_scores = weight[layer.mask]
     assert torch.allclose(weight.view(-1)[drop].sort().values, active_scores.sort().values[:5])
     engine.prune(layer, drop)
@@ -70,7 +70,7 @@ def test_prune_and_grow_reset_weights_and_optimizer_state():
     assert (optimizer.state[layer.weight]["momentum_buffer"].view(-1)[drop] == 0).all()
 
     score = torch.randn_like(layer.weight)
-    grow = engine.largest_inactive(layer, 7, score)
+    grow = layer.largest_inactive(7, score)
     inactive_scores = score[~layer.mask]
     assert torch.allclose(score.view(-1)[grow].sort().values, inactive_scores.sort().values[-7:])
     engine.grow(layer, grow)
@@ -83,7 +83,7 @@ def test_prune_and_grow_reset_weights_and_optimizer_state():
 def test_random_inactive_and_global_largest():
     model, engine, _ = _setup("sgd")
     layer = engine.layers[0]
-    idx = engine.random_inactive(layer, 10, torch.Generator().manual_seed(0))
+    idx = layer.random_inactive(10, torch.Generator().manual_seed(0))
     assert idx.unique().numel() == 10 and not layer.mask.view(-1)[idx].any()
     scores = {"a": torch.tensor([1.0, 5.0, -float("inf")]), "b": torch.tensor([4.0, 2.0])}
     top = SparsityEngine.global_largest(scores, 3)

@@ -1,5 +1,6 @@
 """The compared methods (issue 4): snip, magnitude, set, rigl, gse, on a small model driven
-through the trainer's hook order by hand (tests/test_method_runs.py runs the real trainer)."""
+step by step through the trainer's ``training_step`` (tests/test_method_runs.py runs the whole
+trainer)."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,6 +15,7 @@ from sparsebench.data import TensorLoader
 from sparsebench.methods import InitContext, StepContext
 from sparsebench.scoring import ScoreBatches
 from sparsebench.sparsity import SparsityEngine
+from sparsebench.training import training_step
 
 from .bad_config import assert_exits_2_naming
 from .conftest import REPO
@@ -100,22 +102,19 @@ def _setup(name, density=0.2, distribution="uniform", total_steps=40, steps_per_
 
 def _step(model, engine, method, optimizer, batch, step, total_steps=40, steps_per_epoch=10,
           on_backward=None, on_optimizer_step=None):
-    """One step in the trainer's order (sparsebench.training.Trainer.train_epoch)."""
+    """One step through the trainer's own ``training_step`` (then ``end_of_epoch`` at an
+    epoch's end, as the trainer does). ``on_backward`` runs just before the ``after_backward``
+    hook and ``on_optimizer_step`` just before ``after_step``: they see what the method sees."""
     ctx = StepContext(step=step, epoch=step // steps_per_epoch, total_steps=total_steps,
-                      steps_per_epoch=steps_per_epoch, model=model, batch=batch)
-    method.before_forward(ctx)
-    loss = nn.functional.cross_entropy(model(batch[0]), batch[1])
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    ctx.loss = loss
-    if on_backward is not None:
-        on_backward()
-    method.after_backward(ctx)
-    engine.mask_gradients()
-    optimizer.step()
-    if on_optimizer_step is not None:
-        on_optimizer_step()
-    method.after_step(ctx)
+                      steps_per_epoch=steps_per_epoch, model=model)
+    before = {method.after_backward: on_backward, method.after_step: on_optimizer_step}
+
+    def call_hook(hook, ctx):
+        if before.get(hook) is not None:
+            before[hook]()
+        hook(ctx)
+    training_step(model, nn.functional.cross_entropy, optimizer, engine, method, ctx, *batch,
+                  call_hook=call_hook)
     if (step + 1) % steps_per_epoch == 0:
         method.end_of_epoch(ctx)
     return ctx
@@ -332,8 +331,8 @@ def test_gse_grows_the_largest_sampled_gradients_and_prunes_back(scope, sampler,
 
     sample = module.sample_candidates
 
-    def spy(engine_, layer, *args):
-        drawn[layer.name] = sample(engine_, layer, *args)
+    def spy(layer, *args):
+        drawn[layer.name] = sample(layer, *args)
         return drawn[layer.name]
     monkeypatch.setattr(module, "sample_candidates", spy)
     budget = sum(l.target_active for l in engine.layers)

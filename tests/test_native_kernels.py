@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sparsebench.sparsity import native
-from sparsebench.sparsity.sparse_layers import CsrStructure, SparseLinear, csr_row_pointers
+from sparsebench.sparsity.sparse_linear import CsrStructure, SparseLinear, csr_row_pointers
 
 from .conftest import STRICT
 

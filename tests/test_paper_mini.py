@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from sparsebench import atomic, sweeps
+from sparsebench import atomic, sweep_spec
 from sparsebench.config import to_dict
 from sparsebench.paper import mini
 from sparsebench.paper.artifacts import ARTIFACTS, paper_sweeps
@@ -13,7 +13,7 @@ from sparsebench.paper.width import active_connections
 def test_every_full_cell_has_its_miniature_and_only_the_declared_fields_change(tmp_path):
     spec = mini.MiniSpec.load()
     for name in ("cifar100_densities", "paper_table3_epochs", "paper_table2_imagenet"):
-        full = sweeps.expand(name)
+        full = sweep_spec.expand(name)
         derived = mini.derive(name, spec)
         kept = [c for c in full.cells if c.config.seed in spec.seeds]
         assert len(derived.spec["include"]) == len(kept) > 0
@@ -34,15 +34,15 @@ def test_every_full_cell_has_its_miniature_and_only_the_declared_fields_change(t
         # The derived file is a sweep of its own: it expands to exactly those cells.
         path = tmp_path / f"{name}.yaml"
         atomic.write_yaml(path, derived.spec)
-        assert len(sweeps.expand(str(path)).cells) == len(kept)
+        assert len(sweep_spec.expand(str(path)).cells) == len(kept)
 
 
 def test_the_miniature_width_sweep_keeps_its_active_connections_constant(tmp_path):
     spec = mini.MiniSpec.load()
     layout = mini.Layout(tmp_path)
     mini.derive_all(layout, spec, ["paper_fig3_width", "cifar100_densities"])
-    wide = sweeps.expand(str(layout.sweep_file("paper_fig3_width")))
-    base = sweeps.expand(str(layout.sweep_file("cifar100_densities")))
+    wide = sweep_spec.expand(str(layout.sweep_file("paper_fig3_width")))
+    base = sweep_spec.expand(str(layout.sweep_file("cifar100_densities")))
     for model in {c.config.model.name for c in wide.cells}:
         ref = next(c.config for c in base.cells if c.config.model.name == model
                    and c.config.density == 0.02 and c.config.method.name == "gse")
@@ -81,4 +81,4 @@ def test_tiny_miniature_writes_every_artifact_and_the_index(tmp_path, monkeypatc
         if artifact.kind in ("figure", "kernels", "flops"):
             assert "- caption: " in section
     for name in paper_sweeps():  # each derived sweep is runnable on its own
-        assert sweeps.expand(str(top / "sweeps" / f"{name}.yaml")).cells
+        assert sweep_spec.expand(str(top / "sweeps" / f"{name}.yaml")).cells

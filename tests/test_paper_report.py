@@ -8,7 +8,7 @@ import matplotlib
 import pandas as pd
 import pytest
 
-from sparsebench import sweeps
+from sparsebench import sweep_spec
 from sparsebench.config import ConfigError
 from sparsebench.paper import published, report, tables
 from sparsebench.paper.artifacts import BY_ID
@@ -73,7 +73,7 @@ def accuracy(cfg) -> float:
 
 def land(root, folder, name, skip=lambda cfg: False, **kw):
     """Write a completed result for every cell of a sweep (but those ``skip`` says)."""
-    sweep = sweeps.expand(str(folder / f"{name}.yaml"))
+    sweep = sweep_spec.expand(str(folder / f"{name}.yaml"))
     for cell in sweep.cells:
         if not skip(cell.config):
             write_config_run(root, cell.config, acc=accuracy(cell.config),
@@ -183,7 +183,7 @@ def test_missing_runs_are_reported_and_never_fail_the_report(fake):
     index = (out / "index.md").read_text()
     # table1: CIFAR-10's GSE runs and all of CIFAR-100 are missing, and the index says which.
     assert state["table1"].state == "partial"
-    n10 = len(sweeps.expand(str(folder / "cifar10_densities.yaml")).cells)
+    n10 = len(sweep_spec.expand(str(folder / "cifar10_densities.yaml")).cells)
     assert state["table1"].counts.startswith(f"{2 * n10} needed: {n10 - 16} completed")
     assert "cifar10_densities · fashion_mnist · mlp · gse (uniform)" in index
     assert (out / "table1.md").is_file() and (out / "table1.tex").is_file()

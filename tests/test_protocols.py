@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from sparsebench import methods, paths, resolve, sweep, sweeps
+from sparsebench import methods, paths, resolve, sweep, sweep_spec
 from sparsebench.config import ConfigError
 
 from .conftest import REPO, needs_fmnist
@@ -46,7 +46,7 @@ def test_cifar100_dry_run_shows_the_gse_protocol_for_each_method(capsys):
 
 def test_own_sweeps_give_every_method_its_own_defaults():
     for name in ("cifar100_densities_own", "cifar10_densities_own", "imagenet_resnet50_own"):
-        for cell in sweeps.expand(name).cells:
+        for cell in sweep_spec.expand(name).cells:
             cfg = cell.config
             cls = methods.get(cfg.method.name)
             label = cell.label.get("method")

@@ -75,7 +75,7 @@ def test_candidates_are_distinct_inactive_connections():
     g = torch.Generator().manual_seed(0)
     p_out, p_in = torch.rand(12), torch.rand(10)
     rows, cols = sample_pairs(p_out, p_in, 60, g.clone_state())
-    cands = sample_candidates(engine, layer, p_out, p_in, 60, g)
+    cands = sample_candidates(layer, p_out, p_in, 60, g)
     assert cands.numel() == torch.unique(cands).numel()
     assert not layer.mask.view(-1)[cands].any()
     drawn = set((rows * 10 + cols).tolist())

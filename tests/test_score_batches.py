@@ -214,7 +214,7 @@ def test_grasp_scores_on_score_batches_counted_at_its_own_cost():
 
 
 def test_gse_with_score_batches_runs_on_the_always_sparse_engine():
-    from sparsebench.sparsity.sparse_engine import build_engine
+    from sparsebench.sparsity.engine import build_engine
 
     model, loader = _small_setup()
     engine = build_engine(model, 0.3, "er_flat", engine="sparse")
@@ -226,12 +226,12 @@ def test_gse_with_score_batches_runs_on_the_always_sparse_engine():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     engine.attach_optimizer(optimizer)
     scoring = _scoring(model, loader, engine)
-    before = {layer.name: engine.active_indices(layer).clone() for layer in engine.layers}
+    before = {layer.name: layer.active_indices().clone() for layer in engine.layers}
     x, y = next(iter(loader))
     ctx = StepContext(step=0, epoch=0, total_steps=10, steps_per_epoch=5, model=model,
                       batch=(x, y), scoring=scoring)
     method.before_forward(ctx)                   # the update, from 8 score batches
     assert scoring.examples == 8 * BATCH and scoring.take_flops() > 0
     assert sum(layer.n_active() for layer in engine.layers) == sum(b.numel() for b in before.values())
-    assert any(not torch.equal(before[layer.name], engine.active_indices(layer)) for layer in engine.layers)
+    assert any(not torch.equal(before[layer.name], layer.active_indices()) for layer in engine.layers)
     method.after_step(ctx)                       # nothing more happens after the step

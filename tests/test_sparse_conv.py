@@ -16,8 +16,8 @@ from sparsebench.methods import StepContext
 from sparsebench.models import build_model
 from sparsebench.schedules import build_optimizer
 from sparsebench.sparsity.sparse_conv import SparseConv2d, _Im2colConvFunction
-from sparsebench.sparsity.sparse_layers import CsrStructure
-from sparsebench.sparsity.sparse_engine import SparseLayer, build_engine
+from sparsebench.sparsity.sparse_linear import CsrStructure
+from sparsebench.sparsity import SparseLayer, build_engine
 from sparsebench.training import training_step
 
 from .conftest import REPO
@@ -113,7 +113,7 @@ def test_engine_swaps_every_conv_and_methods_train_on_the_cnns(name, in_shape, k
     method = cls(cls.Params(**params), engine, total_steps=6, steps_per_epoch=6, seed=0)
     optimizer = build_optimizer(OptimConfig(name="sgd", lr=0.05), model)
     engine.attach_optimizer(optimizer)
-    before = [engine.active_indices(layer).clone() for layer in engine.layers]
+    before = [layer.active_indices().clone() for layer in engine.layers]
     gen = torch.Generator().manual_seed(3)
     for step in range(4):
         xb, yb = torch.randn(8, *in_shape, generator=gen), torch.randint(0, 10, (8,), generator=gen)
@@ -121,7 +121,7 @@ def test_engine_swaps_every_conv_and_methods_train_on_the_cnns(name, in_shape, k
         _, loss = training_step(model, nn.functional.cross_entropy, optimizer, engine, method,
                                 ctx, xb, yb)
         assert torch.isfinite(loss)
-    moved = any(not torch.equal(b, engine.active_indices(layer))
+    moved = any(not torch.equal(b, layer.active_indices())
                 for b, layer in zip(before, engine.layers))
     assert moved == (method_name != "static")
     assert sum(layer.n_active() for layer in engine.layers) == \
@@ -148,7 +148,7 @@ def test_gse_follows_the_same_trajectory_on_both_engines_for_a_resnet(sampler, s
     assert changed == 2  # updates after steps 2 and 5
     torch.testing.assert_close(torch.tensor(l2), torch.tensor(l1), rtol=1e-4, atol=1e-5)
     for a, b in zip(masked.layers, sparse.layers):
-        torch.testing.assert_close(sparse.active_values(b), masked.active_values(a),
+        torch.testing.assert_close(b.active_values(), a.active_values(),
                                    rtol=1e-3, atol=1e-5)
 
 
@@ -162,10 +162,10 @@ def test_set_on_the_sparse_engine_drops_the_smallest_and_grows_inactive_at_zero(
     engine.random_masks(method.generator)
     engine.apply_masks()
     layer = engine.layers[3]
-    before_idx = engine.active_indices(layer).clone()
-    before_mag = engine.magnitudes(layer).clone()
+    before_idx = layer.active_indices().clone()
+    before_mag = layer.magnitudes().clone()
     method.update(None, 0.25)
-    after = engine.active_indices(layer)
+    after = layer.active_indices()
     assert after.numel() == before_idx.numel() == layer.target_active
     kept = torch.isin(before_idx, after)
     n_drop = int(0.25 * before_idx.numel())
@@ -175,7 +175,7 @@ def test_set_on_the_sparse_engine_drops_the_smallest_and_grows_inactive_at_zero(
     assert torch.isin(before_idx[~kept], smallest).all()
     grown = ~torch.isin(after, before_idx)
     assert grown.sum() == (~kept).sum()
-    assert not engine.active_values(layer)[grown].any()
+    assert not layer.active_values()[grown].any()
 
 
 @pytest.mark.parametrize("method_name", ["rigl", "snip", "magnitude", "dense"])
@@ -231,8 +231,8 @@ def test_checkpoint_round_trip_of_a_resnet_with_moved_connections():
     model = build_model("resnet20", num_classes=10, in_shape=(3, 8, 8), width=0.25)
     engine = build_engine(model, 0.3, "er", engine="sparse")
     a, b = engine.layers[1], engine.layers[2]
-    engine.prune(a, engine.active_indices(a)[:5])
-    engine.grow(b, engine.random_inactive(b, 5, torch.Generator().manual_seed(0)),
+    engine.prune(a, a.active_indices()[:5])
+    engine.grow(b, b.random_inactive(5, torch.Generator().manual_seed(0)),
                 torch.full((5,), 0.1))
     engine.adopt_current_counts()
     saved, engine_state = copy.deepcopy(model.state_dict()), copy.deepcopy(engine.state_dict())
@@ -242,7 +242,7 @@ def test_checkpoint_round_trip_of_a_resnet_with_moved_connections():
     fresh.load_state_dict(saved)
     engine2.load_state_dict(engine_state)
     for l1, l2 in zip(engine.layers, engine2.layers):
-        assert torch.equal(engine.active_indices(l1), engine2.active_indices(l2))
+        assert torch.equal(l1.active_indices(), l2.active_indices())
         assert l2.n_active() == l2.target_active
     x = torch.randn(2, 3, 8, 8)
     model.eval(), fresh.eval()

@@ -16,10 +16,9 @@ from sparsebench.flops import FlopModel
 from sparsebench.methods import InitContext, StepContext
 from sparsebench.models import build_model
 from sparsebench.schedules import build_optimizer
-from sparsebench.sparsity.engine import MaskedLayer
-from sparsebench.sparsity.sparse_engine import (SparseExecutionEngine, SparseLayer, build_engine,
-                                                sample_distinct)
-from sparsebench.sparsity.sparse_layers import KERNELS, SparseLinear, _SparseLinearFunction
+from sparsebench.sparsity import MaskedLayer, SparseLayer, build_engine
+from sparsebench.sparsity.sparse_layer import sample_distinct
+from sparsebench.sparsity.sparse_linear import KERNELS, SparseLinear, _SparseLinearFunction
 from sparsebench.training import training_step
 
 from .conftest import REPO, needs_fmnist
@@ -108,17 +107,42 @@ def test_sample_distinct_is_distinct_sorted_excluding_and_uniform():
 
 # ---- the engine --------------------------------------------------------------------------------
 
+def test_random_global_growth_is_uniform_over_all_layers_eligible_connections():
+    """SET's global random growth on always-sparse layers: each layer offers k candidates with
+    the top-k order statistics of as many uniform scores as it has eligible connections, so one
+    top-k over layers of very different sizes is a uniform k-subset of all eligible ones."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 10), nn.Linear(100, 40))    # 100 and 4000 weights
+    engine = build_engine(model, 0.5, "uniform", engine="sparse")
+    small, big = engine.layers
+    eligible = {layer.name: layer.numel - layer.n_active() for layer in engine.layers}
+    gen, k, picks = torch.Generator().manual_seed(1), 30, {small.name: 0, big.name: 0}
+    trials = 400
+    for _ in range(trials):
+        cands = {layer.name: layer.grow_candidates(k, None, gen) for layer in engine.layers}
+        top = engine.global_largest({n: c.scores for n, c in cands.items()}, k)
+        for name, pos in top.items():
+            idx = cands[name].at(pos)
+            assert not engine.by_name[name].is_active(idx).any()
+            assert torch.unique(idx).numel() == idx.numel()
+            picks[name] += pos.numel()
+    share = picks[small.name] / (k * trials)
+    expected = eligible[small.name] / sum(eligible.values())    # 50 of 2050: 2.4 %
+    assert abs(share - expected) < 4 * (expected * (1 - expected) / (k * trials)) ** 0.5
+    with pytest.raises(NotImplementedError):    # a dense grow score does not exist here
+        big.grow_candidates(k, torch.rand(big.numel), gen)
+
+
 def test_engine_replaces_linears_and_matches_the_masked_engine_at_init():
     (m1, masked), (m2, sparse) = _pair(_mlp())
-    assert isinstance(sparse, SparseExecutionEngine)
     assert all(isinstance(layer, SparseLayer) for layer in sparse.layers)
     assert not any(isinstance(m, nn.Linear) for m in m2.modules())
     assert [layer.name for layer in sparse.layers] == [layer.name for layer in masked.layers]
     for a, b in zip(masked.layers, sparse.layers):
         assert b.n_active() == b.target_active == a.target_active == a.n_active()
         assert (b.numel, b.out_features, b.fan_in) == (a.numel, a.out_features, a.fan_in)
-        assert torch.equal(masked.active_indices(a), sparse.active_indices(b))
-        assert torch.equal(masked.active_values(a), sparse.active_values(b))
+        assert torch.equal(a.active_indices(), b.active_indices())
+        assert torch.equal(a.active_values(), b.active_values())
     assert sparse.layer_densities() == pytest.approx(masked.layer_densities())
     assert sparse.global_density() == pytest.approx(masked.global_density())
     x = torch.randn(6, 1, 8, 8)
@@ -133,19 +157,19 @@ def test_primitives_agree_with_the_masked_engine():
     gen = torch.Generator().manual_seed(5)
     a, b = masked.layers[1], sparse.layers[1]
     query = torch.randint(0, a.numel, (50,), generator=gen)
-    assert torch.equal(masked.is_active(a, query), sparse.is_active(b, query))
-    assert torch.equal(masked.inactive_indices(a), sparse.inactive_indices(b))
-    score = masked.active_values(a).abs()
-    assert set(masked.smallest_active(a, 7, a.weight.abs()).tolist()) == \
-        set(sparse.smallest_active(b, 7, score).tolist())
+    assert torch.equal(a.is_active(query), b.is_active(query))
+    assert torch.equal(a.inactive_indices(), b.inactive_indices())
+    score = a.active_values().abs()
+    assert set(a.smallest_active(7, a.weight.abs()).tolist()) == \
+        set(b.smallest_active(7, score).tolist())
     with pytest.raises(ValueError, match="one entry per active connection"):
-        sparse.smallest_active(b, 7, torch.rand(b.out_features, b.fan_in))
+        b.smallest_active(7, torch.rand(b.out_features, b.fan_in))
     with pytest.raises(NotImplementedError):
-        sparse.largest_inactive(b, 3, torch.rand(b.numel))
-    drawn = sparse.random_inactive(b, 20, gen)
-    assert drawn.numel() == 20 and not sparse.is_active(b, drawn).any()
+        b.largest_inactive(3, torch.rand(b.numel))
+    drawn = b.random_inactive(20, gen)
+    assert drawn.numel() == 20 and not b.is_active(drawn).any()
     with pytest.raises(ValueError, match="inactive and distinct"):
-        sparse.grow(b, sparse.active_indices(b)[:2])
+        sparse.grow(b, b.active_indices()[:2])
 
 
 @pytest.mark.parametrize("opt", ["sgd", "adamw"])
@@ -170,21 +194,21 @@ def test_prune_and_grow_remap_values_and_optimizer_state_like_the_masked_engine(
     step()
     step()
     for a, b in zip(masked.layers, sparse.layers):
-        active = masked.active_indices(a)
+        active = a.active_indices()
         drop = active[torch.randperm(active.numel(), generator=gen)[:5]]
-        grow = sparse.random_inactive(b, 4, gen)
+        grow = b.random_inactive(4, gen)
         for engine, layer in ((masked, a), (sparse, b)):
             engine.prune(layer, drop)
             engine.grow(layer, grow)
-        assert torch.equal(masked.active_indices(a), sparse.active_indices(b))
+        assert torch.equal(a.active_indices(), b.active_indices())
         assert b.n_active() == a.n_active() == a.target_active - 1
         # Grown weights and their state start at zero; kept ones keep theirs.
-        assert not sparse.active_values(b)[torch.isin(sparse.active_indices(b), grow)].any()
+        assert not b.active_values()[torch.isin(b.active_indices(), grow)].any()
         state_a, state_b = optimizers[0].state[a.weight], optimizers[1].state[b.values]
         for key, value in state_b.items():
             if value.dim() == 1:
                 assert value.shape == b.values.shape
-                torch.testing.assert_close(value, state_a[key].view(-1)[masked.active_indices(a)])
+                torch.testing.assert_close(value, state_a[key].view(-1)[a.active_indices()])
     # The optimizer follows the new values Parameters (and forgot the old ones).
     params = [p for g in optimizers[1].param_groups for p in g["params"]]
     assert all(any(b.values is p for p in params) for b in sparse.layers)
@@ -192,7 +216,7 @@ def test_prune_and_grow_remap_values_and_optimizer_state_like_the_masked_engine(
     step()
     step()
     for a, b in zip(masked.layers, sparse.layers):
-        torch.testing.assert_close(sparse.active_values(b), masked.active_values(a),
+        torch.testing.assert_close(b.active_values(), a.active_values(),
                                    rtol=1e-5, atol=1e-6)
     # Weight decay reaches the sparse values (they are weights although 1-D).
     assert any(b.values in g["params"] and g["weight_decay"] > 0 for g in optimizers[1].param_groups
@@ -216,7 +240,7 @@ def _gse_run(kind, model, params, steps, batches, opt="sgd"):
         _, loss = training_step(model, nn.functional.cross_entropy, optimizer, engine, method,
                                 ctx, x, y)
         losses.append(loss.item())
-        topologies.append([engine.active_indices(layer).clone() for layer in engine.layers])
+        topologies.append([layer.active_indices().clone() for layer in engine.layers])
     return engine, losses, topologies
 
 
@@ -240,7 +264,7 @@ def test_gse_follows_the_same_trajectory_on_both_engines(sampler, scope, opt, ke
     assert changed == 3  # updates after steps 3, 7, 11: all three moved connections
     torch.testing.assert_close(torch.tensor(l2), torch.tensor(l1), rtol=1e-5, atol=1e-6)
     for a, b in zip(masked.layers, sparse.layers):
-        torch.testing.assert_close(sparse.active_values(b), masked.active_values(a),
+        torch.testing.assert_close(b.active_values(), a.active_values(),
                                    rtol=1e-4, atol=1e-6)
         assert a.target_active == b.target_active
 
@@ -297,7 +321,7 @@ def largest_tensors_created(model, engine, method, batch_shape, steps=4):
     optimizer = build_optimizer(OptimConfig(name="sgd", lr=0.1, nesterov=True), model)
     engine.attach_optimizer(optimizer)
     gen = torch.Generator().manual_seed(0)
-    before = [engine.active_indices(layer).clone() for layer in engine.layers]
+    before = [layer.active_indices().clone() for layer in engine.layers]
     with CreatedTensors() as rec_steps:
         for step in range(steps):
             x = torch.randn(batch_shape, generator=gen)
@@ -305,7 +329,7 @@ def largest_tensors_created(model, engine, method, batch_shape, steps=4):
             ctx = StepContext(step=step, epoch=0, total_steps=2 * steps,
                               steps_per_epoch=2 * steps, model=model)
             training_step(model, nn.functional.cross_entropy, optimizer, engine, method, ctx, x, y)
-    assert any(not torch.equal(b, engine.active_indices(layer))
+    assert any(not torch.equal(b, layer.active_indices())
                for b, layer in zip(before, engine.layers)), "no update happened"
     assert {"sampled_mm", "linear_backward"} & set(rec_steps.kernels), "no weight gradient"
     return [max(rec.created, key=lambda r: r[1]) for rec in (rec_init, rec_steps)]
@@ -367,7 +391,7 @@ def test_unsupported_convs_stay_masked_and_the_rest_runs_sparse(build):
     if grouped:
         assert not conv.weight.grad[~conv.mask].any()
     version = engine.mask_version
-    engine.prune(conv, engine.active_indices(conv)[:3])
+    engine.prune(conv, conv.active_indices()[:3])
     assert engine.mask_version > version and conv.n_active() == conv.target_active - 3
     # FLOPs: both engines count the same dense cost and the same sparse cost.
     f_sparse, f_masked = (FlopModel(m, e, (3, 16, 16)) for m, e in ((model, engine),
@@ -375,7 +399,7 @@ def test_unsupported_convs_stay_masked_and_the_rest_runs_sparse(build):
     assert all(f > 0 for f in f_sparse.layer.values())
     assert f_sparse.dense_forward() == f_masked.dense_forward() > 0
     assert f_sparse.layer == f_masked.layer
-    masked.prune(masked.by_name[conv.name], masked.active_indices(masked.by_name[conv.name])[:3])
+    masked.prune(masked.by_name[conv.name], masked.by_name[conv.name].active_indices()[:3])
     assert f_sparse.sparse_forward() == pytest.approx(f_masked.sparse_forward())
 
 
@@ -387,9 +411,9 @@ def test_checkpoint_round_trip_with_changed_layer_sizes():
     nn.functional.cross_entropy(model(x), y).backward()
     optimizer.step()
     a, b = engine.layers[0], engine.layers[1]
-    moved = engine.active_indices(a)[:6]
+    moved = a.active_indices()[:6]
     engine.prune(a, moved)
-    engine.grow(b, engine.random_inactive(b, 6, torch.Generator().manual_seed(0)))
+    engine.grow(b, b.random_inactive(6, torch.Generator().manual_seed(0)))
     engine.adopt_current_counts()
     saved = {"model": copy.deepcopy(model.state_dict()), "opt": copy.deepcopy(optimizer.state_dict()),
              "engine": copy.deepcopy(engine.state_dict())}
@@ -402,7 +426,7 @@ def test_checkpoint_round_trip_with_changed_layer_sizes():
     optimizer2.load_state_dict(saved["opt"])
     engine2.load_state_dict(saved["engine"])
     for l1, l2 in zip(engine.layers, engine2.layers):
-        assert torch.equal(engine.active_indices(l1), engine2.active_indices(l2))
+        assert torch.equal(l1.active_indices(), l2.active_indices())
         assert l1.target_active == l2.target_active == l2.n_active()
     torch.testing.assert_close(fresh(x), model(x))
     for opt_ in (optimizer, optimizer2):
@@ -423,7 +447,7 @@ def test_meta_model_is_built_without_dense_weights():
     for layer in engine.layers:
         bound = 1 / layer.fan_in ** 0.5
         assert layer.n_active() == layer.target_active
-        assert engine.active_values(layer).abs().max() <= bound
+        assert layer.active_values().abs().max() <= bound
     assert model(torch.randn(3, 1, 8, 8)).shape == (3, 10)
     with pytest.raises(ValueError, match="'masked' or 'sparse'"):
         build_engine(model, 0.3, "er", engine="dense")

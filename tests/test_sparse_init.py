@@ -10,7 +10,7 @@ from sparsebench import methods
 from sparsebench.methods import InitContext
 from sparsebench.sparsity import SparsityEngine
 from sparsebench.sparsity.init import active_fan_in, apply_init
-from sparsebench.sparsity.sparse_engine import build_engine
+from sparsebench.sparsity.engine import build_engine
 
 from .conftest import needs_fmnist
 
@@ -23,8 +23,8 @@ def _model():
 
 def _rows(engine, layer):
     """Per output unit: its active weights (flat-index order)."""
-    idx = engine.active_indices(layer).cpu()
-    values = engine.active_values(layer).cpu().double()
+    idx = layer.active_indices().cpu()
+    values = layer.active_values().cpu().double()
     rows = torch.div(idx, layer.fan_in, rounding_mode="floor")
     return [values[rows == i] for i in range(layer.out_features)]
 
@@ -37,7 +37,7 @@ def test_active_fan_in_gives_unit_variance_times_fan_in_per_output_unit(engine_k
     engine.apply_masks()
     apply_init("active_fan_in", engine, seed=3)
     for layer in engine.layers[:2]:            # the conv (masked on both engines) and a linear
-        fan = active_fan_in(engine, layer)
+        fan = active_fan_in(layer)
         rows = _rows(engine, layer)
         scaled = []
         for i, w in enumerate(rows):

@@ -154,7 +154,7 @@ def test_candidate_gradients_summed_over_batches_are_the_draws_dense_gradient():
     draw = _scoring(loader, model, engine, 10).draw(0)
     assert len(draw) == 4
     dense = dict(zip([l.name for l in engine.layers], draw.gradients([l.weight for l in engine.layers])))
-    candidates = {l.name: engine.inactive_indices(l)[:50] for l in engine.layers}
+    candidates = {l.name: l.inactive_indices()[:50] for l in engine.layers}
     grads = CandidateGradients(candidates, gradient_reduce(True))
     for _ in method._pass(draw):
         method._visit(grads.add)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from sparsebench import config, models, resolve, sweeps
+from sparsebench import config, models, resolve, sweep_spec
 from sparsebench.sparsity.engine import SparsityEngine
 
 from .conftest import REPO
@@ -18,7 +18,7 @@ def labels(sweep):
 def test_grid_is_the_cartesian_product_first_key_slowest(write_sweep):
     path = write_sweep("g", {"base": BASE, "grid": {"method.name": ["static", "set"],
                                                      "density": [0.2, 0.1], "seed": [0, 1]}})
-    sweep = sweeps.expand(str(path))
+    sweep = sweep_spec.expand(str(path))
     assert sweep.n_cells == 8 and len(sweep.cells) == 8
     assert labels(sweep)[:3] == [{"method.name": "static", "density": 0.2, "seed": 0},
                                  {"method.name": "static", "density": 0.2, "seed": 1},
@@ -37,7 +37,7 @@ def test_cells_resolve_to_the_run_id_of_the_same_single_run(write_sweep):
     path = write_sweep("same", {"base": BASE, "overrides": {"epochs": 3},
                                 "grid": {"method": [{"name": "rigl", "interval": 50}],
                                          "density": [0.05]}})
-    cell, = sweeps.expand(str(path)).cells
+    cell, = sweep_spec.expand(str(path)).cells
     single = resolve.load(REPO / BASE, ["epochs=3", "method.name=rigl", "method.interval=50",
                                         "density=0.05"])
     assert cell.run_id == config.run_id(single)
@@ -51,7 +51,7 @@ def test_exclude_drops_grid_cells_before_include_adds(write_sweep):
         "exclude": [{"method.name": "set", "density": 0.2}],
         "include": [{"method.name": "set", "density": 0.2, "seed": 7},
                     {"method": {"name": "rigl", "interval": 10}, "density": 0.05}]})
-    got = labels(sweeps.expand(str(path)))
+    got = labels(sweep_spec.expand(str(path)))
     assert {"method.name": "set", "density": 0.2} not in got
     assert got[-2:] == [{"method.name": "set", "density": 0.2, "seed": 7},
                         {"method": {"name": "rigl", "interval": 10}, "density": 0.05}]
@@ -64,7 +64,7 @@ def test_exclude_matches_defaults_and_whole_sections(write_sweep):
         "grid": {"method": [{"name": "set", "drop_fraction": 0.5}, "static"], "seed": [0, 1]},
         # seed 0 is the base config's value, method a section given as a mapping
         "exclude": [{"method": {"name": "set"}, "seed": 0}, {"method.name": "static", "seed": 1}]})
-    got = labels(sweeps.expand(str(path)))
+    got = labels(sweep_spec.expand(str(path)))
     assert got == [{"method": {"name": "set", "drop_fraction": 0.5}, "seed": 1},
                    {"method": "static", "seed": 0}]
 
@@ -72,7 +72,7 @@ def test_exclude_matches_defaults_and_whole_sections(write_sweep):
 def test_cells_that_are_the_same_run_are_run_once_and_listed_once(write_sweep):
     path = write_sweep("d", {"base": BASE, "grid": {"method.name": ["dense", "static"],
                                                      "density": [0.5, 0.1, 0.05]}})
-    sweep = sweeps.expand(str(path))
+    sweep = sweep_spec.expand(str(path))
     assert sweep.n_cells == 6 and len(sweep.cells) == 4
     dense = [c for c in sweep.cells if c.config.method.name == "dense"]
     assert len(dense) == 1 and dense[0].config.density == 1.0
@@ -86,7 +86,7 @@ def test_overrides_dotted_and_nested_keep_the_rest_of_the_section(write_sweep):
                              "overrides": {"epochs": 2, "data": {"train_subset": 512},
                                            "optim.lr": 0.05},
                              "grid": {"seed": [0]}})
-    cfg = sweeps.expand(str(path)).cells[0].config
+    cfg = sweep_spec.expand(str(path)).cells[0].config
     assert (cfg.epochs, cfg.data.train_subset, cfg.optim.lr) == (2, 512, 0.05)
     assert cfg.data.name == "fashion_mnist" and cfg.data.batch_size == 128  # kept from the base
 
@@ -94,7 +94,7 @@ def test_overrides_dotted_and_nested_keep_the_rest_of_the_section(write_sweep):
 def test_a_method_mapping_replaces_the_method_section(write_sweep):
     path = write_sweep("m", {"base": BASE, "overrides": {"method": {"name": "set", "drop_fraction": 0.5}},
                              "grid": {"method": ["dense", {"name": "rigl", "interval": 100}]}})
-    cells = sweeps.expand(str(path)).cells
+    cells = sweep_spec.expand(str(path)).cells
     assert [c.config.method.name for c in cells] == ["dense", "rigl"]
     assert cells[0].config.method.params == {}
     assert cells[1].config.method.params["interval"] == 100
@@ -104,16 +104,16 @@ def test_a_method_mapping_replaces_the_method_section(write_sweep):
 def test_command_line_overrides_apply_to_every_cell_last(write_sweep):
     path = write_sweep("c", {"base": BASE, "overrides": {"epochs": 5},
                              "grid": {"method.name": ["static", "set"]}})
-    plain = sweeps.expand(str(path))
-    over = sweeps.expand(str(path), ["epochs=1", "data.train_subset=256"])
+    plain = sweep_spec.expand(str(path))
+    over = sweep_spec.expand(str(path), ["epochs=1", "data.train_subset=256"])
     assert all(c.config.epochs == 1 and c.config.data.train_subset == 256 for c in over.cells)
     assert {c.run_id for c in plain.cells}.isdisjoint({c.run_id for c in over.cells})
 
 
 def test_sweep_found_by_name_and_missing_ones_listed():
-    assert sweeps.find("fmnist_smoke") == REPO / "sweeps" / "fmnist_smoke.yaml"
+    assert sweep_spec.find("fmnist_smoke") == REPO / "sweeps" / "fmnist_smoke.yaml"
     with pytest.raises(config.ConfigError, match="available: .*fmnist_smoke"):
-        sweeps.find("no_such_sweep")
+        sweep_spec.find("no_such_sweep")
 
 
 SHIPPED = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
@@ -122,13 +122,13 @@ SHIPPED = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_shipped_sweep_validates(name):
     """Validation needs no data: CIFAR and ImageNet sweeps expand on a laptop without them."""
-    sweep = sweeps.expand(name)
+    sweep = sweep_spec.expand(name)
     assert sweep.name == name and sweep.cells
     assert sweep.spec.description
 
 
 def test_default_sweep_is_all_eleven_methods_five_densities_three_seeds():
-    sweep = sweeps.expand("fmnist_densities")
+    sweep = sweep_spec.expand("fmnist_densities")
     methods = {c.config.method.name for c in sweep.cells}
     assert methods == {"dense", "static", "snip", "magnitude", "set", "rigl", "gse",
                        "lottery", "grasp", "synflow", "topkast"}
@@ -144,7 +144,7 @@ def test_default_sweep_is_all_eleven_methods_five_densities_three_seeds():
 @pytest.mark.parametrize("suffix, protocol", [("", "gse_paper"), ("_own", "own")])
 def test_paper_sweeps_use_the_gse_recipe(suffix, protocol):
     for name in ("cifar10_densities" + suffix, "cifar100_densities" + suffix):
-        sweep = sweeps.expand(name)
+        sweep = sweep_spec.expand(name)
         assert {c.config.model.name for c in sweep.cells} == {"resnet56", "vgg16_small",
                                                               "simple_vit_tiny"}
         assert {c.config.protocol for c in sweep.cells} == {protocol}
@@ -171,7 +171,7 @@ def _active_weights(cfg) -> int:
 
 
 def test_width_scaling_keeps_the_active_connections_constant():
-    sweep = sweeps.expand("width_scaling")
+    sweep = sweep_spec.expand("width_scaling")
     widths = sorted({c.config.model.width for c in sweep.cells})
     assert widths == [1, 2, 4, 8]
     for method in ("rigl", "gse"):

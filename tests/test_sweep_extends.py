@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from sparsebench import config, sweeps
+from sparsebench import config, sweep_spec
 from sparsebench.paper import width as paper_width
 
 PARENT = {
@@ -21,7 +21,7 @@ def test_extends_merges_grid_overrides_and_slurm(write_sweep):
                           "overrides": {"optim.momentum": 0.5},
                           "grid": {"seed": None, "epochs": [4, 5]},
                           "slurm": {"time_min": 90}})
-    child = sweeps.expand(str(parent.parent / "child.yaml"))
+    child = sweep_spec.expand(str(parent.parent / "child.yaml"))
     cells = {(c.config.method.name, c.config.density, c.config.epochs, c.config.seed)
              for c in child.cells}
     # The parent's grid and exclude stay; seed is dropped (default 0), epochs added.
@@ -40,10 +40,10 @@ def test_extends_errors_name_the_field(write_sweep):
     write_sweep("loop_b", {"description": "b", "extends": str(parent.parent / "loop_a.yaml"),
                            "grid": {"seed": [0]}})
     with pytest.raises(config.ConfigError, match="extends: .*a cycle"):
-        sweeps.expand(str(parent.parent / "loop_a.yaml"))
+        sweep_spec.expand(str(parent.parent / "loop_a.yaml"))
     write_sweep("orphan", {"description": "o", "extends": "no_such_sweep", "grid": {"seed": [0]}})
     with pytest.raises(config.ConfigError, match="no sweep named 'no_such_sweep'"):
-        sweeps.expand(str(parent.parent / "orphan.yaml"))
+        sweep_spec.expand(str(parent.parent / "orphan.yaml"))
 
 
 def test_together_sets_paired_fields_as_one_axis(write_sweep):
@@ -51,18 +51,18 @@ def test_together_sets_paired_fields_as_one_axis(write_sweep):
         "description": "paired", "base": "configs/fmnist_mlp.yaml",
         "grid": {"together": [{"model.width": 1, "density": 0.1},
                               {"model.width": 2, "density": 0.05}], "seed": [0, 1]}})
-    sweep = sweeps.expand(str(path))
+    sweep = sweep_spec.expand(str(path))
     assert sorted((c.config.model.width, c.config.density, c.config.seed) for c in sweep.cells) == [
         (1, 0.1, 0), (1, 0.1, 1), (2, 0.05, 0), (2, 0.05, 1)]
     write_sweep("bad", {"description": "b", "base": "configs/fmnist_mlp.yaml",
                         "grid": {"together": [0.1, 0.2]}})
     with pytest.raises(config.ConfigError, match="grid.together: expected a list of non-empty mappings"):
-        sweeps.expand(str(path.parent / "bad.yaml"))
+        sweep_spec.expand(str(path.parent / "bad.yaml"))
 
 
 def test_paper_width_sweep_keeps_the_active_connections_of_the_x1_model():
-    wide = sweeps.expand("paper_fig3_width")
-    base = sweeps.expand("cifar100_densities")
+    wide = sweep_spec.expand("paper_fig3_width")
+    base = sweep_spec.expand("cifar100_densities")
     for model in {c.config.model.name for c in wide.cells}:
         ref = next(c.config for c in base.cells if c.config.model.name == model
                    and c.config.density == 0.02 and c.config.method.name == "gse")

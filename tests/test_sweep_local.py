@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from sparsebench import executors, paths, sweeps
+from sparsebench import executors, paths, sweep_spec
 from sparsebench.executors import run_inline, run_local
 from sparsebench.sweep import main
 
@@ -44,7 +44,7 @@ def test_local_executor_runs_fmnist_smoke_on_every_core_one_thread_each(capsys, 
     assert "3 runs: 3 completed" in out
     assert len(seen) == 3 and all(o.threads == 1 for o in seen), seen
     assert "time: 3 runs took " in out and "their training alone adds up to" in out
-    sweep = sweeps.expand("fmnist_smoke")
+    sweep = sweep_spec.expand("fmnist_smoke")
     local = {c.run_id: json.loads((paths.run_dir("fmnist_smoke", c.run_id) / paths.RESULT).read_text())
              for c in sweep.cells}
     assert all(r["status"] == "completed" for r in local.values())
@@ -65,7 +65,7 @@ def test_a_worker_that_dies_fails_its_run_and_the_others_go_on(write_sweep):
     path = write_sweep("die", {"base": "configs/fmnist_mlp.yaml",
                                "overrides": {"data.train_subset": 2048},
                                "grid": {"epochs": [200, 1]}})
-    first, second = sweeps.expand(str(path)).cells
+    first, second = sweep_spec.expand(str(path)).cells
     started = paths.run_dir("die", first.run_id) / paths.CONFIG  # train() writes it first
     killed = []
 
@@ -105,7 +105,7 @@ def test_ctrl_c_stops_the_local_workers_and_keeps_their_checkpoints(write_sweep)
     path = write_sweep("stop", {"base": "configs/fmnist_mlp.yaml",
                                 "overrides": {"data.train_subset": 2048, "epochs": 500},
                                 "grid": {"seed": [0, 1]}})
-    cells = sweeps.expand(str(path)).cells
+    cells = sweep_spec.expand(str(path)).cells
     env = {**os.environ, "SPARSEBENCH_RESULTS": str(paths.results_root()), "PYTHONUNBUFFERED": "1"}
     launcher = subprocess.Popen([sys.executable, "-m", "sparsebench.sweep", str(path),
                                  "--executor", "local", "--workers", "2"], cwd=REPO, env=env,

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from sparsebench import atomic, executors, paths, sweeps
+from sparsebench import atomic, executors, paths, sweep_spec
 from sparsebench.executors import Outcome
 from sparsebench.sweep import Plan, Progress, main, timing_line
 
@@ -39,11 +39,11 @@ def test_dry_run_lists_cells_and_submits_nothing(write_sweep, capsys):
                                "grid": {"method.name": ["dense", "static"], "density": [0.1, 0.05]}})
     assert main([str(path), "--dry-run", "--executor", "slurm"]) == 0
     out = capsys.readouterr().out
-    sweep = sweeps.expand(str(path))
+    sweep = sweep_spec.expand(str(path))
     assert "4 cells -> 3 runs" in out and "to run 3" in out
     for cell in sweep.cells:
         line, = [l for l in out.splitlines() if l.strip().startswith(cell.run_id)]
-        assert "to run" in line and sweeps.format_label(cell.label) in line
+        assert "to run" in line and sweep_spec.format_label(cell.label) in line
     assert "(same run as 1 more cell)" in out  # dense at 0.05 is dense at 0.1
     assert "one SLURM array job of 3 tasks" in out and "timeout_min=60" in out
     assert out.rstrip().endswith("dry run: nothing submitted")
@@ -55,7 +55,7 @@ def test_completed_runs_are_skipped(write_sweep, capsys):
                                 "grid": {"method.name": ["dense", "static"], "density": [0.1, 0.05]}})
     assert main([str(path), "--executor", "inline"]) == 0
     out = capsys.readouterr().out
-    sweep = sweeps.expand(str(path))
+    sweep = sweep_spec.expand(str(path))
     assert all(_result("skip", c)["status"] == "completed" for c in sweep.cells)
     assert "3 runs: 3 completed" in out
     table = out.split("final test accuracy")[1]
@@ -79,7 +79,7 @@ def test_failed_runs_are_reported_and_retried_only_when_asked(write_sweep, capsy
     # launcher lets it through and the run fails when it starts, with the preflight's line
     path = write_sweep("fail", {"base": BASE, "overrides": TINY,
                                 "grid": {"data.root": [None, "/nonexistent/fmnist"]}})
-    sweep = sweeps.expand(str(path))
+    sweep = sweep_spec.expand(str(path))
     good, bad = sweep.cells
     assert main([str(path), "--executor", "inline", "--skip-data-check"]) == 1
     out = capsys.readouterr().out
@@ -112,7 +112,7 @@ def test_failed_runs_are_reported_and_retried_only_when_asked(write_sweep, capsy
 def test_diverged_runs_count_as_failed_for_retrying(write_sweep, capsys):
     path = write_sweep("div", {"base": BASE, "overrides": {**TINY, "optim.lr": 1.0e12},
                                "grid": {"method.name": ["dense"]}})
-    cell, = sweeps.expand(str(path)).cells
+    cell, = sweep_spec.expand(str(path)).cells
     # a diverged run is a result, not a crash, but a script must not take the sweep as done
     assert main([str(path), "--executor", "inline"]) == 1
     out = capsys.readouterr().out
@@ -156,7 +156,7 @@ def test_a_second_launcher_of_the_same_sweep_is_refused(write_sweep, capsys):
 
 def test_progress_bar_counts_done_running_and_failed_runs(write_sweep):
     path = write_sweep("bar", {"base": BASE, "overrides": TINY, "grid": {"seed": [0, 1, 2, 3]}})
-    sweep = sweeps.expand(str(path))
+    sweep = sweep_spec.expand(str(path))
     first = sweep.cells[0]
     atomic.write_json(executors.result_path(first), {"status": "completed", "final_test_acc": 80.0})
     plan = Plan(sweep, retry_failed=False)
@@ -175,7 +175,7 @@ def test_progress_bar_counts_done_running_and_failed_runs(write_sweep):
 
 def test_timing_line_compares_the_launch_with_the_sum_of_its_runs(write_sweep):
     path = write_sweep("ratio", {"base": BASE, "overrides": TINY, "grid": {"seed": [0, 1, 2]}})
-    sweep = sweeps.expand(str(path))
+    sweep = sweep_spec.expand(str(path))
     plan = Plan(sweep, retry_failed=False)
     for cell, seconds in zip(sweep.cells, (10.0, 30.0, None)):
         atomic.write_json(executors.result_path(cell), {"status": "completed", "wall_clock_s": seconds})

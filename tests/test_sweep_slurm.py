@@ -18,7 +18,7 @@ import time
 import pytest
 import torch
 
-from sparsebench import atomic, paths, resolve, sweeps
+from sparsebench import atomic, paths, resolve, sweep_spec
 from sparsebench.executors import is_active, read_records, squeue_states
 from sparsebench.sweep import main
 from sparsebench.training import train
@@ -71,7 +71,7 @@ def test_fmnist_smoke_is_one_array_job_and_a_second_launch_submits_nothing(slurm
     assert main(["fmnist_smoke", "--executor", "auto", "--poll", "1"]) == 0
     out = capsys.readouterr().out
     assert "executor slurm: one SLURM array job of 3 tasks" in out
-    sweep = sweeps.expand("fmnist_smoke")
+    sweep = sweep_spec.expand("fmnist_smoke")
     records = read_records("fmnist_smoke")
     assert set(records) == {c.run_id for c in sweep.cells}
     arrays = {r["job_id"].split("_")[0] for r in records.values()}
@@ -99,7 +99,7 @@ def test_failed_runs_on_slurm_are_reported_then_retried_only_with_retry_failed(
                                  "overrides": {"epochs": 1, "data.train_subset": 256},
                                  "grid": {"data.root": [None, "/nonexistent/fmnist"]},
                                  "slurm": {"array_parallelism": 1, "mem_gb": 2}})
-    good, bad = sweeps.expand(str(path)).cells
+    good, bad = sweep_spec.expand(str(path)).cells
 
     assert main([str(path), "--skip-data-check", "--dry-run", "--executor", "slurm"]) == 0
     out = capsys.readouterr().out
@@ -227,7 +227,7 @@ def test_a_run_longer_than_its_time_limit_is_requeued_and_resumes(slurm_cluster,
             launcher.kill()
     assert launcher.returncode == 130, stderr
     assert "keep running" in stderr and "reattach" in stderr and str(path) in stderr
-    cell, = sweeps.expand(str(path)).cells
+    cell, = sweep_spec.expand(str(path)).cells
     job_id = read_records("requeue")[cell.run_id]["job_id"]
     assert f"scancel {job_id.split('_')[0]}" in stderr
     assert is_active(squeue_states([job_id]).get(job_id))  # Ctrl-C left it queued or running

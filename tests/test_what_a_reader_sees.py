@@ -16,7 +16,7 @@ from matplotlib.colors import to_rgb
 from matplotlib.text import Text
 
 import sparsebench
-from sparsebench import atomic, executors, locks, paths, plotting, report, results, sweeps
+from sparsebench import atomic, executors, locks, paths, plotting, report, results, sweep_spec
 from sparsebench.config import ConfigError, load_yaml
 from sparsebench.figures import FIGURES, layer_sparsity, training_progress
 from sparsebench.paper import fig_curves
@@ -203,7 +203,7 @@ def test_a_lock_left_by_a_dead_process_is_not_a_holder(tmp_path):
 
 def test_each_slurm_run_folder_names_its_jobs_logs(write_sweep, monkeypatch):
     path = write_sweep("logs", {"base": "configs/fmnist_mlp.yaml", "grid": {"seed": [0, 1]}})
-    sweep = sweeps.expand(str(path))
+    sweep = sweep_spec.expand(str(path))
 
     class Job:
         def __init__(self, i):
@@ -254,7 +254,7 @@ def test_dry_run_says_running_for_a_run_being_trained(write_sweep, capsys):
     path = write_sweep("busy", {"base": "configs/fmnist_mlp.yaml",
                                 "overrides": {"epochs": 1, "data.train_subset": 512},
                                 "grid": {"seed": [0, 1, 2]}})
-    sweep = sweeps.expand(str(path))
+    sweep = sweep_spec.expand(str(path))
     busy, started = (executors.result_path(c).parent for c in sweep.cells[:2])
     busy.mkdir(parents=True)
     started.mkdir(parents=True)

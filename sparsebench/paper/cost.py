@@ -15,7 +15,7 @@ import argparse
 import functools
 import sys
 
-from .. import sweeps
+from .. import sweep_spec
 from .artifacts import paper_sweeps
 
 TRAIN_EXAMPLES = {"cifar10": 50_000, "cifar100": 50_000, "imagenet": 1_281_167,
@@ -47,7 +47,7 @@ def estimate(names: list[str] | None = None, tflops: dict | None = None) -> list
     tflops = {**DEFAULT_TFLOPS, **(tflops or {})}
     rows = []
     for name in names or paper_sweeps():
-        sweep = sweeps.expand(name)
+        sweep = sweep_spec.expand(name)
         total = hours = 0.0
         for cell in sweep.cells:
             flops = run_flops(cell.config)

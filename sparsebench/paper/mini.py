@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from .. import atomic, paths, sweeps
+from .. import atomic, paths, sweep_spec
 from ..config import ConfigError, load_yaml, set_dotted, to_dict
 from . import synthetic
 from .artifacts import paper_sweeps
@@ -145,10 +145,10 @@ class Derived:
 
 
 def derive(name: str, spec: MiniSpec) -> Derived:
-    full = sweeps.expand(name)
+    full = sweep_spec.expand(name)
     include, seen, changes = [], set(), defaultdict(set)
     for cell in full.cells:
-        flat = sweeps.flat_config(cell.config)
+        flat = sweep_spec.flat_config(cell.config)
         if cell.config.seed not in spec.seeds or not _keep(flat, spec.keep_in.get(name, spec.keep)):
             continue
         cfg, changed = mini_config(to_dict(cell.config), spec)
@@ -221,7 +221,7 @@ def train_all(layout: Layout, names: list[str], workers: int) -> dict[str, int]:
 
     cells = []
     for name in names:
-        cells += sweeps.expand(str(layout.sweep_file(name))).cells
+        cells += sweep_spec.expand(str(layout.sweep_file(name))).cells
 
     def done(cell) -> bool:
         outcome = executors.read_outcome(cell)

@@ -2,7 +2,7 @@
 
 An artifact names its *sources*: a sweep and, optionally, a filter on the resolved config of
 its cells (``{"density": 0.02, "method.name": ["gse", "rigl"]}``, dotted names as
-:func:`sparsebench.sweeps.flat_config` spells them). The runs it needs are the cells of those
+:func:`sparsebench.sweep_spec.flat_config` spells them). The runs it needs are the cells of those
 sweeps that pass the filter (so a table can span sweeps, and an artifact can reuse another's
 runs instead of training them twice); each is ``completed``, ``failed``, ``diverged``,
 ``running`` (a folder without result.json yet) or ``missing`` (no folder at all). Only the
@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from .. import sweeps
+from .. import sweep_spec
 from ..config import ConfigError
 from ..plotting import sparsity_text
 from ..results import COMPLETED, DIVERGED, FAILED, RUNNING, load_results, method_label
@@ -75,7 +75,7 @@ class Library:
     (the repository's sweeps/, or the miniature's derived ones); results live under ``root``."""
 
     def __init__(self, root: Path | None = None,
-                 sweep_file: Callable[[str], Path] = sweeps.find):
+                 sweep_file: Callable[[str], Path] = sweep_spec.find):
         self.root = root
         self.sweep_file = sweep_file
         self._cells: dict[str, pd.DataFrame | str] = {}
@@ -85,13 +85,13 @@ class Library:
         """One row per distinct run of the sweep (flat config, run_id), or why it cannot be had."""
         if sweep not in self._cells:
             try:
-                expanded = sweeps.expand(str(self.sweep_file(sweep)))
+                expanded = sweep_spec.expand(str(self.sweep_file(sweep)))
             except (ConfigError, FileNotFoundError) as err:
                 self._cells[sweep] = f"sweep {sweep} cannot be expanded: {err}"
             else:
                 rows = []
                 for cell in expanded.cells:
-                    flat = sweeps.flat_config(cell.config)
+                    flat = sweep_spec.flat_config(cell.config)
                     flat.update(sweep=sweep, run_id=cell.run_id,
                                 method_label=method_label(flat.get("method.name"),
                                                           flat.get("method.sampler")))

@@ -18,7 +18,11 @@ The compositions:
   authors' ``dynamic_sparse_training.py``); :func:`replace_smallest` picks one of the two by
   ``scope``;
 * :func:`grow_then_prune` (GSE, Heddes et al.): grow the chosen candidates first, then prune the
-  smallest-magnitude active connections back to a count, never the ones just grown.
+  smallest-magnitude active connections back to a count, never the ones just grown;
+* :func:`prune_by_magnitude` (gradual magnitude pruning, Lottery): keep the largest |w|, per
+  layer or globally.
+
+They speak only the layer protocol (:mod:`.protocol`), so they run on either engine.
 
 Each method file composes these with its own scores, so it reads like its paper's algorithm box.
 """
@@ -31,7 +35,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 import torch
 
 from ..config import ConfigError, checked, choice, fraction
-from .engine import MaskedLayer, SparsityEngine
+from .engine import SparsityEngine
+from .protocol import PrunableLayer
 
 if TYPE_CHECKING:  # imports point one way: methods build on sparsity, not the reverse
     from ..methods import StepContext
@@ -66,8 +71,10 @@ def drop_schedule_param(default: str) -> Any:
 
 
 def scope_param(default: str) -> Any:
-    return choice(default, SCOPES, "prune and grow by one ranking over all layers (global), "
-                                   "or each layer by its own share (layer)")
+    """``scope`` of every method that ranks connections (SET, RigL, GSE, magnitude, Lottery)."""
+    return choice(default, SCOPES, "rank connections over all layers at once, the layers' "
+                                   "shares following from the scores (global), or each layer "
+                                   "by its own share (layer)")
 
 
 def regrow_dropped_param(default: bool) -> Any:
@@ -168,12 +175,12 @@ class ScheduledUpdates:
 
 # ---- the compositions --------------------------------------------------------------------------
 
-def drop_count(layer: MaskedLayer, drop_fraction: float) -> int:
+def drop_count(layer: PrunableLayer, drop_fraction: float) -> int:
     """n = ⌊α · |active|⌋, as RigL rounds it."""
     return int(layer.n_active() * drop_fraction)
 
 
-def prune_then_grow(engine: SparsityEngine, layer: MaskedLayer, n: int, *,
+def prune_then_grow(engine: SparsityEngine, layer: PrunableLayer, n: int, *,
                     drop_score: torch.Tensor, grow_score: torch.Tensor | None = None,
                     generator: torch.Generator | None = None, regrow_dropped: bool = True) -> None:
     """Drop the ``n`` active connections with the smallest ``drop_score``, then grow ``n``:
@@ -192,12 +199,12 @@ def prune_then_grow(engine: SparsityEngine, layer: MaskedLayer, n: int, *,
         n = min(n, layer.numel - layer.n_active())
     if n <= 0:
         return
-    dropped = engine.smallest_active(layer, n, drop_score)
+    dropped = layer.smallest_active(n, drop_score)
     also = dropped if regrow_dropped else None   # still active here, so excluded without it
     if grow_score is None:
-        grown = engine.random_inactive(layer, n, generator, also=also)
+        grown = layer.random_inactive(n, generator, also=also)
     else:
-        grown = engine.largest_inactive(layer, n, grow_score, also=also)
+        grown = layer.largest_inactive(n, grow_score, also=also)
     _swap(engine, {layer.name: dropped}, {layer.name: grown})
 
 
@@ -209,32 +216,26 @@ def global_prune_then_grow(engine: SparsityEngine, n: int, *, drop_scores: Mappi
     the smallest drop score over the whole model (one bottom-k), then grow ``n`` with the
     largest grow score over the whole model (one top-k), or ``n`` uniformly at random among
     all layers' eligible connections without grow scores (the authors' random grow score,
-    ``torch.rand_like``, ranked globally). Layers end with whatever share the scores give them;
-    each layer's new count becomes its target, the run's total is unchanged (checked; without
-    ``regrow_dropped`` n is capped at the number of inactive connections, as in
-    :func:`prune_then_grow`).
+    ``torch.rand_like``, ranked globally; an always-sparse layer draws only the top of those
+    scores, see :meth:`~.protocol.PrunableLayer.grow_candidates`). Layers end with whatever
+    share the scores give them; each layer's new count becomes its target, the run's total is
+    unchanged (checked; without ``regrow_dropped`` n is capped at the number of inactive
+    connections, as in :func:`prune_then_grow`).
     """
     layers = [engine.by_name[name] for name in drop_scores]
     if not regrow_dropped:
         n = min(n, sum(layer.numel - layer.n_active() for layer in layers))
     if n <= 0:
         return
-    candidates = {layer.name: drop_scores[layer.name].detach().flatten().float().masked_fill(
-                  ~layer.mask.flatten(), float("inf")) for layer in layers}
-    dropped = engine.global_smallest(candidates, n)
-    eligible_scores = {}
-    for layer in layers:
-        eligible = ~layer.mask.flatten()
-        if regrow_dropped:
-            eligible = eligible.clone()
-            eligible[dropped[layer.name]] = True
-        if grow_scores is None:
-            score = torch.rand(layer.numel, generator=generator).to(eligible.device)
-        else:
-            score = grow_scores[layer.name].detach().flatten().float()
-        eligible_scores[layer.name] = score.masked_fill(~eligible, float("-inf"))
-    grown = engine.global_largest(eligible_scores, n)
-    _swap(engine, dropped, grown)
+    drops = {layer.name: layer.drop_candidates(drop_scores[layer.name]) for layer in layers}
+    picked = engine.global_smallest({name: c.scores for name, c in drops.items()}, n)
+    dropped = {name: drops[name].at(pos) for name, pos in picked.items()}
+    grows = {layer.name: layer.grow_candidates(
+                 n, None if grow_scores is None else grow_scores[layer.name], generator,
+                 also=dropped[layer.name] if regrow_dropped else None)
+             for layer in layers}
+    picked = engine.global_largest({name: c.scores for name, c in grows.items()}, n)
+    _swap(engine, dropped, {name: grows[name].at(pos) for name, pos in picked.items()})
     engine.adopt_current_counts()
 
 
@@ -256,12 +257,12 @@ def replace_smallest(engine: SparsityEngine, drop_fraction: float, *, scope: str
     (n_l = ⌊α_t·|A_l|⌋) or globally (n = ⌊α_t·Σ_l |A_l|⌋)."""
     if scope == "global":
         n = int(drop_fraction * sum(layer.n_active() for layer in engine.layers))
-        drop_scores = {layer.name: engine.magnitudes(layer) for layer in engine.layers}
+        drop_scores = {layer.name: layer.magnitudes() for layer in engine.layers}
         global_prune_then_grow(engine, n, drop_scores=drop_scores, grow_scores=grow_scores,
                                generator=generator, regrow_dropped=regrow_dropped)
         return
     for layer in engine.layers:
-        prune_then_grow(engine, layer, drop_count(layer, drop_fraction), drop_score=engine.magnitudes(layer),
+        prune_then_grow(engine, layer, drop_count(layer, drop_fraction), drop_score=layer.magnitudes(),
                         grow_score=None if grow_scores is None else grow_scores[layer.name],
                         generator=generator, regrow_dropped=regrow_dropped)
 
@@ -280,8 +281,8 @@ def grow_then_prune(engine: SparsityEngine, grown: Mapping[str, torch.Tensor],
             engine.grow(engine.by_name[name], idx)
     scores, active = {}, {}
     for layer in engine.layers:
-        idx = engine.active_indices(layer)
-        score = engine.active_values(layer).abs().float()
+        idx = layer.active_indices()
+        score = layer.active_values().abs().float()
         if layer.name in grown:
             score[torch.isin(idx, grown[layer.name])] = float("inf")  # protected this update
         active[layer.name], scores[layer.name] = idx, score
@@ -298,3 +299,19 @@ def grow_then_prune(engine: SparsityEngine, grown: Mapping[str, torch.Tensor],
         if pos.numel():
             engine.prune(engine.by_name[name], pruned[name])
     return pruned
+
+
+def prune_by_magnitude(engine: SparsityEngine, keep: Mapping[str, int] | int, *,
+                       adopt: bool) -> None:
+    """Magnitude pruning (gradual magnitude pruning, Lottery's rounds): of the active
+    connections keep those with the largest |w|, ``keep`` of them per layer, or in total over
+    all layers (one global ranking, ``scope: global``). ``adopt``: after a global ranking, the
+    layers' counts become their targets (the last pruning step)."""
+    scores = {layer.name: layer.magnitudes() for layer in engine.layers}
+    if isinstance(keep, int):
+        engine.keep_largest(scores, keep)
+        if adopt:
+            engine.adopt_current_counts()
+        return
+    for name, score in scores.items():
+        engine.keep_largest({name: score}, keep[name])

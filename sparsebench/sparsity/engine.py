@@ -1,91 +1,49 @@
-"""The masked sparsity engine: which weights are prunable, their masks, and the shared moves.
+"""The sparsity engine: which weights are prunable, their targets, and the shared moves.
 
-Every method works through this object; none touches masks or optimizer state itself. The
-engine owns:
+Every method works through this object; none touches optimizer state itself. The engine holds
+a list of :class:`~.protocol.PrunableLayer` (``layers``, in definition order) and speaks only
+that protocol, so one engine serves both ``sparsity.engine`` settings:
+
+* ``masked``: every prunable layer a :class:`~.masked_layer.MaskedLayer` (dense weight, mask);
+* ``sparse``: every prunable ``nn.Linear`` and every ``nn.Conv2d`` with groups = 1 and zero
+  padding swapped (in place) for an always-sparse module held by a
+  :class:`~.sparse_layer.SparseLayer`, so time and memory grow with the active connections (the
+  GSE paper's always-sparse claim); convolutions the sparse conv cannot stand for (grouped or
+  depthwise, reflect padding; none in the registered models) stay masked, so every model runs.
+
+The engine owns:
 
 * the choice of prunable weights (every ``nn.Linear`` and ``nn.Conv2d`` weight, optionally
-  sparing the first and the last layer) and their target number of active connections,
-  from a global density and a layer-wise distribution (:mod:`.distributions`);
-* the invariant that inactive weights are exactly zero and carry no optimizer state. Gradients
-  of inactive weights are zeroed before each optimizer step (after the method has seen the
-  dense gradient, which RigL needs); with a zero gradient, SGD (momentum, Nesterov, weight
-  decay) and AdamW leave a zero weight with zero state at zero, so no per-step rewrite of the
-  weights is needed. Pruning and growing reset the state of the connections they touch;
-* the primitives every method composes: the k smallest active connections by a score, the k
-  largest inactive ones by a score, k random inactive ones, global top-k (and bottom-k) across
-  layers, magnitude-style pruning to a count over one layer or several (``keep_largest``), and
-  ``prune``/``grow`` (grown weights and their optimizer state start at zero, as in RigL, SET
-  and GSE);
-* index-and-value accessors (``active_indices``, ``active_values``, ``is_active``,
-  ``inactive_indices``, each layer's ``out_features``/``fan_in``) for methods that must never
-  build a tensor of a weight's shape (GSE).
+  sparing the first and the last layer) and their target numbers of active connections, from a
+  global density and a layer-wise distribution (:mod:`.distributions`), computed once here;
+* the per-step invariant (``mask_gradients`` before the optimizer step, ``apply_masks`` after a
+  change of the masks), the attached optimizer whose state follows every topology change, and
+  ``mask_version`` (bumped on every change; caches key on it);
+* the selections over several layers: global top-k and bottom-k (``global_largest``,
+  ``global_smallest``), magnitude-style pruning to a count over one layer or several
+  (``keep_largest``), the counts becoming targets (``adopt_current_counts``);
+* ``prune``/``grow``/``set_active``/``set_masks``/``random_masks`` (a topology change goes
+  through the engine, which passes the optimizer and bumps the version) and ``state_dict``.
 
-Indices are flat positions in a layer's weight (``weight.view(-1)``), so the same primitive
-vocabulary serves an engine that stores only active connections.
+Read-only questions (``active_indices``, ``magnitudes``, ``smallest_active``,
+``random_inactive``, ...) are asked of a layer itself (see :mod:`.protocol`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Mapping
 
 import torch
 from torch import nn
 
 from .distributions import active_counts, layer_densities
+from .masked_layer import MaskedLayer
+from .protocol import PrunableLayer
+from .sparse_layer import materialize, supports, swap_in
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv2d)
-
-
-class LayerDensity:
-    """Density arithmetic of a prunable layer with ``numel``, ``target_active`` and
-    ``n_active()``; shared by the masked and the always-sparse layer."""
-
-    @property
-    def target_density(self) -> float:
-        return self.target_active / self.numel
-
-    def density(self) -> float:
-        return self.n_active() / self.numel
-
-
-@dataclass
-class MaskedLayer(LayerDensity):
-    """One prunable weight, its boolean mask and its target number of active connections."""
-
-    name: str
-    module: nn.Module
-    mask: torch.Tensor
-    target_active: int
-    # Connections that receive gradients and keep optimizer state; None: the active ones.
-    # A superset of ``mask`` for methods whose backward set is larger than their forward set
-    # (Top-KAST's B ⊇ A); such weights are zero in the forward pass and are trained.
-    grad_mask: torch.Tensor | None = None
-
-    @property
-    def trainable(self) -> torch.Tensor:
-        return self.mask if self.grad_mask is None else self.grad_mask
-
-    @property
-    def weight(self) -> nn.Parameter:
-        return self.module.weight
-
-    @property
-    def numel(self) -> int:
-        return self.mask.numel()
-
-    @property
-    def out_features(self) -> int:
-        """Rows of the weight viewed as (out, fan_in): output units or output channels."""
-        return self.mask.shape[0]
-
-    @property
-    def fan_in(self) -> int:
-        """Columns of that view: in_features, or in_channels·kh·kw for a conv, so flat index
-        ``i·fan_in + j`` is (output unit i, input unit j) with j = c·kh·kw + u·kw + v."""
-        return self.numel // self.out_features
-
-    def n_active(self) -> int:
-        return int(self.mask.sum())
+ENGINES = ("masked", "sparse")
+# Seed of the placeholder topology a sparse layer starts from (replaced by ``init_masks``).
+PLACEHOLDER_SEED = 0
 
 
 def prunable_modules(model: nn.Module, dense_first_layer: bool = False,
@@ -99,168 +57,92 @@ def prunable_modules(model: nn.Module, dense_first_layer: bool = False,
     return found
 
 
-def adopt_counts(layers) -> None:
-    """Make each layer's active count its target; the layers' total target must not change.
-    Shared by the masked and the always-sparse engine."""
-    counts = {layer.name: layer.n_active() for layer in layers}
-    total, target = sum(counts.values()), sum(layer.target_active for layer in layers)
-    if total != target:
-        raise RuntimeError(f"active connections {total} differ from the run's target {target}")
-    for layer in layers:
-        layer.target_active = counts[layer.name]
-
-
-def keep_target_globally(engine, scores: Mapping[str, torch.Tensor]) -> None:
-    """One-shot global pruning (SNIP, GraSP, SynFlow), on either engine: keep the run's
-    target number of connections with the largest score over all layers; the layers' shares
-    become their targets."""
+def keep_target_globally(engine: "SparsityEngine", scores: Mapping[str, torch.Tensor]) -> None:
+    """One-shot global pruning (SNIP, GraSP, SynFlow): keep the run's target number of
+    connections with the largest score over all layers; the layers' shares become their
+    targets."""
     engine.keep_largest(scores, sum(layer.target_active for layer in engine.layers))
     engine.adopt_current_counts()
 
 
 class SparsityEngine:
-    def __init__(self, layers: list[MaskedLayer]):
+    def __init__(self, layers: list[PrunableLayer]):
         self.layers = layers
         self.by_name = {layer.name: layer for layer in layers}
         self.optimizer: torch.optim.Optimizer | None = None
         self.mask_version = 0  # bumped on every topology change (caches key on it)
-        self._masks_changed()
+        self._changed()
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
     def for_model(cls, model: nn.Module, density: float, distribution: str, *,
-                  dense_first_layer: bool = False, dense_last_layer: bool = False) -> "SparsityEngine":
-        """Masks all active; targets from ``density`` spread by ``distribution``."""
+                  engine: str = "masked", dense_first_layer: bool = False,
+                  dense_last_layer: bool = False,
+                  device: torch.device | str | None = None) -> "SparsityEngine":
+        """All connections active (``masked``), or a placeholder topology at each layer's
+        target (``sparse``: the model's layers are swapped in place); targets from ``density``
+        spread by ``distribution``. ``device``: where a model built on the ``meta`` device is
+        materialized (default: cpu; the sparse engine only)."""
+        if engine not in ENGINES:
+            raise ValueError(f"sparsity.engine must be 'masked' or 'sparse', got {engine!r}")
         modules = prunable_modules(model, dense_first_layer, dense_last_layer)
         if not modules:
             raise ValueError("the model has no prunable (Linear or Conv2d) layers")
         shapes = {name: tuple(m.weight.shape) for name, m in modules}
-        densities = layer_densities(shapes, density, distribution)
-        counts = active_counts(shapes, densities, total_density=density)
-        layers = [MaskedLayer(name, m, torch.ones_like(m.weight, dtype=torch.bool), counts[name])
+        targets = active_counts(shapes, layer_densities(shapes, density, distribution),
+                                total_density=density)
+        if engine == "masked":
+            return cls([MaskedLayer.wrap(name, m, targets[name]) for name, m in modules])
+        on_meta = any(p.is_meta for p in model.parameters())
+        device = torch.device(device or "cpu") if on_meta else next(model.parameters()).device
+        placeholder = torch.Generator().manual_seed(PLACEHOLDER_SEED)
+        layers = [swap_in(model, name, m, targets[name], placeholder, device) if supports(m)
+                  else MaskedLayer.wrap(name, m, targets[name], device=device)
                   for name, m in modules]
+        if on_meta:
+            materialize(model, device)
         return cls(layers)
 
     def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """The optimizer whose state follows every topology change (required by always-sparse
+        layers, whose values Parameter is replaced on every change)."""
         self.optimizer = optimizer
 
     # ---- per-step invariants -----------------------------------------------------------------
-    def _masks_changed(self) -> None:
+    def _changed(self) -> None:
         self.mask_version += 1
-        self.fully_dense = all(bool(layer.mask.all()) for layer in self.layers)
-        self._float_masks = [layer.mask.to(layer.weight.dtype) for layer in self.layers]
-        self._float_grad_masks = [m if layer.grad_mask is None else layer.grad_mask.to(m.dtype)
-                                  for layer, m in zip(self.layers, self._float_masks)]
+        self.fully_dense = all(layer.n_active() == layer.numel for layer in self.layers)
 
     def mask_gradients(self) -> None:
         """Zero the gradients of inactive (not trainable) weights, one fused multiply."""
         if self.fully_dense:
             return
-        grads, masks = [], []
-        for layer, mask in zip(self.layers, self._float_grad_masks):
-            if layer.weight.grad is not None:
-                grads.append(layer.weight.grad)
-                masks.append(mask)
-        if grads:
-            torch._foreach_mul_(grads, masks)
+        pairs = [p for p in (layer.gradient_mask() for layer in self.layers) if p is not None]
+        if pairs:
+            grads, masks = zip(*pairs)
+            torch._foreach_mul_(list(grads), list(masks))
 
     @torch.no_grad()
     def apply_masks(self) -> None:
-        """Zero inactive weights and their optimizer state (after any change of the masks)."""
-        torch._foreach_mul_([layer.weight for layer in self.layers], self._float_masks)
-        for layer, mask in zip(self.layers, self._float_grad_masks):
-            for state in self._state_tensors(layer):
-                state.mul_(mask)
-
-    def _state_tensors(self, layer: MaskedLayer) -> Iterable[torch.Tensor]:
-        """Optimizer state shaped like the weight: momentum, Adam's moments."""
-        if self.optimizer is None:
-            return ()
-        state = self.optimizer.state.get(layer.weight, {})
-        return [v for v in state.values()
-                if torch.is_tensor(v) and v.shape == layer.weight.shape]
+        """Zero inactive weights and their optimizer state (after any change of the masks);
+        the initial topology is fixed from here on."""
+        for layer in self.layers:
+            layer.apply_mask(self.optimizer)
 
     # ---- reporting ---------------------------------------------------------------------------
     def layer_densities(self) -> dict[str, float]:
         return {layer.name: layer.density() for layer in self.layers}
 
     def global_density(self) -> float:
-        total = sum(layer.numel for layer in self.layers)
-        return sum(layer.n_active() for layer in self.layers) / total
+        return sum(layer.n_active() for layer in self.layers) / self.num_prunable()
 
     def target_density(self) -> float:
-        total = sum(layer.numel for layer in self.layers)
-        return sum(layer.target_active for layer in self.layers) / total
+        return sum(layer.target_active for layer in self.layers) / self.num_prunable()
 
     def num_prunable(self) -> int:
         return sum(layer.numel for layer in self.layers)
 
-    # ---- selection primitives (flat indices) -------------------------------------------------
-    @staticmethod
-    def smallest_active(layer: MaskedLayer, k: int, score: torch.Tensor) -> torch.Tensor:
-        """Flat indices of the ``k`` active connections with the smallest ``score``."""
-        k = min(k, layer.n_active())
-        masked = score.detach().flatten().float().masked_fill(~layer.mask.flatten(), float("inf"))
-        return torch.topk(masked, k, largest=False, sorted=False).indices
-
-    @staticmethod
-    def largest_inactive(layer: MaskedLayer, k: int, score: torch.Tensor,
-                         also: torch.Tensor | None = None) -> torch.Tensor:
-        """Flat indices of the ``k`` inactive connections with the largest ``score``.
-
-        ``also``: active indices that count as inactive here (connections being dropped in the
-        same update, which RigL may grow back).
-        """
-        eligible = ~layer.mask.flatten()
-        if also is not None:
-            eligible = eligible.clone()
-            eligible[also] = True
-        k = min(k, int(eligible.sum()))
-        masked = score.detach().flatten().float().masked_fill(~eligible, float("-inf"))
-        return torch.topk(masked, k, largest=True, sorted=False).indices
-
-    @staticmethod
-    def random_inactive(layer: MaskedLayer, k: int, generator: torch.Generator,
-                        also: torch.Tensor | None = None) -> torch.Tensor:
-        """``k`` distinct inactive connections, uniformly at random (a CPU generator).
-
-        ``also``: active indices that count as inactive here (see :meth:`largest_inactive`).
-        """
-        inactive = (~layer.mask.flatten()).nonzero().squeeze(1)
-        if also is not None:
-            inactive = torch.cat([inactive, also.to(inactive.device)])
-        k = min(k, inactive.numel())
-        pick = torch.randperm(inactive.numel(), generator=generator)[:k].to(inactive.device)
-        return inactive[pick]
-
-    # Index-and-value accessors: what a method needs to see of a layer without any tensor of
-    # the weight's shape, so the same calls work on an engine that stores only active entries.
-    @staticmethod
-    def active_indices(layer: MaskedLayer) -> torch.Tensor:
-        """Flat indices of the active connections, ascending."""
-        return layer.mask.view(-1).nonzero().squeeze(1)
-
-    @staticmethod
-    def inactive_indices(layer: MaskedLayer) -> torch.Tensor:
-        """Flat indices of the inactive connections, ascending (O(numel) by nature)."""
-        return (~layer.mask.view(-1)).nonzero().squeeze(1)
-
-    @staticmethod
-    def active_values(layer: MaskedLayer) -> torch.Tensor:
-        """The weights at :meth:`active_indices`, in the same order."""
-        return layer.weight.detach().view(-1)[SparsityEngine.active_indices(layer)]
-
-    @staticmethod
-    def magnitudes(layer: MaskedLayer) -> torch.Tensor:
-        """|w| as a score for :meth:`smallest_active` (weight-shaped here; one entry per active
-        connection on the always-sparse engine, so a magnitude-pruning method runs on both)."""
-        return layer.weight.detach().abs()
-
-    @staticmethod
-    def is_active(layer: MaskedLayer, idx: torch.Tensor) -> torch.Tensor:
-        """One bool per flat index in ``idx``."""
-        return layer.mask.view(-1)[idx]
-
+    # ---- selections over layers ----------------------------------------------------------------
     @staticmethod
     def top_mask(score: torch.Tensor, k: int) -> torch.Tensor:
         """A bool tensor shaped like ``score``, True at exactly its ``k`` largest entries."""
@@ -274,7 +156,7 @@ class SparsityEngine:
         if int(keep.sum()) != k:
             keep = torch.zeros_like(keep)
             keep[torch.topk(flat, k, sorted=False).indices] = True
-        return keep.view_as(score)
+        return keep.view(score.shape)
 
     @staticmethod
     def global_largest(scores: Mapping[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
@@ -293,18 +175,18 @@ class SparsityEngine:
 
     def keep_largest(self, scores: Mapping[str, torch.Tensor], keep: int) -> None:
         """Magnitude-style pruning, one layer or several at once: of the active connections of
-        the layers in ``scores`` (whole-layer score tensors), keep the ``keep`` with the largest
-        score and prune every other one. With several layers the selection is one global top-k,
-        so layers end with whatever share of ``keep`` their scores earn (SNIP, global magnitude
-        pruning); with one layer it is per-layer pruning.
+        the layers in ``scores`` (each layer's kind of score, see :mod:`.protocol`), keep the
+        ``keep`` with the largest score and prune every other one. With several layers the
+        selection is one global top-k, so layers end with whatever share of ``keep`` their
+        scores earn (SNIP, global magnitude pruning); with one layer it is per-layer pruning.
         """
-        candidates = {n: scores[n].detach().flatten().float().masked_fill(
-                      ~self.by_name[n].mask.flatten(), float("inf")) for n in scores}
+        candidates = {n: self.by_name[n].drop_candidates(s) for n, s in scores.items()}
         n_active = sum(self.by_name[n].n_active() for n in scores)
-        drop = self.global_smallest(candidates, max(0, n_active - keep))
-        for n, idx in drop.items():
-            if idx.numel():
-                self.prune(self.by_name[n], idx)
+        drop = self.global_smallest({n: c.scores for n, c in candidates.items()},
+                                    max(0, n_active - keep))
+        for n, pos in drop.items():
+            if pos.numel():
+                self.prune(self.by_name[n], candidates[n].at(pos))
 
     def adopt_current_counts(self) -> None:
         """Make each layer's active count its new target.
@@ -312,70 +194,78 @@ class SparsityEngine:
         Global-scope methods (SNIP, global magnitude pruning, GSE with scope global) move budget
         between layers; the run's total target must be unchanged, and is checked.
         """
-        adopt_counts(self.layers)
+        counts = {layer.name: layer.n_active() for layer in self.layers}
+        total, target = sum(counts.values()), sum(layer.target_active for layer in self.layers)
+        if total != target:
+            raise RuntimeError(f"active connections {total} differ from the run's target {target}")
+        for layer in self.layers:
+            layer.target_active = counts[layer.name]
 
     # ---- topology changes --------------------------------------------------------------------
-    @torch.no_grad()
-    def prune(self, layer: MaskedLayer, idx: torch.Tensor) -> None:
-        """Deactivate ``idx``: weight and optimizer state set to zero."""
-        layer.mask.view(-1)[idx] = False
-        layer.weight.view(-1)[idx] = 0.0
-        for state in self._state_tensors(layer):
-            state.view(-1)[idx] = 0.0
-        self._masks_changed()
+    def prune(self, layer: PrunableLayer, idx: torch.Tensor) -> None:
+        """Deactivate ``idx`` (flat indices): weight and optimizer state gone."""
+        layer.prune(idx, self.optimizer)
+        self._changed()
 
-    @torch.no_grad()
-    def grow(self, layer: MaskedLayer, idx: torch.Tensor, values: torch.Tensor | None = None) -> None:
+    def grow(self, layer: PrunableLayer, idx: torch.Tensor,
+             values: torch.Tensor | None = None) -> None:
         """Activate ``idx``; weights start at ``values`` (zero by default), optimizer state at zero."""
-        layer.mask.view(-1)[idx] = True
-        layer.weight.view(-1)[idx] = 0.0 if values is None else values.to(layer.weight.dtype)
-        for state in self._state_tensors(layer):
-            state.view(-1)[idx] = 0.0
-        self._masks_changed()
+        layer.grow(idx, values, self.optimizer)
+        self._changed()
 
-    @torch.no_grad()
-    def set_mask(self, layer: MaskedLayer, mask: torch.Tensor,
+    def set_active(self, layer: PrunableLayer, idx: torch.Tensor) -> None:
+        """Replace a layer's whole active set (flat indices); active weights are the initial
+        ones, optimizer state restarts at zero."""
+        layer.set_active(idx, self.optimizer)
+        self._changed()
+
+    def set_mask(self, layer: PrunableLayer, mask: torch.Tensor,
                  grad_mask: torch.Tensor | None = None) -> None:
-        """Replace a layer's mask (one-shot methods); newly inactive weights are zeroed.
+        """Replace a masked layer's mask (one-shot methods); newly inactive weights are zeroed.
         ``grad_mask`` (a superset of ``mask``) also trains those connections; the optimizer
         state of every connection outside it is zeroed."""
         self.set_masks({layer.name: mask}, None if grad_mask is None else {layer.name: grad_mask})
 
-    @torch.no_grad()
     def set_masks(self, masks: Mapping[str, torch.Tensor],
                   grad_masks: Mapping[str, torch.Tensor] | None = None) -> None:
         """:meth:`set_mask` for several layers at once (one pass over the optimizer state)."""
         for name, mask in masks.items():
-            layer = self.by_name[name]
-            layer.mask.copy_(mask.to(torch.bool).view_as(layer.mask))
             grad_mask = None if grad_masks is None else grad_masks.get(name)
-            layer.grad_mask = None if grad_mask is None else grad_mask.to(torch.bool).view_as(layer.mask)
-        self._masks_changed()
+            self.by_name[name].set_mask(mask, grad_mask)
+        self._changed()
         self.apply_masks()
 
     @torch.no_grad()
     def random_masks(self, generator: torch.Generator) -> None:
-        """Each layer keeps ``target_active`` connections chosen uniformly at random."""
+        """Each layer keeps ``target_active`` connections chosen uniformly at random (a masked
+        layer, and a sparse one of at most EXACT_DRAW_MAX_NUMEL weights built from dense
+        weights, draw alike: both engines start from the same topology)."""
         for layer in self.layers:
-            keep = torch.randperm(layer.numel, generator=generator)[: layer.target_active]
-            mask = torch.zeros(layer.numel, dtype=torch.bool)
-            mask[keep] = True
-            self.set_mask(layer, mask.to(layer.mask.device))
+            self.set_active(layer, layer.random_draw(generator))
+        self.apply_masks()
 
     # ---- checkpoint --------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"masks": {layer.name: layer.mask.clone() for layer in self.layers},
-                "targets": {layer.name: layer.target_active for layer in self.layers},
-                "grad_masks": {layer.name: layer.grad_mask.clone() for layer in self.layers
-                               if layer.grad_mask is not None}}
+        """Targets and what each layer holds beyond the model's own state (a masked layer's
+        masks; a sparse layer's topology is in the model's buffers)."""
+        return {"targets": {layer.name: layer.target_active for layer in self.layers},
+                "layers": {layer.name: layer.state_dict() for layer in self.layers}}
 
     def load_state_dict(self, state: dict) -> None:
-        grad_masks = state.get("grad_masks", {})
         for layer in self.layers:
-            layer.mask.copy_(state["masks"][layer.name])
             layer.target_active = int(state["targets"][layer.name])
-            layer.grad_mask = grad_masks[layer.name].clone() if layer.name in grad_masks else None
-        self._masks_changed()
+            layer.load_state_dict(state["layers"][layer.name])
+        self._changed()
+
+
+def build_engine(model: nn.Module, density: float, distribution: str, *, engine: str = "masked",
+                 dense_first_layer: bool = False, dense_last_layer: bool = False,
+                 device: torch.device | str | None = None) -> SparsityEngine:
+    """The run's engine (``sparsity.engine``: ``masked`` or ``sparse``); see
+    :meth:`SparsityEngine.for_model`."""
+    return SparsityEngine.for_model(model, density, distribution, engine=engine,
+                                    dense_first_layer=dense_first_layer,
+                                    dense_last_layer=dense_last_layer, device=device)
 
 
 def _global_topk(scores: Mapping[str, torch.Tensor], k: int, *, largest: bool) -> dict[str, torch.Tensor]:

@@ -16,8 +16,9 @@ before growing). Methods that choose their topology from the initial weights (SN
 pruning: ``Method.scores_initial_weights``) get the rule at full fan-in before they prune, as
 the authors draw a dense model by the same rule and prune it.
 
-Works on both engines through the flat-index accessors: a masked layer's weight is written at
-its active positions, an always-sparse layer's active values are replaced in place.
+Works on both engines through the layer protocol (``active_indices``, ``set_active_values``):
+a masked layer's weight is written at its active positions (on any memory format), an
+always-sparse layer's active values are replaced in place.
 """
 from __future__ import annotations
 
@@ -25,14 +26,12 @@ import math
 
 import torch
 
-from .engine import MaskedLayer
-
 INITS = ("model", "active_fan_in")
 
 
-def active_fan_in(engine, layer) -> torch.Tensor:
+def active_fan_in(layer) -> torch.Tensor:
     """c_i: active inputs of each output unit (rows of the (out, fan_in) view), int64 on the CPU."""
-    rows = torch.div(engine.active_indices(layer).cpu(), layer.fan_in, rounding_mode="floor")
+    rows = torch.div(layer.active_indices().cpu(), layer.fan_in, rounding_mode="floor")
     return torch.bincount(rows, minlength=layer.out_features)
 
 
@@ -40,16 +39,11 @@ def active_fan_in(engine, layer) -> torch.Tensor:
 def init_active_fan_in(engine, generator: torch.Generator) -> None:
     """Redraw every prunable layer's active weights and bias from U(±√(3 / c_i))."""
     for layer in engine.layers:
-        idx = engine.active_indices(layer)
-        bound = math.sqrt(3.0) / active_fan_in(engine, layer).clamp_min(1).double().sqrt()
+        idx = layer.active_indices()
+        bound = math.sqrt(3.0) / active_fan_in(layer).clamp_min(1).double().sqrt()
         rows = torch.div(idx.cpu(), layer.fan_in, rounding_mode="floor")
         values = (torch.rand(idx.numel(), generator=generator, dtype=torch.float64) * 2 - 1) * bound[rows]
-        if isinstance(layer, MaskedLayer):
-            weight = layer.weight
-            weight.view(-1)[idx] = values.to(weight.device, weight.dtype)
-        else:  # always-sparse: values are aligned with the active indices
-            weight = layer.module.values
-            weight.copy_(values.to(weight.device, weight.dtype))
+        layer.set_active_values(values)
         bias = getattr(layer.module, "bias", None)
         if bias is not None:
             draw = torch.rand(layer.out_features, generator=generator, dtype=torch.float64) * 2 - 1

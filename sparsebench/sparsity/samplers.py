@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import distributed
-from .engine import MaskedLayer, SparsityEngine
+from .protocol import PrunableLayer
 from .sampling import LayerCapture, sample_candidates, sample_pairs
 
 
@@ -69,17 +69,16 @@ class Statistics:
         """Add layer ``name``'s captured batch (global index ``batch``)."""
         raise NotImplementedError
 
-    def weights(self, layer: MaskedLayer) -> tuple[torch.Tensor, torch.Tensor]:
+    def weights(self, layer: PrunableLayer) -> tuple[torch.Tensor, torch.Tensor]:
         """(p_out, p_in) over all batches and ranks (unnormalized, non-negative)."""
         return (self.reduce_out(self.out[layer.name]),
                 distributed.all_reduce_sum(self.inp[layer.name]))
 
-    def candidates(self, engine: SparsityEngine, layer: MaskedLayer, n: int,
-                   generator: torch.Generator) -> torch.Tensor:
+    def candidates(self, layer: PrunableLayer, n: int, generator: torch.Generator) -> torch.Tensor:
         """The layer's candidates: ``n`` pairs drawn from p_out·p_in, active ones and repeats
         dropped (:func:`sample_candidates`)."""
         p_out, p_in = self.weights(layer)
-        return sample_candidates(engine, layer, p_out, p_in, n, generator)
+        return sample_candidates(layer, p_out, p_in, n, generator)
 
 
 class Sampler:
@@ -92,7 +91,7 @@ class Sampler:
         rows (examples) each; ``whole``: this rank scores whole batches (else a share of each)."""
         raise NotImplementedError
 
-    def flops(self, layer: MaskedLayer, positions: int) -> float:
+    def flops(self, layer: PrunableLayer, positions: int) -> float:
         """FLOPs per example of computing the weights: one operation per element of U and dY
         (an absolute value added, or a signed add); uniform costs nothing."""
         return float((layer.fan_in + layer.out_features) * positions)
@@ -146,9 +145,9 @@ class GraEstStatistics(Statistics):
         p_out, p_in = super().weights(layer)
         return p_out.abs(), p_in.abs()
 
-    def candidates(self, engine, layer, n, generator):
+    def candidates(self, layer, n, generator):
         generator.set_state(self.signs.pairs[layer.name])
-        cands = super().candidates(engine, layer, n, generator)
+        cands = super().candidates(layer, n, generator)
         if not torch.equal(generator.get_state(), self.signs.after[layer.name]):
             raise RuntimeError("GraEst: the candidate draw took other random numbers than its "
                                "replay (torch.multinomial's use of the generator changed)")

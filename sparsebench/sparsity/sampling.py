@@ -13,7 +13,7 @@ gradients ``dY`` of shape (B, out, L), with L positions per example (conv: outpu
 
 so the candidates' gradients are a sampled dense-dense product over the batch (the same SDDMM
 the always-sparse layers compute their weight gradient with): no dense gradient and no tensor of the weight's shape is ever
-built (:func:`candidate_gradients`). Candidate sampling asks the engine which drawn pairs are
+built (:func:`candidate_gradients`). Candidate sampling asks the layer which drawn pairs are
 active (``is_active``), so it builds nothing of the weight's size on either engine.
 
 Samplers (:mod:`sparsebench.sparsity.samplers`) give p_out (over out) and p_in (over fan_in); a
@@ -49,9 +49,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .engine import MaskedLayer, SparsityEngine
+from .protocol import PrunableLayer
 from .sparse_conv import SparseConv2d
-from .sparse_layers import csr_row_pointers, sampled_mm
+from .sparse_linear import csr_row_pointers, sampled_mm
 
 # Layers whose input is unfolded into patches: masked convs and always-sparse ones.
 CONV_TYPES = (nn.Conv2d, SparseConv2d)
@@ -122,7 +122,7 @@ class ActivationCapture:
     in-place activation such as ``ReLU(inplace=True)`` overwrites it afterwards.)
     """
 
-    def __init__(self, layers: list[MaskedLayer]):
+    def __init__(self, layers: list[PrunableLayer]):
         self.layers = {layer.name: LayerCapture(layer.module) for layer in layers}
         self._handles: list = []
 
@@ -188,8 +188,8 @@ def sample_pairs(p_out: torch.Tensor, p_in: torch.Tensor, n: int,
     return rows, cols
 
 
-def sample_candidates(engine: SparsityEngine, layer: MaskedLayer, p_out: torch.Tensor,
-                      p_in: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+def sample_candidates(layer: PrunableLayer, p_out: torch.Tensor, p_in: torch.Tensor, n: int,
+                      generator: torch.Generator) -> torch.Tensor:
     """Flat indices of the distinct inactive connections among ``n`` drawn pairs, ascending.
 
     Drawn active connections and repeats are dropped (the paper's candidate set is a subset of
@@ -197,9 +197,9 @@ def sample_candidates(engine: SparsityEngine, layer: MaskedLayer, p_out: torch.T
     """
     rows, cols = sample_pairs(p_out, p_in, n, generator)
     flat = torch.unique(rows * layer.fan_in + cols)
-    # An engine primitive, not the layer's mask: on the sparse engine it is a binary search in
-    # the sorted active indices, O(n log nnz), and no tensor of the weight's size is built.
-    active = engine.is_active(layer, flat)
+    # A protocol question, not the layer's mask: on a sparse layer it is a binary search in the
+    # sorted active indices, O(n log nnz), and no tensor of the weight's size is built.
+    active = layer.is_active(flat)
     return flat.to(active.device)[~active]
 
 

@@ -3,7 +3,7 @@
 A conv weight of shape (out, C_in, kh, kw) is viewed, as everywhere in sparsebench, as the
 matrix W of shape (out, fan_in), fan_in = C_in·kh·kw, with input unit j = c·kh·kw + u·kw + v
 (``weight.view(out, -1)``, the order ``F.unfold`` uses). :class:`SparseConv2d` holds W as
-:class:`~.sparse_layers.SparseLinear` holds a linear weight (ascending flat ``indices``, one
+:class:`~.sparse_linear.SparseLinear` holds a linear weight (ascending flat ``indices``, one
 ``values`` Parameter, the same topology changes and checkpoint handling; it is that class with
 a conv's forward and the CSR structure that forward needs). Two formulations, neither of
 which forms a tensor of the weight's shape (out·fan_in elements):
@@ -57,7 +57,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import register_flop_formula
 
 from . import native
-from .sparse_layers import (KERNELS, CsrStructure, SparseLinear, csr_addmm, csr_row_pointers,
+from .sparse_linear import (KERNELS, CsrStructure, SparseLinear, csr_addmm, csr_row_pointers,
                             sampled_mm)
 
 

@@ -31,7 +31,7 @@ from ..models import build_model
 from ..schedules import build_optimizer, build_scheduler
 from ..scoring import ScoreBatches
 from ..sparsity.init import apply_init
-from ..sparsity.sparse_engine import build_engine
+from ..sparsity.engine import build_engine
 from .callbacks import Callback, ProgressBar, StepEnd
 from .device import resolve_device
 from .result import now_iso
