@@ -3,17 +3,31 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# The torch build to install (a pip requirement, optionally naming torchvision and an index), and
+# VISION=1 to add the torchvision built for it. Pairs: sparsebench/torch_versions.py; README
+# "On a GPU cluster" has the lines for CUDA and CPU-only machines.
 TORCH_SPEC ?= torch==2.13.0
+VISION ?=
 SWEEP ?= fmnist_densities
 EXECUTOR ?= auto
 STAMP := $(VENV)/.setup-stamp
+VISION_STAMP := $(VENV)/.vision-stamp
+# The vision tests (pytest -m vision) run in an environment of their own, on the tested
+# torch/torchvision pair (a CUDA 13 build from PyPI, which runs on a CPU: ~5.7 GB, ~2 min to
+# install); VISION_TESTS=0 leaves them out of `make test`.
+VISION_TESTS ?= 1
+VISION_VENV := .venv-vision
+VPY := $(VISION_VENV)/bin/python
+VISION_VENV_STAMP := $(VISION_VENV)/.setup-stamp
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
 .PHONY: setup data sweep test report bench bench-width bench-ddp slurm-up slurm-down clean help paper paper-mini paper-report
 
 help:
-	@echo "make sweep [SWEEP=name]   run a sweep (default: $(SWEEP)) and write its report"
-	@echo "make test                 set up if needed, then run the whole test suite"
+	@echo "make sweep [SWEEP=name] [ARGS=...]  run a sweep (default: $(SWEEP)) and write its report"
+	@echo "make test                 set up if needed, then run the whole test suite (VISION_TESTS=0: without"
+	@echo "                          the vision tests and their 5.7 GB environment)"
+	@echo "make setup [VISION=1]     the environment (.venv); VISION=1 adds the matching torchvision"
 	@echo "make report SWEEP=name    tables and figures from results/name"
 	@echo "make paper                every paper sweep on the cluster, then results/paper/"
 	@echo "make paper-mini           the same in miniature on this CPU: results/paper_mini/"
@@ -22,7 +36,7 @@ help:
 	@echo "make bench-ddp            data-parallel throughput at 1, 2, ... processes (PROCS=1,2)"
 	@echo "make slurm-up/slurm-down  start/stop a one-node SLURM cluster on localhost"
 
-setup: $(STAMP) data
+setup: $(STAMP) $(if $(VISION),$(VISION_STAMP)) data
 
 # torch goes in first and pinned: anything unpinned could pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -32,13 +46,34 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
+# torchvision in the same pip command as torch, so both come from one build (CUDA or CPU);
+# then it must import beside that torch, or set-up stops with the pair to install.
+$(VISION_STAMP): $(STAMP) sparsebench/torch_versions.py
+	vision=$$($(PY) sparsebench/torch_versions.py torchvision-for '$(TORCH_SPEC)') && \
+	    $(PY) -m pip install -q $(TORCH_SPEC) "$$vision"
+	$(PY) sparsebench/torch_versions.py check
+	touch $@
+
+$(VISION_VENV_STAMP): pyproject.toml sparsebench/torch_versions.py
+	test -x $(VPY) || $(PYTHON) -m venv $(VISION_VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q $$($(PYTHON) sparsebench/torch_versions.py tested)
+	$(VPY) -m pip install -q -e ".[dev]"
+	$(VPY) sparsebench/torch_versions.py check
+	touch $@
+
 # Fashion-MNIST from Debian when no copy is found and apt can be used; never fatal.
 data:
 	@bash scripts/get_fashion_mnist.sh
 
+# The report of what completed is written even when some runs failed or diverged; the exit
+# status is still the sweep's (2: bad input, nothing ran, no report). ARGS passes options and
+# overrides through: make sweep SWEEP=x ARGS="--skip-data-check --retry-failed density=0.1,0.05"
 sweep: setup
-	$(PY) -m sparsebench.sweep $(SWEEP) --executor $(EXECUTOR)
-	$(PY) -m sparsebench.report $(SWEEP)
+	@status=0; $(PY) -m sparsebench.sweep $(SWEEP) --executor $(EXECUTOR) $(ARGS) || status=$$?; \
+	if [ $$status -ne 2 ]; then \
+	  $(PY) -m sparsebench.report $(basename $(notdir $(SWEEP))) || { [ $$status -ne 0 ] || status=$$?; }; \
+	fi; exit $$status
 
 report: setup
 	$(PY) -m sparsebench.report $(SWEEP)
@@ -46,7 +81,7 @@ report: setup
 # The GSE paper: submit every paper sweep (SLURM where sbatch exists), wait, run figure 8's
 # benchmark, write results/paper/ (tables 1-4, figures 2-9, index.md).
 paper: setup
-	$(PY) -m sparsebench.paper.full --executor $(EXECUTOR)
+	$(PY) -m sparsebench.paper.full --executor $(EXECUTOR) $(ARGS)
 
 # The same pipeline in miniature on a CPU (generated CIFAR-format data, small models, 1 % of
 # the epochs, one seed): results/paper_mini/.
@@ -59,9 +94,14 @@ paper-report: setup
 
 # The SLURM tests run on the local one-node cluster; where it cannot be had (no root, no apt)
 # they skip with the reason, so a failure to start it never fails this target.
-test: setup
+# The main suite in .venv, then the vision tests in .venv-vision; pytest's exit code 5 (no test
+# selected, e.g. PYTEST_ARGS naming one file) is not a failure.
+test: setup $(if $(filter 1,$(VISION_TESTS)),$(VISION_VENV_STAMP))
 	@bash scripts/slurm_up.sh || echo "make test: no local SLURM cluster (scripts/slurm_up.sh exit $$?); the slurm tests will skip or say why"
-	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+	@rc=0; $(PY) -m pytest -q -ra -m "not vision" $(PYTEST_ARGS) || { r=$$?; [ $$r -eq 5 ] || rc=$$r; }; \
+	if [ "$(VISION_TESTS)" = 1 ]; then \
+	    $(VPY) -m pytest -q -ra -m vision $(PYTEST_ARGS) || { r=$$?; [ $$r -eq 5 ] || rc=$$r; }; \
+	fi; exit $$rc
 
 slurm-up:
 	bash scripts/slurm_up.sh
@@ -71,6 +111,7 @@ slurm-down:
 
 bench: setup
 	$(PY) benchmarks/harness_overhead.py
+	$(PY) benchmarks/tracking_overhead.py
 	$(PY) benchmarks/score_memory.py
 
 # Always-sparse execution: the sparse-layer and sparse-conv kernel tables, then MLP and ResNet-20
@@ -93,4 +134,4 @@ bench-ddp: setup
 	$(PY) benchmarks/data_parallel.py --procs $(PROCS) $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(VISION_VENV) .pytest_cache

@@ -76,6 +76,8 @@ class Grasp(Method):
     Params = GraspParams
     # Selection is global, so the distribution only fixes the total budget.
     default_distribution = "uniform"
+    # It scores the initialization it then trains (see Method.scores_initial_weights).
+    scores_initial_weights = True
 
     @classmethod
     def validate(cls, params, cfg):

@@ -12,11 +12,19 @@ optimizer) ``rounds + 1`` times:
                reset optimizer and learning-rate schedule, train again.
 
 The densities go geometrically from 1 to the run's density d, so the last round ends at
-exactly d (5 rounds to 2 %: 45.7, 20.9, 9.6, 4.4, 2.0 %, close to the GSE authors' fixed
-50, 25, 10, 5, 2 % in ``lottery_training.py``). ``scope: global`` ranks |w| over all prunable
+exactly d (5 rounds to 2 %: 45.7, 20.9, 9.6, 4.4, 2.0 %), or follow ``round_densities``:
+the GSE authors' fixed 50, 25, 10, 5, 2 % (sparsities 50, 75, 90, 95, 98 % in
+``lottery_training.py``; the gse_paper protocol sets them). Of that list a run keeps the
+densities above its own and then ends at its own (a run at 10 %: 50, 25, 10 %), so
+``round_densities`` replaces ``rounds``. ``scope: global`` ranks |w| over all prunable
 layers at once (Frankle & Carbin prune VGG and ResNet globally; the GSE authors' default) and
 the layers end with the shares their magnitudes earn; ``scope: layer`` prunes each layer on
 its own geometric schedule to its target under the run's distribution.
+
+θ_0 is the weights round 0 starts from, whatever ``sparsity.init`` is: the method declares
+``scores_initial_weights``, so ``active_fan_in`` draws the dense model (at full fan-in) before
+``init_masks`` remembers it, and every round rewinds to the weights round 0 trained from (the
+GSE authors keep a copy of the model they train first and load it before every round).
 
 Where the sources differ: Frankle & Carbin prune a fixed 20 % (conv 10 %) of the remaining
 weights per round; the GSE authors and this file instead fix the number of rounds and end at
@@ -32,6 +40,7 @@ would keep θ_k only at the surviving positions).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -49,6 +58,12 @@ class LotteryParams:
                                 "rewind surviving weights to their values after this many "
                                 "epochs of the dense round (0: the initial weights)")
     scope: str = scope_param("global")
+    round_densities: list[float] = checked(
+        list, lambda v: all(0 < d < 1 for d in v) and all(a > b for a, b in zip(v, v[1:])),
+        "a decreasing list of densities in (0, 1)",
+        "the pruned rounds' densities (the GSE authors': [0.5, 0.25, 0.1, 0.05, 0.02]); a run "
+        "keeps those above its density and ends at its density; replaces rounds; []: rounds "
+        "geometric steps")
 
 
 @register
@@ -56,11 +71,16 @@ class Lottery(Method):
     name = "lottery"
     Params = LotteryParams
     default_distribution = "uniform"
+    # init_masks remembers θ_0: sparsity.init must have drawn it by then (see the docstring).
+    scores_initial_weights = True
 
     def __init__(self, params, engine, **kwargs):
         super().__init__(params, engine, **kwargs)
         self.rewind_state: dict[str, torch.Tensor] | None = None
         self.final = {layer.name: layer.target_active for layer in engine.layers}
+        # Each pruned round's place on the way from 1 to the run's density d, as the exponent
+        # e_r of d^(e_r): r / rounds, or log(d_r) / log(d) for the given round_densities.
+        self.exponents = self.round_exponents(engine.target_density())
 
     @classmethod
     def validate(cls, params, cfg):
@@ -69,8 +89,19 @@ class Lottery(Method):
             raise ConfigError("method.rewind_epoch", f"got {params.rewind_epoch}; allowed: an "
                               f"integer in [0, epochs) = [0, {cfg.epochs})")
 
+    def round_exponents(self, density: float) -> list[float]:
+        if not self.params.round_densities:
+            return [r / self.params.rounds for r in range(1, self.params.rounds + 1)]
+        if density >= 1:
+            return [1.0]
+        kept = [d for d in self.params.round_densities if d > density]
+        return [math.log(d) / math.log(density) for d in kept] + [1.0]
+
+    def pruned_rounds(self) -> int:
+        return len(self.exponents)
+
     def rounds(self) -> int:
-        return self.params.rounds + 1
+        return self.pruned_rounds() + 1
 
     # ---- hooks -------------------------------------------------------------------------------
     def init_masks(self, ctx):
@@ -94,10 +125,10 @@ class Lottery(Method):
         self.rewind_state = {name: t.detach().clone() for name, t in model.state_dict().items()}
 
     def count(self, numel: int, final: int, r: int) -> int:
-        """Active connections after pruning round ``r``: numel·(final/numel)^(r/R)."""
-        if r >= self.params.rounds:
+        """Active connections after pruning round ``r``: numel·(final/numel)^(e_r)."""
+        if r >= self.pruned_rounds():
             return final
-        return max(final, round(numel * (final / numel) ** (r / self.params.rounds)))
+        return max(final, round(numel * (final / numel) ** self.exponents[r - 1]))
 
     def prune_to(self, round: int) -> None:
         engine = self.engine
@@ -107,7 +138,7 @@ class Lottery(Method):
             keep = {layer.name: self.count(layer.numel, self.final[layer.name], round)
                     for layer in engine.layers}
         # After the last round the final shares of a global ranking become the targets.
-        prune_by_magnitude(engine, keep, adopt=round >= self.params.rounds)
+        prune_by_magnitude(engine, keep, adopt=round >= self.pruned_rounds())
 
     # ---- checkpoint --------------------------------------------------------------------------
     def state_dict(self):

@@ -81,6 +81,9 @@ class Synflow(Method):
     name = "synflow"
     Params = SynflowParams
     default_distribution = "uniform"
+    # It scores the initialization it then trains: ``sparsity.init: active_fan_in`` draws the
+    # dense model at full fan-in first and the survivors keep those values (the GSE authors').
+    scores_initial_weights = True
 
     def __init__(self, params, engine, **kwargs):
         super().__init__(params, engine, **kwargs)

@@ -8,10 +8,13 @@ Each prunable layer keeps a dense parameter θ. Per layer, with D its forward de
         (straight through; on B \\ A the forward weight is zero and the gradient is taken
         there); θ outside B never changes;
     the exploration penalty (their Sec. 2.3) replaces weight decay on the prunable weights:
-        λ/2 · ( Σ_{i∈A} θ_i² + Σ_{i∈B\\A} θ_i² / D ),
-    so a weight that only the backward pass trains is pulled towards zero 1/D times harder
-    and must earn its way into A. λ is the run's ``optim.weight_decay``, which the optimizer
-    then no longer applies to these weights (it still decays biases and norms as configured).
+        ``penalty: squared`` (the paper's, the default):  λ/2 · ( Σ_{i∈A} θ_i² + Σ_{i∈B\\A} θ_i² / D ),
+        ``penalty: norm`` (the GSE authors' ``weight_decay_loss``):  λ · ( ‖θ_A‖₂ + ‖θ_{B\\A}‖₂ / D ),
+    summed over the layers, so a weight that only the backward pass trains is pulled towards
+    zero 1/D times harder and must earn its way into A. λ is the run's ``optim.weight_decay``,
+    which the optimizer then no longer applies to these weights (it still decays biases and
+    norms as configured; the gse_paper protocol turns that off, as the authors' optimizer has
+    no weight decay).
 
 A and B are refreshed before every step for the first ``explore_epochs`` epochs and every
 ``interval`` steps after (the GSE authors' ``num_epochs_explore`` = 20 and
@@ -23,9 +26,11 @@ Backward density: the paper's text treats the backward sparsity as its own hyper
 reports pairs such as 80 % / 50 %, 90 % / 80 %, 95 % / 90 % (forward / backward sparsity), so
 this file takes ``backward_density`` as a parameter; its default 0 means D_b = min(1, 2·D),
 the GSE authors' (1 + γ)·D with γ = 1, which also matches the paper's 90/80 and 95/90 pairs.
-Where the sources differ: the GSE authors penalize the L2 *norms* ‖θ_A‖ + ‖θ_{B\\A}‖ / D
-(not squared); this file follows the paper's per-weight L2 penalty. The GSE authors count
-``epoch <= explore_epochs`` (one epoch more); this file refreshes in epochs [0, explore_epochs).
+Where the sources differ: the GSE authors penalize the L2 *norms* (``penalty: norm``, which
+the gse_paper protocol sets) and add λ‖w‖₂ of every other module's weight (batch-norm and
+layer-norm scales), which this file does not: under gse_paper those get no decay at all. The
+GSE authors count ``epoch <= explore_epochs`` (21 epochs for their 20; the gse_paper protocol
+sets ``explore_epochs: 21``); this file refreshes in epochs [0, explore_epochs).
 
 On the masked engine: A is the engine's mask and B its gradient mask (``grad_mask``), so
 ``mask_gradients`` leaves exactly B's gradients and the optimizer keeps state on B only. The
@@ -44,9 +49,12 @@ from dataclasses import dataclass
 
 import torch
 
-from sparsebench.config import ConfigError, checked, non_negative
+from sparsebench.config import ConfigError, checked, choice, non_negative
 from sparsebench.methods import Method, register, require_masked_engine
 from sparsebench.sparsity.dst import interval_param
+
+
+EPS = 1e-12   # a set whose norm is below this gets no norm-penalty gradient
 
 
 @dataclass
@@ -56,6 +64,9 @@ class TopKastParams:
     explore_epochs: float = non_negative(20.0, "refresh A and B before every step for this "
                                                "many epochs")
     interval: int = interval_param(1000)
+    penalty: str = choice("squared", ("squared", "norm"),
+                          "squared: λ/2·(Σ_A θ² + Σ_{B∖A} θ²/D), the paper's; norm: "
+                          "λ·(‖θ_A‖₂ + ‖θ_{B∖A}‖₂/D), the GSE authors'")
 
 
 @register
@@ -63,6 +74,9 @@ class TopKast(Method):
     name = "topkast"
     Params = TopKastParams
     default_distribution = "uniform"
+    # A is the top-D of the initial |θ|: ``sparsity.init: active_fan_in`` draws the dense θ at
+    # full fan-in before it, so θ on and off A come from one rule.
+    scores_initial_weights = True
 
     def __init__(self, params, engine, **kwargs):
         super().__init__(params, engine, **kwargs)
@@ -121,17 +135,22 @@ class TopKast(Method):
 
     @torch.no_grad()
     def after_backward(self, ctx):
-        """Add the exploration penalty's gradient: λ·θ on A, λ·θ/D on B \\ A."""
+        """Add the exploration penalty's gradient: λ·θ on A and λ·θ/D on B \\ A (squared), or
+        λ·θ_A/‖θ_A‖ and λ·θ_{B∖A}/(D·‖θ_{B∖A}‖) (norm; 0 where a set's norm is 0)."""
         if not self.penalty:
             return
         for layer in self.engine.layers:
             if layer.weight.grad is None:
                 continue
-            scale = self.penalty * layer.numel / layer.target_active
             just_backward = layer.trainable & ~layer.mask
-            layer.weight.grad.add_(layer.weight, alpha=self.penalty)
-            layer.weight.grad.add_(torch.where(just_backward, self.outside[layer.name], 0.0),
-                                   alpha=scale)
+            on_a = layer.weight
+            off_a = torch.where(just_backward, self.outside[layer.name], 0.0)
+            scale_a, scale_b = self.penalty, self.penalty * layer.numel / layer.target_active
+            if self.params.penalty == "norm":
+                scale_a = scale_a / max(float(torch.linalg.vector_norm(on_a)), EPS)
+                scale_b = scale_b / max(float(torch.linalg.vector_norm(off_a)), EPS)
+            layer.weight.grad.add_(on_a, alpha=scale_a)
+            layer.weight.grad.add_(off_a, alpha=scale_b)
 
     @torch.no_grad()
     def after_step(self, ctx):
@@ -148,8 +167,12 @@ class TopKast(Method):
             theta = self.theta(layer)
             inv_d = layer.numel / layer.target_active
             just_backward = layer.trainable & ~layer.mask
-            total = total + (theta[layer.mask] ** 2).sum() + inv_d * (theta[just_backward] ** 2).sum()
-        return self.penalty / 2 * total
+            on_a, off_a = theta[layer.mask], theta[just_backward]
+            if self.params.penalty == "norm":
+                total = total + torch.linalg.vector_norm(on_a) + inv_d * torch.linalg.vector_norm(off_a)
+            else:
+                total = total + ((on_a ** 2).sum() + inv_d * (off_a ** 2).sum()) / 2
+        return self.penalty * total
 
     # ---- cost --------------------------------------------------------------------------------
     def step_flops(self, ctx, flops):

@@ -11,10 +11,19 @@ __all__ = ["load_results", "load_metrics"]
 
 
 def load_results(sweep: str, root=None):
-    """All runs of a sweep as a pandas DataFrame (one row per run); see :mod:`sparsebench.results`."""
+    """All runs of a sweep (or of a list of sweeps, told apart by the ``sweep`` column) as a
+    pandas DataFrame, one row per run; see :mod:`sparsebench.results`."""
     from .results import load_results as _load
 
     return _load(sweep, root)
+
+
+def load_model(run_dir, device="cpu"):
+    """A completed run's trained network (weights and masks) from its final.pt; see
+    :mod:`sparsebench.training.final`."""
+    from .training.final import load_model as _load
+
+    return _load(run_dir, device)
 
 
 def load_metrics(runs, root=None, statuses=("completed",)):

@@ -1,7 +1,9 @@
 """Atomic writes: a reader (or a crash) never sees a half-written result or checkpoint.
 
 Each writer writes a temporary file in the target's folder, flushes it to disk and renames it
-over the target; ``os.replace`` is atomic on POSIX file systems.
+over the target; ``os.replace`` is atomic on POSIX file systems. The temporary file is created
+with mode 0666 less the umask, like any file ``open()`` creates (``tempfile.mkstemp`` would make
+it 0600 whatever the umask, and a labmate on shared scratch could not read the results).
 
 A write that fails for want of space or permission (a full disk, a quota, a read-only file
 system) raises :class:`WriteError`, whose message says what happened and names the file
@@ -14,7 +16,7 @@ import errno
 import io
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Callable, IO
 
@@ -45,6 +47,16 @@ def storage_error(path: Path, err: BaseException) -> WriteError | None:
     return None
 
 
+def open_temporary(folder: Path, name: str) -> tuple[int, str]:
+    """A new, empty ``folder/.name.XXXX.tmp`` opened for writing; its mode follows the umask."""
+    while True:
+        tmp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
 def _write_atomic(path: Path, write: Callable[[IO], None], mode: str,
                   previous: Path | None = None) -> None:
     """Write ``path`` through a temporary file; with ``previous``, the file it replaces is
@@ -53,7 +65,7 @@ def _write_atomic(path: Path, write: Callable[[IO], None], mode: str,
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = open_temporary(path.parent, path.name)
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()

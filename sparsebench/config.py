@@ -66,12 +66,26 @@ class DataConfig:
     root: str | None = field(default=None, metadata={"help": "the data set's folder; None: search"})
     train_subset: int | None = checked(None, lambda v: v is None or v > 0, "null or an integer > 0",
                                        "keep only the first N training examples (smoke tests)")
+    pad_value: str = choice("black", ("black", "mean"),
+                            "the random crop's padding: black, a black raw pixel normalized "
+                            "((0 - mean) / std, as torchvision); mean, the data set's mean colour")
+    validation: int | None = checked(None, lambda v: v is None or v > 0, "null or an integer > 0",
+                                     "hold N training examples out as a validation set (the same "
+                                     "for every run of a seed); best_* are chosen on it")
 
 
 @dataclass
 class ModelConfig:
     name: str = field(default="mlp", metadata={"help": "model name (see sparsebench.models)"})
     width: float = positive(1.0, "width multiplier of every layer")
+    hidden: list[int] | None = checked(None, lambda v: len(v) > 0 and all(h > 0 for h in v),
+                                       "null or a non-empty list of integers > 0",
+                                       "the MLP's hidden layer sizes at width 1 (e.g. [512, 512]); "
+                                       "null: the model's own ([300, 100])")
+
+    def arguments(self) -> dict:
+        """The model-specific keyword arguments of ``models.build_model``."""
+        return {} if self.hidden is None else {"hidden": tuple(self.hidden)}
 
 
 @dataclass
@@ -111,6 +125,36 @@ class MethodConfig:
 
 
 @dataclass
+class WandbConfig:
+    project: str | None = field(default=None, metadata={
+        "help": "Weights & Biases project; null: no W&B (needs the wandb package)"})
+    entity: str | None = field(default=None, metadata={"help": "W&B team or user; null: yours"})
+    mode: str = choice("online", ("online", "offline", "disabled"), "W&B mode (offline: a local "
+                       "run folder under the run's, synced later with `wandb sync`)")
+
+
+@dataclass
+class MlflowConfig:
+    tracking_uri: str | None = field(default=None, metadata={
+        "help": "MLflow tracking URI or a folder for a file store; null: no MLflow "
+                "(needs the mlflow or mlflow-skinny package)"})
+    experiment: str = field(default="sparsebench", metadata={"help": "MLflow experiment name"})
+
+
+@dataclass
+class TrackingConfig:
+    tensorboard: bool = field(default=True, metadata={
+        "help": "TensorBoard event files in the run folder"})
+    step_interval: int = checked(50, lambda v: v >= 0, "an integer >= 0 (0: no per-step rows)",
+                                 "per-step metrics (steps.jsonl) every this many steps")
+    topology: bool = field(default=True, metadata={
+        "help": "per-update prune/grow counts and the in-time over-parameterization rate "
+                "(topology.jsonl)"})
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+
+@dataclass
 class RunConfig:
     sweep: str = checked("adhoc", is_safe_name, NAME_RULE,
                          "sweep the run belongs to (its folder under the results root)")
@@ -129,10 +173,13 @@ class RunConfig:
     amp: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (ignored on CPU)"})
     channels_last: bool = field(default=True, metadata={"help": "channels-last on CUDA"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    save_final: bool = field(default=True, metadata={
+        "help": "keep the trained weights and masks in final.pt (false: huge sweeps)"})
 
 
 # Fields that do not change what a run computes, so they stay out of its run_id.
-UNHASHED_FIELDS = ("sweep", "progress")
+UNHASHED_FIELDS = ("sweep", "progress", "tracking", "save_final")
 
 
 # ---------------------------------------------------------------------------------------------

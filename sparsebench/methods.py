@@ -14,9 +14,10 @@ sparsity engine and hooks into the common trainer at fixed moments; it never own
                    resets the optimizer and the learning-rate schedule
 =================  ===========================================================================
 
-Methods are plug-ins: every ``*.py`` file in the repository's ``methods/`` folder (and in each
-folder on ``$SPARSEBENCH_METHODS_PATH``) is loaded by path, and installed packages can add
-more through the ``sparsebench.methods`` entry-point group. Adding a method is one file.
+Methods are plug-ins: every ``*.py`` file in the built-in ``methods/`` folder, in each folder
+on ``$SPARSEBENCH_METHODS_PATH`` and in ``./methods`` is loaded by path, and installed packages
+can add more through the ``sparsebench.methods`` entry-point group. Adding a method is one file;
+one that fails to load stops only the runs that ask for it (see the registry below).
 """
 from __future__ import annotations
 
@@ -180,9 +181,30 @@ class Method:
 
 # ---------------------------------------------------------------------------------------------
 # registry
+#
+# A plug-in fails alone: a method file that does not import, or that registers a name another
+# file already registered, is recorded instead of raised, so every other method still runs. A run
+# that asks for the name it would have provided, or for the name claimed twice, stops with one
+# line naming the file(s) and the cause (a ConfigError on method.name: exit code 2).
 
 _REGISTRY: dict[str, type[Method]] = {}
+_SOURCE: dict[str, str] = {}            # method name -> the file (or entry point) registering it
+_CLAIMED_TWICE: dict[str, list[str]] = {}  # method name -> every other source claiming it
+_BROKEN: dict[str, str] = {}            # file or entry point -> why it did not load
 _DISCOVERED = False
+
+
+def _source_of(cls: type) -> str:
+    module = sys.modules.get(cls.__module__)
+    return getattr(module, "__file__", None) or cls.__module__
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Two sources with the same bytes (a checkout's methods/ beside an installed copy)."""
+    try:
+        return a == b or Path(a).read_bytes() == Path(b).read_bytes()
+    except OSError:
+        return False
 
 
 def register(cls: type[Method]) -> type[Method]:
@@ -191,37 +213,54 @@ def register(cls: type[Method]) -> type[Method]:
         raise ValueError(f"{cls.__name__} needs a class attribute `name`")
     if not dataclasses.is_dataclass(cls.Params):
         raise TypeError(f"{cls.__name__}.Params must be a dataclass")
-    existing = _REGISTRY.get(cls.name)
-    if existing is not None and existing.__qualname__ != cls.__qualname__:
-        raise ValueError(f"method name {cls.name!r} registered twice "
-                         f"({existing.__module__} and {cls.__module__})")
+    source = _source_of(cls)
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        if not _same_file(_SOURCE[cls.name], source):   # the same file loaded twice is one
+            _CLAIMED_TWICE.setdefault(cls.name, []).append(source)
+        return cls
     _REGISTRY[cls.name] = cls
+    _SOURCE[cls.name] = source
     return cls
 
 
 def _method_folders() -> list[Path]:
-    folders = [paths.methods_dir()]
-    extra = os.environ.get("SPARSEBENCH_METHODS_PATH", "")
-    folders += [Path(p) for p in extra.split(os.pathsep) if p]
+    """The built-in methods/ first, then the user's ($SPARSEBENCH_METHODS_PATH, ./methods): a
+    method file's module is ``sparsebench_methods.<stem>`` (built-in ones keep that name)."""
+    folders = [paths.builtin_dir("methods")]
+    for folder in paths.search_dirs("methods"):
+        if all(folder.resolve() != seen.resolve() for seen in folders):
+            folders.append(folder)
     return folders
 
 
 def _load_file(path: Path) -> None:
-    module_name = f"sparsebench_methods.{path.stem}"
-    if module_name in sys.modules:
-        return
+    module_name, n = f"sparsebench_methods.{path.stem}", 1
+    while module_name in sys.modules:
+        if getattr(sys.modules[module_name], "__file__", None) == str(path):
+            return
+        n += 1
+        module_name = f"sparsebench_methods.{path.stem}_{n}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except BaseException:
+    except Exception as err:
         del sys.modules[module_name]
-        raise
+        _BROKEN[str(path)] = _cause(err)
+
+
+def _cause(err: BaseException) -> str:
+    """One line: the exception and, for a syntax error, where."""
+    if isinstance(err, SyntaxError):
+        return f"SyntaxError: {err.msg} (line {err.lineno})"
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 def discover() -> None:
-    """Load every method file and entry point once per process."""
+    """Load every method file and entry point once per process; one that fails is recorded
+    (see :func:`problems`), not raised."""
     global _DISCOVERED
     if _DISCOVERED:
         return
@@ -231,17 +270,34 @@ def discover() -> None:
             if not path.name.startswith("_"):
                 _load_file(path)
     for ep in entry_points(group="sparsebench.methods"):
-        ep.load()
+        try:
+            ep.load()
+        except Exception as err:
+            _BROKEN[f"entry point {ep.name} = {ep.value}"] = _cause(err)
+
+
+def problems() -> dict[str, str]:
+    """Method files (or entry points) that did not load -> why, in one line each."""
+    discover()
+    return dict(_BROKEN)
 
 
 def available() -> list[str]:
+    """Every name that resolves to one method (a name claimed by two files is left out)."""
     discover()
-    return sorted(_REGISTRY)
+    return sorted(set(_REGISTRY) - set(_CLAIMED_TWICE))
 
 
 def get(name: str) -> type[Method]:
+    """The method registered as ``name``; otherwise ConfigError on ``method.name`` in one line,
+    naming the files that claim it twice or that failed to load."""
     discover()
-    try:
+    if name in _CLAIMED_TWICE:
+        files = [_SOURCE[name], *_CLAIMED_TWICE[name]]
+        raise ConfigError("method.name", f"{name!r} is registered by more than one file ("
+                          f"{', '.join(files)}); rename the `name` of all but one")
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown method {name!r}; available: {', '.join(sorted(_REGISTRY))}") from None
+    broken = "; ".join(f"{where} did not load ({why})" for where, why in _BROKEN.items())
+    raise ConfigError("method.name", f"unknown method {name!r}; allowed: "
+                      f"{', '.join(available())}" + (f"; {broken}" if broken else ""))

@@ -7,8 +7,11 @@ line instead of recording a ``failed`` run:
 
 * the data set is installed (``data.root``, when given, exists and holds it);
 * the device exists (``device=cuda`` needs a CUDA device torch can see);
+* ImageNet has a torchvision that imports beside the installed torch (the release built for
+  it: :mod:`sparsebench.torch_versions`), else the line names the pair to install;
 * one training batch fits in the training set (``data.batch_size`` against its size, after
   ``data.train_subset``), since the trainer drops the last partial batch;
+* the trackers asked for (``tracking.*``) are installed;
 * ``model.width`` leaves every layer at least one unit: models round each layer's size and
   keep at least one unit, so a tiny width would quietly train e.g. a 784-1-1-10 MLP.
 
@@ -27,6 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import torch_versions, tracking
 from .config import ConfigError, RunConfig
 from .data import _SPECS, _search_paths, find_root, idx
 
@@ -41,7 +45,9 @@ _IN_SHAPES = {"fashion_mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3,
 def check(cfg: RunConfig, *, data: bool = True) -> None:
     """Raise ConfigError for the first problem found (see the module docstring)."""
     check_device(cfg)
+    check_vision(cfg)
     check_width(cfg)
+    tracking.check_installed(cfg)
     if data:
         folder = check_data(cfg)
         check_batch(cfg, train_size(cfg.data.name, folder))
@@ -51,6 +57,13 @@ def check_device(cfg: RunConfig) -> None:
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", "got 'cuda' but torch sees no CUDA device here "
                                     f"(torch {torch.__version__}); allowed here: auto, cpu")
+
+
+def check_vision(cfg: RunConfig) -> None:
+    if cfg.data.name == "imagenet":
+        problem = torch_versions.vision_problem()
+        if problem:
+            raise ConfigError("data.name", f"got 'imagenet', which needs torchvision: {problem}")
 
 
 def check_data(cfg: RunConfig) -> Path:
@@ -100,6 +113,12 @@ def check_batch(cfg: RunConfig, size: int | None) -> None:
         size, what = subset, f"data.train_subset={subset} examples"
     else:
         what = f"{size} training examples in {cfg.data.name}"
+    held = cfg.data.validation
+    if held is not None:
+        if held >= size:
+            raise ConfigError("data.validation", f"got {held}, the whole of the {what}; "
+                                                 f"allowed: 1 to {size - 1}")
+        size, what = size - held, f"{size - held} training examples left after data.validation"
     if cfg.data.batch_size > size:
         raise ConfigError("data.batch_size", f"got {cfg.data.batch_size}, more than the "
                                              f"{what} (the trainer keeps full batches only); "

@@ -12,11 +12,15 @@ paper's protocol: ``protocol: own``, the default. Another protocol is a file
     methods:                       # every method the protocol can run, with its parameters
       static: {}                   # {}: the method's own defaults
       rigl: {scope: global, interval: 1000}
+      topkast:                     # a method's own run-level fields go under `run`
+        run: {sparsity.init: model, optim.warmup_epochs: 0}
+        penalty: norm
 
 A config or sweep names it with ``protocol: NAME``. :func:`apply` (called by
 :func:`sparsebench.resolve.resolve`) puts the protocol *beneath* the config: a field the config
-sets wins (``auto`` counts as unset), every other field takes the protocol's value, and only
-then do the method's own defaults fill what is left. The resolved config records
+sets wins (``auto`` counts as unset), every other field takes the method's ``run`` value, else
+the protocol's ``run`` value, and only then do the method's own defaults fill what is left.
+(``run`` is therefore not a name a method's parameter can have.) The resolved config records
 ``protocol``, so config.yaml and result.json say which protocol a run used, and
 ``python -m sparsebench.sweep NAME --dry-run`` prints each run's resolved parameters
 (:func:`describe`). A method the protocol does not list is an error: joining a protocol is
@@ -27,6 +31,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 from . import methods, paths
 from .config import (ConfigError, MethodConfig, from_dict, load_yaml, parse_dataclass, set_dotted,
@@ -36,16 +41,20 @@ OWN = "own"
 UNSET = "auto"   # a value that defers to the protocol
 
 
+METHOD_RUN = "run"   # the key of a method's own run-level fields in its protocol entry
+
+
 @dataclass
 class Protocol:
     name: str = ""
     description: str = ""
     run: dict = field(default_factory=dict)
     methods: dict = field(default_factory=dict)
+    method_run: dict = field(default_factory=dict)   # method -> its run-level fields (flat)
 
 
 def available() -> list[str]:
-    return sorted([OWN] + [p.stem for p in paths.protocols_dir().glob("*.yaml")])
+    return sorted([OWN] + paths.resource_names("protocols"))
 
 
 def _flatten(values: dict, prefix: str = "") -> dict:
@@ -59,26 +68,20 @@ def _flatten(values: dict, prefix: str = "") -> dict:
 
 
 @lru_cache(maxsize=16)
-def _load(name: str, version: tuple[int, int]) -> Protocol:
-    path = paths.protocols_dir() / f"{name}.yaml"
+def _load(path: Path, version: tuple[int, int]) -> Protocol:
+    name = path.stem
     where = f"protocols/{name}.yaml"
     try:
-        spec = parse_dataclass(Protocol, load_yaml(path))
+        raw = load_yaml(path)
+        if "method_run" in raw:   # filled from each method's `run:` entry, not a key of the file
+            raise ConfigError("method_run", "unknown field; a method's run-level fields go under "
+                                            "methods.NAME.run")
+        spec = parse_dataclass(Protocol, raw)
     except ConfigError as err:
         raise ConfigError("protocol", f"{where}: {err}") from None
     if spec.name != name:
         raise ConfigError("protocol", f"{where}: name {spec.name!r} must equal the file's stem {name!r}")
-    spec.run = _flatten(spec.run)
-    for key in spec.run:
-        if key in ("protocol", "sweep", "method") or key.startswith("method."):
-            raise ConfigError("protocol", f"{where}: run.{key}: method parameters go under methods")
-    try:  # the run settings are validated as a config's would be
-        data: dict = {}
-        for key, value in spec.run.items():
-            set_dotted(data, key, value)
-        from_dict(data)
-    except ConfigError as err:
-        raise ConfigError("protocol", f"{where}: run.{err}") from None
+    spec.run = _run_fields(spec.run, f"{where}: run")
     for method, params in spec.methods.items():
         if method not in methods.available():
             raise ConfigError("protocol", f"{where}: methods.{method}: no such method; "
@@ -86,11 +89,34 @@ def _load(name: str, version: tuple[int, int]) -> Protocol:
         if not isinstance(params, dict):
             raise ConfigError("protocol", f"{where}: methods.{method}: expected a mapping of its "
                                           f"parameters ({{}} for its own defaults), got {params!r}")
+        params = dict(params)
+        run = params.pop(METHOD_RUN, None)
+        if not isinstance(run, (dict, type(None))):
+            raise ConfigError("protocol", f"{where}: methods.{method}.{METHOD_RUN}: expected a "
+                                          f"mapping of run-level fields, got {run!r}")
+        spec.method_run[method] = _run_fields(run or {}, f"{where}: methods.{method}.{METHOD_RUN}")
+        spec.methods[method] = params
         try:
             parse_dataclass(methods.get(method).Params, params, f"methods.{method}.")
         except ConfigError as err:
             raise ConfigError("protocol", f"{where}: {err}") from None
     return spec
+
+
+def _run_fields(run: dict, where: str) -> dict:
+    """Run-level fields (flattened), validated as a config's would be."""
+    run = _flatten(run)
+    for key in run:
+        if key in ("protocol", "sweep", "method") or key.startswith("method."):
+            raise ConfigError("protocol", f"{where}.{key}: method parameters go under methods")
+    try:
+        data: dict = {}
+        for key, value in run.items():
+            set_dotted(data, key, value)
+        from_dict(data)
+    except ConfigError as err:
+        raise ConfigError("protocol", f"{where}.{err}") from None
+    return run
 
 
 def load(name: str) -> Protocol | None:
@@ -99,11 +125,11 @@ def load(name: str) -> Protocol | None:
         raise ConfigError("protocol", f"expected a protocol name, got {name!r}")
     if name == OWN:
         return None
-    path = paths.protocols_dir() / f"{name}.yaml"
-    if not path.is_file():
+    path = paths.find_resource("protocols", f"{name}.yaml") if paths.is_safe_name(name) else None
+    if path is None:
         raise ConfigError("protocol", f"got {name!r}; allowed: {', '.join(available())}")
     stat = path.stat()   # the cache key: a changed file is read again
-    return _load(name, (stat.st_mtime_ns, stat.st_size))
+    return _load(path, (stat.st_mtime_ns, stat.st_size))
 
 
 def _lookup(data: dict, dotted: str):
@@ -121,12 +147,10 @@ def apply(data: dict) -> dict:
     if protocol is None:
         return data
     out = copy.deepcopy(data)
-    for key, value in protocol.run.items():
-        if _lookup(out, key) == UNSET:
-            set_dotted(out, key, copy.deepcopy(value))
     method = out.get("method", {})
     method = {"name": method} if isinstance(method, str) else dict(method or {})
     name = method.get("name", MethodConfig.name)
+    run = dict(protocol.run)
     if isinstance(name, str):
         if name not in protocol.methods:
             raise ConfigError("method.name", f"protocol {protocol.name!r} has no entry for method "
@@ -135,12 +159,17 @@ def apply(data: dict) -> dict:
                                              f"defaults); it lists: {', '.join(protocol.methods)}")
         out["method"] = {"name": name, **copy.deepcopy(protocol.methods[name]),
                          **{k: v for k, v in method.items() if k != "name"}}
+        run.update(protocol.method_run.get(name, {}))   # the method's own beat the protocol's
+    for key, value in run.items():
+        if _lookup(out, key) == UNSET:
+            set_dotted(out, key, copy.deepcopy(value))
     return out
 
 
 # ---- describing what runs get ---------------------------------------------------------------
 
-RUN_FIELDS = ("sparsity.distribution", "sparsity.init", "amp")
+RUN_FIELDS = ("sparsity.distribution", "sparsity.init", "amp", "optim.warmup_epochs",
+              "optim.weight_decay", "optim.decay_norm_and_bias")
 
 
 def describe(cells) -> list[str]:

@@ -9,7 +9,9 @@ and failed runs are counted, never averaged in) and writes
     results/NAME/figures/*.{png,pdf}               every figure the data supports
 
 ``--sparsity PCT`` chooses the sparsity the per-epoch and per-layer figures are drawn at
-(default: the sweep's highest). Without a name it reports every sweep under the results folder ($SPARSEBENCH_RESULTS,
+(default: the sweep's highest). Given several names it also writes their comparison, methods
+side by side, under results/comparisons/A-vs-B/ (summary.csv with a ``sweep`` column,
+tables/). Without a name it reports every sweep under the results folder ($SPARSEBENCH_RESULTS,
 default ./results). Prints the accuracy pivot table and the paths it wrote.
 
 A damaged run file gives one warning naming it (the run counts as ``unreadable`` in the
@@ -68,6 +70,37 @@ def report(sweep: str, root: Path | None = None, *, figures: bool = True, out=No
     except OSError as err:  # read-only or full: the tables above are the report
         print(f"warning: {sweep}: report files not written ({_storage_reason(err)}); the "
               f"tables above are printed only; --out DIR writes them elsewhere", file=sys.stderr)
+    for path in written:
+        print(f"wrote {path}", file=out)
+    return written
+
+
+def comparison_name(sweeps: list[str]) -> str:
+    """The folder (under results/comparisons/) of a comparison of several sweeps."""
+    return "-vs-".join(sweeps)[:200]
+
+
+def compare(sweeps: list[str], root: Path | None = None, *, out=None,
+            write_root: Path | None = None) -> list[Path]:
+    """One table over several sweeps, their methods side by side (a ``sweep`` column in the
+    summary, a row per sweep within each method in the tables), written under
+    ``results/comparisons/A-vs-B/`` (summary.csv, tables/); no figures."""
+    from . import tables
+
+    out = out or sys.stdout
+    df = load_results(sweeps, root)
+    name = comparison_name(sweeps)
+    print(f"== {' vs '.join(sweeps)}: {len(df)} runs", file=out)
+    if len(df):
+        print(tables.to_markdown(tables.pivot_display(tables.main_table(df))), file=out)
+    base = (write_root if write_root is not None else root) or paths.results_root()
+    written: list[Path] = []
+    try:
+        written.append(write_summary(name, base / "comparisons", df))
+        written += tables.write_tables(df, name, base / "comparisons")
+    except OSError as err:
+        print(f"warning: {name}: comparison files not written ({_storage_reason(err)})",
+              file=sys.stderr)
     for path in written:
         print(f"wrote {path}", file=out)
     return written
@@ -146,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         if not sweep_exists(name, root):
             known = ", ".join(available_sweeps(root)) or "none"
             hint = (f"; run it first: make sweep SWEEP={name}"
-                    if (paths.sweeps_dir() / f"{name}.yaml").is_file() else "")
+                    if paths.find_resource("sweeps", f"{name}.yaml") else "")
             print(f"error: unknown sweep {name!r}: no {paths.runs_dir(name, root)} "
                   f"(sweeps with results under {base}: {known}){hint}", file=sys.stderr)
             return 2
@@ -159,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     with warnings_as_lines():
         for name in names:
             report(name, root, figures=not args.no_figures, write_root=args.out, density=density)
+        if len(args.sweeps) > 1:
+            compare(args.sweeps, root, write_root=args.out)
     return 0
 
 

@@ -22,11 +22,12 @@ def resolve(data: dict) -> RunConfig:
         raise ConfigError("data.name", f"got {cfg.data.name!r}; allowed: {', '.join(DATASETS)}")
     if cfg.model.name not in models.available():
         raise ConfigError("model.name", f"got {cfg.model.name!r}; allowed: {', '.join(models.available())}")
-    try:
-        method_cls = methods.get(cfg.method.name)
-    except KeyError:
-        raise ConfigError("method.name", f"unknown method {cfg.method.name!r}; "
-                          f"allowed: {', '.join(methods.available())}") from None
+    for argument in cfg.model.arguments():
+        if not models.accepts(cfg.model.name, argument):
+            takes = [m for m in models.available() if models.accepts(m, argument)]
+            raise ConfigError(f"model.{argument}", f"model {cfg.model.name!r} takes no {argument}; "
+                                                   f"allowed for: {', '.join(takes)} (or null)")
+    method_cls = methods.get(cfg.method.name)  # ConfigError on method.name, naming the files
     try:
         params = parse_dataclass(method_cls.Params, cfg.method.params, "method.")
     except ConfigError as err:

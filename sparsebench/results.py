@@ -261,16 +261,22 @@ def available_sweeps(root: Path | None = None) -> list[str]:
                   if paths.is_safe_name(p.name) and paths.runs_dir(p.name, base).is_dir())
 
 
-def load_results(sweep: str, root: Path | str | None = None) -> pd.DataFrame:
+def load_results(sweep: str | Iterable[str], root: Path | str | None = None) -> pd.DataFrame:
     """All runs of ``sweep`` as a DataFrame, one row per run folder (see the module docstring).
+    Several sweeps (a list of names) are one frame whose ``sweep`` column tells them apart.
 
-    Raises FileNotFoundError when the sweep has no results folder.
+    Raises FileNotFoundError when a sweep has no results folder.
     """
     root = Path(root) if root is not None else None
-    runs = paths.runs_dir(sweep, root)
-    if not runs.is_dir():
-        raise FileNotFoundError(f"no results for sweep {sweep!r}: {runs} does not exist")
-    rows = [row for d in sorted(runs.iterdir()) if d.is_dir() and (row := load_run(d)) is not None]
+    names = [sweep] if isinstance(sweep, str) else list(sweep)
+    rows = []
+    for name in names:
+        runs = paths.runs_dir(name, root)
+        if not runs.is_dir():
+            raise FileNotFoundError(f"no results for sweep {name!r}: {runs} does not exist")
+        for d in sorted(runs.iterdir()):
+            if d.is_dir() and (row := load_run(d)) is not None:
+                rows.append({**row, "sweep": name})  # the folder's name, also for copied runs
     return _frame(rows)
 
 

@@ -11,14 +11,19 @@ diverged runs without running them again (unless ``--retry-failed``), and runs t
   inline  in this process, one after another (tests, debugging)
   auto    slurm where `sbatch` is on the PATH, else local
 
-``key=value`` overrides apply to every cell (after the sweep's own values). While waiting it
-shows a bar over the runs; at the end, mean final test accuracy per method and density with
+``key=value`` overrides apply to every cell (after the sweep's own values); ``key=a,b,c`` is
+one more axis of the grid (or replaces the file's axis of that key), as in Hydra's multirun;
+``slurm.FIELD=value`` changes the sweep's SLURM settings. While waiting it shows a bar over the
+runs and, at most every ``--lines-every`` seconds, a line per run and finished epoch with its
+accuracy and ETA (also in a log file, where the bar does not go); ``--no-wait`` (slurm)
+submits and returns, and the same command later reattaches or reports. At the end, mean final test accuracy per method and density with
 counts, and a table of the runs that failed with the first line of their error.
 
 Before anything is submitted every cell also passes :mod:`sparsebench.preflight` (data set
 installed, device present, batch within the training set, no zero-unit layer); with
 ``--skip-data-check`` the data-set check is left to each run, which then fails with the same
-line. Exit code 0 when every run completed; 1 when any failed, diverged or left no result
+line. ``--dry-run`` needs no data: it says what the data check found and shows the plan with
+a count of runs per model x method x density. Exit code 0 when every run completed; 1 when any failed, diverged or left no result
 (the last line counts each); 2 for invalid input; 130 on Ctrl-C.
 
 Ctrl-C leaves submitted SLURM jobs running and every result in place; the same command again
@@ -28,98 +33,22 @@ instead of submitting them twice. Local runs stop and resume from their last epo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import signal
 import sys
 import time
 from collections import Counter
 from contextlib import contextmanager
-from pathlib import Path
 
-from . import atomic, executors, locks, paths, protocols, sweep_spec
+from . import atomic, executors, locks, paths, sweep_spec
 from .cli import config_errors_exit
-from .config import check_unique_overrides
+from .config import ConfigError, check_unique_overrides
 from .executors import Outcome
+from .sweep_plan import Plan, display_path, print_plan
+from .sweep_progress import EpochLines, EpochReporter
 
 EXECUTORS = ("auto", "slurm", "local", "inline")
-
-
-def _display(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
-class Plan:
-    """What a launch finds: per run, its earlier outcome, and what it will do about it."""
-
-    def __init__(self, sweep: sweep_spec.Sweep, retry_failed: bool):
-        self.sweep = sweep
-        self.earlier = {c.run_id: executors.read_outcome(c) for c in sweep.cells}
-        self.completed = [c for c in sweep.cells if self._status(c) == "completed"]
-        self.failed_skipped = [c for c in sweep.cells
-                               if self._status(c) in ("failed", "diverged") and not retry_failed]
-        rest = [c for c in sweep.cells if c not in self.completed and c not in self.failed_skipped]
-        self.attached = executors.active_records(sweep.name, rest)  # run_id -> SLURM job id
-        self.to_run = [c for c in rest if c.run_id not in self.attached]
-
-    def _status(self, cell) -> str | None:
-        outcome = self.earlier[cell.run_id]
-        return outcome.status if outcome else None
-
-    def action(self, cell) -> str:
-        if cell in self.completed:
-            return "completed"
-        if cell in self.failed_skipped:
-            return f"{self._status(cell)} (skip)"
-        if cell.run_id in self.attached:
-            return f"running as SLURM job {self.attached[cell.run_id]}"
-        run_dir = executors.result_path(cell).parent
-        holder = locks.holder(run_dir / paths.RUN_LOCK)
-        if holder is not None:  # trained right now by a process outside this launcher
-            return f"running ({holder})"
-        if self._status(cell):
-            return "retry"
-        return "resume" if (run_dir / paths.CONFIG).is_file() else "to run"
-
-
-def _what_would_run(executor: str, plan: Plan, workers: int) -> str:
-    n = len(plan.to_run)
-    if n == 0:
-        return "nothing to submit"
-    if executor == "slurm":
-        spec = plan.sweep.spec.slurm
-        params = spec.submitit_parameters()
-        text = ", ".join(f"{k}={v}" for k, v in params.items() if v not in ({}, [], None))
-        ranks = f", each run data-parallel on {spec.world_size} ranks" if spec.world_size > 1 else ""
-        return (f"one SLURM array job of {n} task{'s' * (n > 1)}, at most "
-                f"{min(n, spec.array_parallelism)} at once{ranks} ({text})")
-    if executor == "local":
-        procs = max(1, min(workers, n))
-        if procs == 1:
-            return f"{n} run{'s' * (n > 1)} one after another in a local process, one torch thread"
-        return f"{n} runs in {procs} local processes at once, one torch thread each"
-    return f"{n} run{'s' * (n > 1)} one after another in this process"
-
-
-def print_plan(plan: Plan, executor: str, workers: int, dry_run: bool) -> None:
-    sweep = plan.sweep
-    dupes = sweep.n_cells - len(sweep.cells)
-    print(f"sweep {sweep.name} ({_display(sweep.path)}): {sweep.n_cells} cells -> "
-          f"{len(sweep.cells)} runs" + (f" ({dupes} cell{'s are' if dupes > 1 else ' is'} the same run as another)"
-                                    if dupes else ""))
-    print(f"  completed {len(plan.completed)}, failed or diverged (not retried) "
-          f"{len(plan.failed_skipped)}, running on SLURM {len(plan.attached)}, "
-          f"to run {len(plan.to_run)}")
-    if dry_run:
-        width = max(len(plan.action(c)) for c in sweep.cells)
-        print(f"  {'run_id':12}  {'status':{width}}  cell")
-        for cell in sweep.cells:
-            print(f"  {cell.run_id:12}  {plan.action(cell):{width}}  {cell.describe()}")
-        print("resolved method parameters [protocol] method: params | run settings | runs:")
-        print("\n".join(protocols.describe(sweep.cells)))
-    print(f"executor {executor}: {_what_would_run(executor, plan, workers)}")
 
 
 class Progress:
@@ -148,40 +77,48 @@ class Progress:
         self.bar.close()
 
 
-def execute(plan: Plan, executor: str, workers: int, poll_s: float, command: str
-            ) -> dict[str, Outcome]:
-    """Run the plan's runs and follow them to the end; ``command`` relaunches (for Ctrl-C)."""
+def execute(plan: Plan, executor: str, workers: int, poll_s: float, command: str,
+            *, no_wait: bool = False, lines_every_s: float = 30.0) -> dict[str, Outcome]:
+    """Run the plan's runs and follow them to the end; ``command`` relaunches (for Ctrl-C).
+    ``no_wait`` (slurm): submit and return. A line per run and finished epoch (with an ETA)
+    is written every ``lines_every_s`` seconds at most (:mod:`sparsebench.sweep_progress`)."""
     sweep = plan.sweep
     progress = Progress(plan)
     cells = {c.run_id: c for c in sweep.cells}
+    watched = plan.to_run + [c for c in sweep.cells if c.run_id in plan.attached]
+    reporter = EpochReporter(EpochLines(watched, sweep_spec.row_labels(sweep.cells)),
+                             progress.bar.write, lines_every_s)
     try:
-        if executor == "inline":
-            left = len(plan.to_run)
-            for outcome in executors.run_inline(plan.to_run):
-                left -= 1
-                progress.done(outcome, running=min(1, left))
-        elif executor == "local":
-            n = max(1, min(workers, len(plan.to_run)))
-            left = len(plan.to_run)
-            for outcome in executors.run_local(plan.to_run, workers):
-                left -= 1
-                progress.done(outcome, running=min(n, left))
-        jobs = dict(plan.attached)
-        if executor == "slurm" and plan.to_run:
-            submitted = executors.submit_slurm(sweep.name, sweep.spec.slurm, plan.to_run)
-            arrays = sorted({j.split("_")[0] for j in submitted.values()})
-            progress.bar.write(f"submitted array job {', '.join(arrays)}: {len(submitted)} "
-                               f"run{'s' * (len(submitted) != 1)} "
-                               f"(logs in {_display(paths.submitit_dir(sweep.name))})")
-            jobs.update(submitted)
-        if jobs:
-            watch = executors.SlurmWatch(sweep.name, cells, jobs)
-            while watch.jobs:
-                for outcome in watch.poll():
-                    progress.done(outcome, **watch.counts)
-                progress.set(**watch.counts)
-                if watch.jobs:
-                    time.sleep(poll_s)
+        with reporter if watched and not no_wait else contextlib.nullcontext():
+            if executor == "inline":
+                left = len(plan.to_run)
+                for outcome in executors.run_inline(plan.to_run):
+                    left -= 1
+                    progress.done(outcome, running=min(1, left))
+            elif executor == "local":
+                n = max(1, min(workers, len(plan.to_run)))
+                left = len(plan.to_run)
+                for outcome in executors.run_local(plan.to_run, workers):
+                    left -= 1
+                    progress.done(outcome, running=min(n, left))
+            jobs = dict(plan.attached)
+            if executor == "slurm" and plan.to_run:
+                submitted = executors.submit_slurm(sweep.name, sweep.spec.slurm, plan.to_run)
+                arrays = sorted({j.split("_")[0] for j in submitted.values()})
+                progress.bar.write(f"submitted array job {', '.join(arrays)}: {len(submitted)} "
+                                   f"run{'s' * (len(submitted) != 1)} "
+                                   f"(logs in {display_path(paths.submitit_dir(sweep.name))})")
+                jobs.update(submitted)
+            if no_wait:
+                return progress.outcomes
+            if jobs:
+                watch = executors.SlurmWatch(sweep.name, cells, jobs)
+                while watch.jobs:
+                    for outcome in watch.poll():
+                        progress.done(outcome, **watch.counts)
+                    progress.set(**watch.counts)
+                    if watch.jobs:
+                        time.sleep(poll_s)
     except KeyboardInterrupt:
         progress.close()
         _interrupted(plan, command)
@@ -272,7 +209,6 @@ def launcher_lock(sweep: str):
 def preflight_cells(sweep: sweep_spec.Sweep, data: bool = True) -> None:
     """Every cell through :func:`sparsebench.preflight.check` before any is submitted."""
     from . import preflight
-    from .config import ConfigError
 
     for cell in sweep.cells:
         try:
@@ -304,16 +240,32 @@ def main(argv: list[str] | None = None) -> int:
                         help="local executor: processes at once (default: every core, %(default)s here)")
     parser.add_argument("--poll", type=float, default=5.0, metavar="SECONDS",
                         help="slurm executor: seconds between looks at the queue (default %(default)s)")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="slurm executor: submit and return; `python -m sparsebench.sweep "
+                             "NAME` later reattaches (waits) or, once all ended, reports")
+    parser.add_argument("--lines-every", type=float, default=30.0, metavar="SECONDS",
+                        help="at most this often, a line per run and finished epoch with its "
+                             "accuracy and ETA (also into logs; default %(default)s)")
     args = parser.parse_intermixed_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
 
     with config_errors_exit(args.sweep):
         path = sweep_spec.find(args.sweep)
-    with config_errors_exit(_display(path)):
+    with config_errors_exit(display_path(path)):
         check_unique_overrides(args.overrides)
         sweep = sweep_spec.expand(str(path), args.overrides)
-        preflight_cells(sweep, data=not args.skip_data_check)
+        # A plan needs no data: a dry run checks everything else, then says what the data
+        # check found (on a login node the data usually lives on the compute nodes only).
+        preflight_cells(sweep, data=not (args.skip_data_check or args.dry_run))
+    data_note = "data: not checked (--skip-data-check); each run checks it where it starts"
+    if args.dry_run and not args.skip_data_check:
+        try:
+            preflight_cells(sweep, data=True)
+            data_note = "data: checked, present for every run"
+        except ConfigError as err:
+            data_note = (f"data: not checked here ({err}); each run checks it where it starts "
+                         f"(--skip-data-check to launch from here)")
 
     executor = args.executor
     if executor == "auto":
@@ -322,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --executor slurm: sbatch is not on the PATH (make slurm-up starts a local "
               "cluster; --executor local runs here)", file=sys.stderr)
         return 2
+    if args.no_wait and executor != "slurm":
+        print(f"error: --no-wait: only with the slurm executor (got {executor}: its runs live "
+              "in this process)", file=sys.stderr)
+        return 2
     if args.dry_run:
         try:
             plan = Plan(sweep, args.retry_failed)
@@ -329,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 1
         print_plan(plan, executor, args.workers, dry_run=True)
+        print(data_note)
         print("dry run: nothing submitted")
         return 0
     # `kill` (SIGTERM) stops the launcher the way Ctrl-C does: jobs and results stay.
@@ -340,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             again = "python -m sparsebench.sweep " + " ".join(
                 shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-            outcomes = execute(plan, executor, args.workers, args.poll, again)
+            outcomes = execute(plan, executor, args.workers, args.poll, again,
+                               no_wait=args.no_wait, lines_every_s=args.lines_every)
             wall = time.perf_counter() - t0
     except executors.SubmissionError as err:
         print(f"error: {err} (is the cluster up? `make slurm-up` starts the local one)",
@@ -351,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
+    if args.no_wait:
+        print(f"submitted; not waiting. `python -m sparsebench.sweep {args.sweep}` reattaches "
+              f"(submits nothing twice) or, once every run has ended, reports")
+        return 0
     counts = summary(plan, outcomes)
     if plan.to_run or plan.attached:
         print(timing_line(plan, wall))

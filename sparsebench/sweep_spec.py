@@ -4,7 +4,7 @@
 
     name: fmnist_densities           # must equal the file's stem
     description: one line
-    base: configs/fmnist_mlp.yaml    # a run config, relative to the repository root (optional)
+    base: configs/fmnist_mlp.yaml    # a run config: by name among the configs folders (optional)
     overrides: {epochs: 10}          # dotted or nested keys on top of the base (optional)
     grid:                            # cartesian product; the first key varies slowest
       method.name: [dense, static]   # a dotted field ...
@@ -193,21 +193,23 @@ def _origin(field_name: str, label: dict, spec: SweepSpec, cli: dict) -> str:
 # finding and parsing a sweep file
 
 def available() -> list[str]:
-    return sorted(p.stem for p in paths.sweeps_dir().glob("*.yaml"))
+    return paths.resource_names("sweeps")
 
 
 def find(name_or_path: str) -> Path:
-    """``fmnist_smoke`` -> sweeps/fmnist_smoke.yaml; a path to a YAML file is taken as it is."""
+    """``fmnist_smoke`` -> sweeps/fmnist_smoke.yaml (the user's folders first, then the built-in
+    one: :func:`sparsebench.paths.find_resource`); a path to a YAML file is taken as it is."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise ConfigError("", f"sweep file not found: {path}")
         return path
-    path = paths.sweeps_dir() / f"{name_or_path}.yaml"
-    if not path.is_file():
-        raise ConfigError("", f"no sweep named {name_or_path!r} (looked for {path}); "
+    found = paths.find_resource("sweeps", f"{name_or_path}.yaml")
+    if found is None:
+        looked = ", ".join(map(str, paths.search_dirs("sweeps"))) or "no sweeps folder"
+        raise ConfigError("", f"no sweep named {name_or_path!r} (looked in {looked}); "
                               f"available: {', '.join(available()) or 'none'}")
-    return path
+    return found
 
 
 def merge_specs(parent: dict, child: dict) -> dict:
@@ -238,8 +240,8 @@ def load_spec_dict(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
     if parent_name is None:
         return data
     if not isinstance(parent_name, str) or not parent_name:
-        raise ConfigError("extends", f"got {parent_name!r}; allowed: the name of a sweep in "
-                                     f"{paths.sweeps_dir()} or a path to one")
+        raise ConfigError("extends", f"got {parent_name!r}; allowed: the name of a sweep "
+                                     f"({', '.join(available())}) or a path to one")
     parent_path = find(parent_name)
     if parent_path.resolve() in _seen or parent_path.resolve() == path.resolve():
         raise ConfigError("extends", f"{parent_name!r} extends {path.stem!r} again (a cycle)")
@@ -284,16 +286,16 @@ def parse(path: Path) -> SweepSpec:
 
 
 def base_path(spec: SweepSpec, sweep_path: Path) -> Path | None:
-    """The base config: relative to the repository root, else to the sweep file's folder."""
+    """The base config: relative to the sweep file's folder, else by name among the configs
+    folders (``configs/NAME.yaml``: the user's, then the built-in one)."""
     if spec.base is None:
         return None
     base = Path(spec.base)
     if base.is_absolute():
         return base
-    for folder in (paths.repo_root(), sweep_path.parent):
-        if (folder / base).is_file():
-            return folder / base
-    return paths.repo_root() / base
+    if (sweep_path.parent / base).is_file():
+        return sweep_path.parent / base
+    return paths.config_file(base)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,6 +365,57 @@ def _matches(data: dict, entry: dict) -> bool:
     return True
 
 
+def _top_level_commas(raw: str) -> list[str] | None:
+    """``a,b,c`` -> the pieces; None when there is no comma outside brackets and quotes."""
+    pieces, depth, quote, start = [], 0, None, 0
+    for i, ch in enumerate(raw):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            pieces.append(raw[start:i])
+            start = i + 1
+    return pieces + [raw[start:]] if pieces else None
+
+
+def split_overrides(texts: list[str]) -> tuple[list, list, list]:
+    """Command-line ``key=value`` overrides of a sweep, in three kinds: grid axes
+    (``density=0.1,0.05``: a comma outside brackets and quotes), ``slurm.*`` settings, and
+    values for every cell. Each as ``(key, value)`` pairs, values parsed as YAML."""
+    grid, slurm, cells = [], [], []
+    for text in texts:
+        key, value = parse_override(text)
+        pieces = _top_level_commas(text.split("=", 1)[1])
+        if key == "slurm" or key.startswith("slurm."):
+            if pieces is not None:
+                raise ConfigError(key, "one value (a SLURM setting is the sweep's, not a grid axis)")
+            slurm.append((key, value))
+        elif pieces is not None:
+            if any(not p.strip() for p in pieces):
+                raise ConfigError(key, f"an empty value in the grid {text!r} (write a,b,c)")
+            grid.append((key, [parse_override(f"{key}={p}")[1] for p in pieces]))
+        else:
+            cells.append((key, value))
+    return grid, slurm, cells
+
+
+def override_slurm(slurm: SlurmSpec, items: list[tuple[str, Any]]) -> SlurmSpec:
+    """The sweep's SLURM settings with ``slurm.FIELD=value`` overrides (validated alike)."""
+    data = dataclasses.asdict(slurm)
+    for key, value in items:
+        if key == "slurm":
+            raise ConfigError(key, "name a field, e.g. slurm.partition=gpu")
+        set_dotted(data, key[len("slurm."):], value)
+    out = parse_dataclass(SlurmSpec, data, "slurm.")
+    out.check()
+    return out
+
+
 def expand(name_or_path: str, overrides: list[str] = ()) -> Sweep:
     """Parse a sweep, apply every cell and resolve it; raises ConfigError/CellError."""
     path = find(name_or_path)
@@ -374,10 +427,15 @@ def expand(name_or_path: str, overrides: list[str] = ()) -> Sweep:
         raise ConfigError("base", str(err)) from None
     start = copy.deepcopy(base)
     apply_values(start, spec.overrides)
-    cli = [parse_override(text) for text in overrides]
-    for key, _ in cli:
+    grid_cli, slurm_cli, cli = split_overrides(overrides)
+    for key, _ in cli + grid_cli:
         if key == "sweep" or key.startswith("sweep."):
             raise ConfigError(key, "the sweep's name sets it; it cannot be overridden")
+    if slurm_cli:
+        spec.slurm = override_slurm(spec.slurm, slurm_cli)
+    # `key=a,b,c` on the command line: an axis of the grid, replacing the file's axis of the
+    # same key or added after the others (Hydra's multirun).
+    spec.grid = {**spec.grid, **dict(grid_cli)}
 
     labels: list[dict] = []
     keys = list(spec.grid)

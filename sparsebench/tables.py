@@ -59,7 +59,10 @@ def extra_keys(df: pd.DataFrame) -> list[str]:
 
 
 def cell_keys(df: pd.DataFrame) -> list[str]:
-    return BASE_KEYS + extra_keys(df)
+    """BASE_KEYS, the config fields that vary within a method, and ``sweep`` for a frame of
+    several sweeps (their rows of one method and density then sit side by side)."""
+    several = "sweep" in df.columns and df["sweep"].nunique() > 1
+    return BASE_KEYS + extra_keys(df) + (["sweep"] if several else [])
 
 
 def display_name(column: str) -> str:

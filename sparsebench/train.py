@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 
-from . import atomic, distributed, locks, preflight, resolve
+from . import atomic, distributed, locks, paths, preflight, resolve
 from .cli import config_errors_exit
 from .config import check_unique_overrides
 from .training import run_folder, train
@@ -27,7 +27,7 @@ from .training import run_folder, train
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sparsebench.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="a run config YAML (e.g. configs/fmnist_mlp.yaml)")
+    parser.add_argument("config", help="a run config YAML, or the name of one in configs/ (e.g. fmnist_mlp)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="dotted overrides, e.g. method.name=static density=0.05 optim.lr=0.05")
     parser.add_argument("--force", action="store_true", help="train again even if completed")
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with config_errors_exit(args.config):
         check_unique_overrides(args.overrides)
-        cfg = resolve.load(args.config, args.overrides)
+        cfg = resolve.load(paths.config_file(args.config), args.overrides)
         distributed.validate(cfg, distributed.launched_world_size())  # torchrun, SLURM tasks
         if not args.print_config:
             preflight.check(cfg)

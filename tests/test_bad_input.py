@@ -79,6 +79,15 @@ CASES = {
     "unknown field": (["optim.lrr=0.1"], "optim.lrr: unknown field"),
     "negative width": (["model.width=-1"], "model.width: got -1.0"),
     "batch zero": (["data.batch_size=0"], "data.batch_size: got 0"),
+    # the MLP's hidden sizes and the crop's padding (issue 26)
+    "hidden sizes for a model without them": (["model.name=lenet5", "model.hidden=[512, 512]"],
+                                              "model.hidden: model 'lenet5' takes no hidden; "
+                                              "allowed for: mlp"),
+    "hidden size zero": (["model.hidden=[512, 0]"], "model.hidden: got [512, 0]; allowed: null "
+                                                    "or a non-empty list of integers > 0"),
+    "hidden sizes empty": (["model.hidden=[]"], "model.hidden: got []"),
+    "hidden size not a list": (["model.hidden=512"], "model.hidden: expected list or null"),
+    "pad value unknown": (["data.pad_value=white"], "data.pad_value: got 'white'; allowed: black, mean"),
 }
 
 

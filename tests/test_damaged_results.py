@@ -76,16 +76,14 @@ def test_report_names_each_damaged_file_and_keeps_going(damaged_sweep, capsys):
 def _read_only(monkeypatch, under):
     """Writes under ``under`` fail as on a read-only file system (tests run as root, where a
     chmod would not stop them)."""
-    import tempfile
+    real = atomic.open_temporary
 
-    real = tempfile.mkstemp
+    def open_temporary(folder, name):
+        if str(folder).startswith(str(under)):
+            raise OSError(errno.EROFS, "Read-only file system", str(folder))
+        return real(folder, name)
 
-    def mkstemp(*args, dir=None, **kwargs):
-        if str(dir).startswith(str(under)):
-            raise OSError(errno.EROFS, "Read-only file system", str(dir))
-        return real(*args, dir=dir, **kwargs)
-
-    monkeypatch.setattr(atomic.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(atomic, "open_temporary", open_temporary)
 
 
 def test_report_on_read_only_results_prints_its_tables(monkeypatch, capsys, tmp_path):

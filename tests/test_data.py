@@ -9,8 +9,10 @@ import gzip
 import pathlib
 import pickle
 import struct
+import sys
 
 import numpy as np
+
 import pytest
 import torch
 
@@ -326,6 +328,36 @@ def test_build_data_cifar10(isolated):
     assert data._load_uint8.cache_info().hits >= 1  # the second build reused the decoded files
 
 
+@pytest.mark.parametrize("pad_value", ["black", "mean"])
+def test_crop_pads_with_a_black_raw_pixel_as_torchvision_does(isolated, pad_value):
+    """The crop's border is a black raw pixel normalized, (0 - mean) / std per channel (as
+    RandomCrop(padding=4) before Normalize); pad_value mean keeps the old 0 (the mean colour)."""
+    d = isolated / "white" / cifar.CIFAR10_DIR
+    d.mkdir(parents=True)
+    white = np.full((16, 3072), 255, dtype=np.uint8)        # every image pixel is white
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        write_pickle(d / name, {b"labels": [0] * 16, b"data": white})
+    loaded = data.build_data("cifar10", batch_size=80, test_batch_size=16,
+                             device=torch.device("cpu"), seed=0, root=str(d.parent),
+                             pad_value=pad_value)
+    mean = torch.tensor([0.4914, 0.4822, 0.4465]).view(3, 1, 1)
+    std = torch.tensor([0.2470, 0.2435, 0.2616]).view(3, 1, 1)
+    black = (0 - mean) / std                                  # ≈ (-1.99, -1.98, -1.71)
+    want = black if pad_value == "black" else torch.zeros(3, 1, 1)
+    image = (1 - mean) / std
+    xb, _ = next(iter(loaded.train))
+    is_image = torch.isclose(xb, image.expand_as(xb[0]), atol=1e-6).all(dim=1)   # (B, H, W)
+    is_border = torch.isclose(xb, want.expand_as(xb[0]), atol=1e-6).all(dim=1)
+    assert (is_image ^ is_border).all()                       # each pixel one or the other
+    assert is_border.sum() > 1000                             # crops of 80 images: ~1/4 border
+    # A crop at offset (0, 0): the top four rows and left four columns are the border.
+    corner = crop_flip(xb[:1], torch.tensor([0]), torch.tensor([0]), torch.tensor([False]), 4,
+                       loaded.train.pad_fill)[0]
+    assert torch.allclose(corner[:, :4, :], want.expand(3, 4, 32), atol=1e-6)
+    assert torch.allclose(corner[:, 4:, :4], want.expand(3, 28, 4), atol=1e-6)
+    assert torch.allclose(corner[:, 4:, 4:], image.expand(3, 28, 28), atol=1e-6)
+
+
 def test_build_data_mnist_default_no_augment(isolated):
     make_mnist(isolated / "cwd" / "data" / "mnist", n_train=12, n_test=5)
     d = data.build_data("mnist", batch_size=4, test_batch_size=5, device=torch.device("cpu"), seed=0)
@@ -345,22 +377,23 @@ def test_real_fashion_mnist(monkeypatch, tmp_path):
     assert abs(d.train.x.mean().item()) < 0.01 and abs(d.train.x.std().item() - 1) < 0.01
 
 
-def _torchvision_fails() -> bool:
-    try:
-        import torchvision  # noqa: F401
-    except Exception:
-        return True
-    return False
+@pytest.fixture
+def no_torchvision(monkeypatch):
+    """torchvision unimportable, whether or not it is installed here."""
+    from sparsebench import torch_versions
+
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    torch_versions.vision_problem.cache_clear()
+    yield
+    torch_versions.vision_problem.cache_clear()
 
 
-def test_imagenet_without_torchvision(tmp_path):
-    if not _torchvision_fails():
-        pytest.skip("torchvision imports fine here, so the missing-torchvision error cannot be tested")
+def test_imagenet_without_torchvision(tmp_path, no_torchvision):
     from sparsebench.data.imagenet import load_imagenet
 
     for split in ("train", "val"):
         (tmp_path / split / "n01440764").mkdir(parents=True)
-    with pytest.raises(RuntimeError, match=r"torchvision is needed for ImageNet.*pip install -e \.\[vision\]"):
+    with pytest.raises(RuntimeError, match=r"torchvision is needed for ImageNet: .*install the matching pair: pip install torch=="):
         load_imagenet(tmp_path, 4, train=True)
     with pytest.raises(RuntimeError, match="torchvision"):
         data.build_data("imagenet", batch_size=4, test_batch_size=4, device=torch.device("cpu"),

@@ -24,13 +24,15 @@ TINY = ["data.train_subset=1024", "data.batch_size=128", "progress=false", "epoc
         "method.name=lottery", "method.rounds=2", "density=0.1"]
 
 
-def _lottery(density=0.02, rounds=5, scope="global", rewind_epoch=0, distribution="uniform"):
+def _lottery(density=0.02, rounds=5, scope="global", rewind_epoch=0, distribution="uniform",
+             round_densities=()):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(20, 40), nn.ReLU(), nn.Linear(40, 30), nn.ReLU(),
                           nn.Linear(30, 5))
     engine = SparsityEngine.for_model(model, density, distribution)
     cls = methods.get("lottery")
-    method = cls(cls.Params(rounds=rounds, scope=scope, rewind_epoch=rewind_epoch), engine,
+    method = cls(cls.Params(rounds=rounds, scope=scope, rewind_epoch=rewind_epoch,
+                            round_densities=list(round_densities)), engine,
                  total_steps=10, steps_per_epoch=5, seed=0)
     method.init_masks(InitContext(model, lambda: iter(()), nn.functional.cross_entropy))
     engine.apply_masks()
@@ -39,7 +41,8 @@ def _lottery(density=0.02, rounds=5, scope="global", rewind_epoch=0, distributio
 
 def test_defaults_and_rounds():
     cls = methods.get("lottery")
-    assert dataclasses.asdict(cls.Params()) == {"rounds": 5, "rewind_epoch": 0, "scope": "global"}
+    assert dataclasses.asdict(cls.Params()) == {"rounds": 5, "rewind_epoch": 0, "scope": "global",
+                                              "round_densities": []}
     assert cls.default_distribution == "uniform"
     _, engine, method = _lottery(rounds=3)
     assert method.rounds() == 4  # one dense round, then three pruned ones
@@ -59,6 +62,31 @@ def test_densities_go_geometrically_to_exactly_the_run_density():
     assert densities == pytest.approx(expected, abs=2e-3)
     assert densities[-1] == engine.target_density()  # exactly the run's target
     assert densities[:4] == pytest.approx([0.457, 0.209, 0.0956, 0.0437], abs=2e-3)
+
+
+@pytest.mark.parametrize("density, expected", [
+    (0.02, [0.5, 0.25, 0.1, 0.05, 0.02]),      # the GSE authors' sparsities 50 ... 98 %
+    (0.1, [0.5, 0.25, 0.1]),                   # a run at 10 % stops at its own density
+    (0.07, [0.5, 0.25, 0.1, 0.07]),            # and ends at it where the list skips it
+])
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_round_densities_fix_each_round_s_density(density, expected, scope):
+    authors = [0.5, 0.25, 0.1, 0.05, 0.02]
+    model, engine, method = _lottery(density=density, round_densities=authors, scope=scope,
+                                     distribution="er")
+    assert method.rounds() == len(expected) + 1
+    got = []
+    for r in range(1, method.rounds()):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+        method.start_round(r, model)
+        got.append(engine.global_density())
+    assert got[-1] == pytest.approx(engine.target_density(), abs=1e-9)
+    if scope == "global":
+        assert got == pytest.approx(expected, abs=2e-3)
+    else:   # each layer on its own way to its ER target, the same fraction of the way
+        assert all(a > b for a, b in zip(got, got[1:])) and got[0] < 1
 
 
 @pytest.mark.parametrize("scope", ["global", "layer"])
@@ -113,6 +141,8 @@ def test_rewind_epoch_remembers_the_weights_after_that_epoch_of_round_zero():
     (["method.rewind_epoch=-1"], "method.rewind_epoch"),
     (["method.scope=row"], "method.scope"),
     (["sparsity.engine=sparse"], "sparsity.engine"),
+    (["method.round_densities=[0.5, 0.7]"], "method.round_densities"),
+    (["method.round_densities=[1.0, 0.5]"], "method.round_densities"),
 ])
 def test_bad_values_exit_2_naming_the_field(overrides, field, capsys):
     assert_exits_2_naming(BASE, ["method.name=lottery", *overrides], field, capsys)

@@ -272,3 +272,18 @@ def test_simple_vit_tiny_layout_and_width():
         (576, 256), (256, 192), (128, 256), (256, 128)]
     # the position embedding is the fixed 2-D sine-cosine one: not a parameter
     assert not any("pos" in n for n, _ in model.named_parameters())
+
+
+def test_mlp_hidden_sizes_are_a_model_setting():
+    """``model.hidden`` builds the GSE authors' 3072-512-512-10 MLP; null keeps 300-100."""
+    from sparsebench import resolve
+
+    def sizes(overrides):
+        cfg = resolve.load(None, ["model.name=mlp", *overrides])
+        net = build_model(cfg.model.name, num_classes=10, in_shape=(3, 32, 32),
+                          width=cfg.model.width, **cfg.model.arguments())
+        return [(m.in_features, m.out_features) for m in net.modules() if isinstance(m, nn.Linear)]
+
+    assert sizes(["model.hidden=[512, 512]"]) == [(3072, 512), (512, 512), (512, 10)]
+    assert sizes(["model.hidden=[512, 512]", "model.width=0.5"]) == [(3072, 256), (256, 256), (256, 10)]
+    assert sizes([]) == [(3072, 300), (300, 100), (100, 10)]

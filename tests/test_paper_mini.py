@@ -9,10 +9,13 @@ from sparsebench.paper import mini
 from sparsebench.paper.artifacts import ARTIFACTS, paper_sweeps
 from sparsebench.paper.width import active_connections
 
+from .conftest import needs_fmnist
+
 
 def test_every_full_cell_has_its_miniature_and_only_the_declared_fields_change(tmp_path):
     spec = mini.MiniSpec.load()
-    for name in ("cifar100_densities", "paper_table3_epochs", "paper_table2_imagenet"):
+    for name in ("cifar100_densities", "paper_table3_epochs", "paper_table2_imagenet",
+                 "paper_table1_baselines"):
         full = sweep_spec.expand(name)
         derived = mini.derive(name, spec)
         kept = [c for c in full.cells if c.config.seed in spec.seeds]
@@ -59,7 +62,34 @@ def test_paper_keys_map_a_miniature_cell_back_to_the_full_one():
     assert keys == {"model": "resnet56", "epochs": 300, "width": 2.0, "method": "dense"}
 
 
+@needs_fmnist
+def test_fashion_mnist_is_written_in_cifar_format_balanced_padded_black(tmp_path):
+    """The miniature's data: real Fashion-MNIST images, 32 × 32 × 3 with three equal channels and
+    a black 2-pixel border, the first of each class, read back by the CIFAR readers."""
+    import torch
+
+    from sparsebench.data import cifar, find_root, idx
+    from sparsebench.paper import fashion_cifar
+
+    source = find_root("fashion_mnist")
+    fashion_cifar.write_cifar10_format(tmp_path / "c10", source, train=95, test=20)
+    fashion_cifar.write_cifar100_format(tmp_path / "c100", source, train=30, test=10)
+    x, y, xt, yt = cifar.load_cifar10(tmp_path / "c10")
+    assert x.shape == (95, 3, 32, 32) and xt.shape == (20, 3, 32, 32)
+    assert torch.bincount(y, minlength=10).tolist() == [10] * 5 + [9] * 5
+    assert torch.bincount(yt, minlength=10).tolist() == [2] * 10
+    assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 0], x[:, 2])
+    assert int(x[:, :, :2].max()) == int(x[:, :, :, -2:].max()) == 0        # the black border
+    raw_x, raw_y, _, _ = idx.load_mnist_like(source)
+    first = int(torch.nonzero(raw_y == int(y[0]))[0])                  # the class's first image
+    assert torch.equal(x[0, 0, 2:30, 2:30], raw_x[first, 0])
+    x100, y100, _, _ = cifar.load_cifar100(tmp_path / "c100")
+    assert x100.shape == (30, 3, 32, 32) and set(y100.tolist()) == set(range(10))
+    assert (tmp_path / "c10" / cifar.CIFAR10_DIR / fashion_cifar.MARKER).is_file()
+
+
 @pytest.mark.slow
+@needs_fmnist
 def test_tiny_miniature_writes_every_artifact_and_the_index(tmp_path, monkeypatch):
     import matplotlib
 
@@ -69,7 +99,8 @@ def test_tiny_miniature_writes_every_artifact_and_the_index(tmp_path, monkeypatc
     text = index.read_text()
     assert text.startswith("# The GSE paper's artifacts — MINIATURE")
     assert "This is a miniature of the paper, not its results" in text
-    assert "synth-100 (not CIFAR-100)" in text
+    assert "FMNIST as CIFAR-100 (10 classes)" in text
+    assert "Data: Fashion-MNIST, not CIFAR." in text and "128 training and 64 test" in text
     for artifact in ARTIFACTS:
         exts = ("md", "tex", "csv") if artifact.kind == "table" else ("png", "pdf")
         for ext in exts:

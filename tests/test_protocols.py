@@ -84,7 +84,7 @@ def test_the_resolved_config_is_a_fixed_point():
 def protocol_dir(tmp_path, monkeypatch):
     folder = tmp_path / "protocols"
     folder.mkdir()
-    monkeypatch.setattr(paths, "protocols_dir", lambda: folder)
+    monkeypatch.setenv("SPARSEBENCH_PROTOCOLS_PATH", str(folder))
 
     def write(name, spec):
         (folder / f"{name}.yaml").write_text(yaml.safe_dump({"name": name, **spec}))
@@ -109,6 +109,10 @@ def test_a_method_joins_a_protocol_with_yaml_only(protocol_dir):
     ({"run": {"sparsity.distribution": "erk2"}, "methods": {}}, "sparsity.distribution"),
     ({"run": {"method.name": "gse"}, "methods": {}}, "run.method.name"),
     ({"unknown_key": 1}, "unknown_key"),
+    ({"methods": {"static": {"run": {"optim.warmup_epochs": -1}}}}, "methods.static.run.optim.warmup_epochs"),
+    ({"methods": {"static": {"run": {"method.drop_fraction": 0.1}}}}, "methods.static.run.method"),
+    ({"methods": {"static": {"run": 5}}}, "methods.static.run"),
+    ({"method_run": {"static": {}}, "methods": {}}, "method_run: unknown field"),
 ])
 def test_a_bad_protocol_file_is_an_error_naming_it(protocol_dir, spec, text, capsys):
     protocol_dir("bad", spec)
@@ -130,6 +134,48 @@ def test_the_shipped_protocol_lists_every_compared_method():
     assert {"dense", "static", "snip", "magnitude", "set", "rigl", "gse"} <= set(spec.methods)
     assert spec.run["amp"] is False and spec.run["sparsity.distribution"] == "er_flat"
     assert "gse_paper" in protocols.available() and "own" in protocols.available()
+
+
+def test_a_method_s_own_run_settings_beat_the_protocol_s_and_the_config_beats_both(protocol_dir):
+    protocol_dir("mine", {"run": {"optim": {"warmup_epochs": 1}, "sparsity.init": "active_fan_in"},
+                          "methods": {"static": {},
+                                      "set": {"run": {"optim.warmup_epochs": 3,
+                                                      "sparsity": {"init": "model"}},
+                                              "drop_fraction": 0.1}}})
+    base = ["protocol=mine", "optim.warmup_epochs=auto", "sparsity.init=auto"]
+    static = resolve.load(BASE, [*base, "method.name=static"])
+    assert static.optim.warmup_epochs == 1 and static.sparsity.init == "active_fan_in"
+    set_ = resolve.load(BASE, [*base, "method.name=set"])
+    assert set_.optim.warmup_epochs == 3 and set_.sparsity.init == "model"
+    assert set_.method.params["drop_fraction"] == 0.1 and "run" not in set_.method.params
+    mine = resolve.load(BASE, ["protocol=mine", "method.name=set", "sparsity.init=active_fan_in"])
+    assert mine.optim.warmup_epochs == 0 and mine.sparsity.init == "active_fan_in"  # the config's
+
+
+def test_the_gse_paper_protocol_runs_each_method_as_its_authors_script(capsys):
+    """No warm-up but GSE's, Lottery's fixed per-round sparsities, Top-KAST with PyTorch's init,
+    the unsquared norm penalty, no optimizer decay and 21 exploration epochs: in the resolved
+    configs and in what --dry-run shows for each method."""
+    base = str(REPO / "configs" / "cifar10_resnet56.yaml")
+    got = {m: resolve.load(base, [f"method.name={m}"]) for m in
+           ("dense", "static", "snip", "magnitude", "set", "rigl", "gse", "lottery", "grasp",
+            "synflow", "topkast")}
+    assert {m: c.optim.warmup_epochs for m, c in got.items() if c.optim.warmup_epochs} == {"gse": 5}
+    assert got["lottery"].method.params["round_densities"] == [0.5, 0.25, 0.1, 0.05, 0.02]
+    top = got["topkast"]
+    assert top.sparsity.init == "model" and top.method.params["penalty"] == "norm"
+    assert top.method.params["explore_epochs"] == 21 and top.optim.decay_norm_and_bias is False
+    assert all(c.sparsity.init == "active_fan_in" for m, c in got.items() if m != "topkast")
+    assert sweep.main(["paper_table1_baselines", "--dry-run", "--executor", "inline",
+                       "--skip-data-check"]) == 0
+    rows = {line.strip().split("] ", 1)[1].split(":")[0]: line
+            for line in capsys.readouterr().out.splitlines() if line.startswith("  [gse_paper]")}
+    assert "penalty=norm" in rows["topkast"] and "sparsity.init=model" in rows["topkast"]
+    assert "optim.decay_norm_and_bias=false" in rows["topkast"]
+    assert "optim.warmup_epochs=0" in rows["lottery"] and "round_densities=[0.5, 0.25" in rows["lottery"]
+    # the own sweeps keep the recipe's 5 warm-up epochs for every method
+    own = {c.config.optim.warmup_epochs for c in sweep_spec.expand("cifar10_densities_own").cells}
+    assert own == {5.0}
 
 
 @needs_fmnist

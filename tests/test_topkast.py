@@ -51,7 +51,7 @@ def _step(model, engine, method, optimizer, batch, step):
 def test_defaults():
     cls = methods.get("topkast")
     assert dataclasses.asdict(cls.Params()) == {"backward_density": 0.0, "explore_epochs": 20.0,
-                                                "interval": 1000}
+                                                "interval": 1000, "penalty": "squared"}
     assert cls.default_distribution == "uniform"
 
 
@@ -96,8 +96,9 @@ def test_weights_outside_the_backward_set_never_change_and_b_minus_a_trains():
             assert torch.count_nonzero(state[outside_b]) == 0
 
 
-def test_penalty_gradient_matches_the_formula():
-    model, engine, method, opt, batches = _setup(density=0.25, explore_epochs=0)
+@pytest.mark.parametrize("form", ["squared", "norm"])
+def test_penalty_gradient_matches_the_formula(form):
+    model, engine, method, opt, batches = _setup(density=0.25, explore_epochs=0, penalty=form)
     x, y = batches[0]
     loss = nn.functional.cross_entropy(model(x), y)
     opt.zero_grad()
@@ -106,17 +107,27 @@ def test_penalty_gradient_matches_the_formula():
     method.after_backward(StepContext(step=0, epoch=0, total_steps=40, steps_per_epoch=10,
                                       model=model))
     for layer in engine.layers:
-        # λ/2 · (Σ_A θ² + Σ_{B\A} θ² / D), differentiated by autograd on a free copy of θ
+        # squared: λ/2 · (Σ_A θ² + Σ_{B\A} θ² / D); norm (the GSE authors'): λ · (‖θ_A‖₂ +
+        # ‖θ_{B\A}‖₂ / D); differentiated by autograd on a free copy of θ
         theta = method.theta(layer).clone().requires_grad_(True)
         density = layer.target_active / layer.numel
         a, just_b = layer.mask, layer.trainable & ~layer.mask
-        penalty = WEIGHT_DECAY / 2 * ((theta[a] ** 2).sum() + (theta[just_b] ** 2).sum() / density)
+        if form == "squared":
+            penalty = WEIGHT_DECAY / 2 * ((theta[a] ** 2).sum() + (theta[just_b] ** 2).sum() / density)
+        else:
+            penalty = WEIGHT_DECAY * (theta[a].norm() + theta[just_b].norm() / density)
         (expected,) = torch.autograd.grad(penalty, theta)
         added = layer.weight.grad - task[layer.name]
         b = layer.trainable
         assert torch.allclose(added[b], expected[b], atol=1e-7)
         assert expected[just_b].abs().sum() > 0
     assert float(method.penalty_value()) > 0
+    expected_value = sum(
+        WEIGHT_DECAY / 2 * ((t[l.mask] ** 2).sum() + (t[l.trainable & ~l.mask] ** 2).sum() * l.numel / l.target_active)
+        if form == "squared" else
+        WEIGHT_DECAY * (t[l.mask].norm() + t[l.trainable & ~l.mask].norm() * l.numel / l.target_active)
+        for l, t in ((l, method.theta(l)) for l in engine.layers))
+    assert float(method.penalty_value()) == pytest.approx(float(expected_value), rel=1e-6)
 
 
 def test_weight_decay_is_left_to_the_penalty_only_for_prunable_weights():
@@ -146,6 +157,7 @@ def test_flops_forward_at_d_backward_at_d_b():
     (["method.backward_density=1.5"], "method.backward_density"),
     (["method.explore_epochs=-1"], "method.explore_epochs"),
     (["method.interval=-2"], "method.interval"),
+    (["method.penalty=l1"], "method.penalty"),
     (["sparsity.engine=sparse"], "sparsity.engine"),
 ])
 def test_bad_values_exit_2_naming_the_field(overrides, field, capsys):

@@ -17,10 +17,18 @@ import torch
 from . import cifar, idx
 from .imagenet import MEAN as MEAN_IMAGENET, STD as STD_IMAGENET
 from .loader import Loader, TensorLoader
+from .validation import hold_out
 
-__all__ = ["DATASETS", "Data", "DatasetInfo", "Loader", "TensorLoader", "build_data", "find_root"]
+__all__ = ["DATASETS", "PAD_VALUES", "Data", "DatasetInfo", "Loader", "TensorLoader", "build_data",
+           "find_root", "pad_fill"]
 
 DATASETS: tuple[str, ...] = ("fashion_mnist", "mnist", "cifar10", "cifar100", "imagenet")
+
+# What the random crop pads with (``data.pad_value``). black: a black raw pixel, normalized like
+# the image, (0 - mean) / std per channel, as torchvision's RandomCrop(padding=4) before
+# Normalize pads (the GSE authors' and most CIFAR code); mean: 0 after normalizing, the data
+# set's mean colour (sparsebench before issue 26).
+PAD_VALUES: tuple[str, ...] = ("black", "mean")
 
 # System-wide location searched last (Debian's dataset-* packages install here).
 SYSTEM_DIR = pathlib.Path("/usr/share/datasets")
@@ -40,6 +48,7 @@ class Data:
     info: DatasetInfo
     train: Loader
     test: Loader
+    validation: Loader | None = None    # data.validation: N examples held out of train
 
 
 @dataclass(frozen=True)
@@ -135,6 +144,16 @@ def _load_uint8(name: str, folder: str):
     return cifar.load_cifar100(folder)
 
 
+def pad_fill(name: str, pad_value: str) -> torch.Tensor | None:
+    """The crop's padding per channel in normalized units (None: 0, the mean colour)."""
+    spec = _check_name(name)
+    if pad_value not in PAD_VALUES:
+        raise ValueError(f"unknown pad_value {pad_value!r}; choose from {PAD_VALUES}")
+    if pad_value == "mean":
+        return None
+    return (0.0 - torch.tensor(spec.mean)) / torch.tensor(spec.std)
+
+
 def _normalize(x: torch.Tensor, spec: _Spec, device: torch.device) -> torch.Tensor:
     # Copy uint8 to the device first (4x less traffic than float), then convert there.
     x = x.to(device).float().div_(255)
@@ -145,12 +164,15 @@ def _normalize(x: torch.Tensor, spec: _Spec, device: torch.device) -> torch.Tens
 
 def build_data(name: str, *, batch_size: int, test_batch_size: int, device: torch.device, seed: int,
                augment: bool | None = None, root: str | None = None,
-               train_subset: int | None = None, rank: int = 0, world_size: int = 1) -> Data:
+               train_subset: int | None = None, rank: int = 0, world_size: int = 1,
+               pad_value: str = "black", validation: int | None = None) -> Data:
     """Train and test loaders for data set `name` (see DATASETS).
 
     augment: None = the data set's default (crop_flip for CIFAR, none for the MNISTs,
     the standard augmentations for ImageNet), True = on, False = off.
     train_subset keeps the first N training examples (for smoke tests).
+    pad_value: what crop_flip pads with, see PAD_VALUES (black: as torchvision).
+    validation holds N of the (remaining) training examples out (:mod:`.validation`).
     rank, world_size: a data-parallel run's rank gets its share of every global batch of
     ``batch_size`` / ``test_batch_size`` (sparsebench.distributed).
     """
@@ -160,30 +182,39 @@ def build_data(name: str, *, batch_size: int, test_batch_size: int, device: torc
     device = torch.device(device)
     folder = find_root(name, root)
     if name == "imagenet":
+        if validation:
+            raise ValueError("data.validation: not available for imagenet (its own val split "
+                             "is the test set here); allowed: null")
         return _build_imagenet(folder, batch_size, test_batch_size, device, seed, augment, train_subset,
                                rank, world_size)
 
     x_tr, y_tr, x_te, y_te = _load_uint8(name, str(folder.resolve()))
     if train_subset is not None:
         x_tr, y_tr = x_tr[:train_subset], y_tr[:train_subset]
+    val = None
+    if validation:
+        x_tr, y_tr, x_val, y_val = hold_out(x_tr, y_tr, validation, seed)
+        val = TensorLoader(_normalize(x_val, spec, device), y_val.to(device), test_batch_size,
+                           shuffle=False, drop_last=False, augment=None, seed=seed, rank=rank,
+                           world_size=world_size)
     aug = spec.augment if augment is None else ("crop_flip" if augment else None)
     train = TensorLoader(_normalize(x_tr, spec, device), y_tr.to(device), batch_size,
                          shuffle=True, drop_last=True, augment=aug, seed=seed, rank=rank,
-                         world_size=world_size)
+                         world_size=world_size, pad_fill=pad_fill(name, pad_value))
     test = TensorLoader(_normalize(x_te, spec, device), y_te.to(device), test_batch_size,
                         shuffle=False, drop_last=False, augment=None, seed=seed, rank=rank,
                         world_size=world_size)
     info = DatasetInfo(name, spec.num_classes, tuple(x_tr.shape[1:]), len(x_tr), len(x_te))
-    return Data(info, train, test)
+    return Data(info, train, test, val)
 
 
 def _build_imagenet(folder, batch_size, test_batch_size, device, seed, augment, train_subset,
                     rank, world_size) -> Data:
-    from .imagenet import load_imagenet
+    from .imagenet import CROP, load_imagenet
 
     shard = {"rank": rank, "world_size": world_size}
     train = load_imagenet(folder, batch_size, train=True, device=device, seed=seed,
                           subset=train_subset, augment=augment, **shard)
     test = load_imagenet(folder, test_batch_size, train=False, device=device, seed=seed, **shard)
-    info = DatasetInfo("imagenet", len(test.classes), (3, 224, 224), train.num_examples, test.num_examples)
+    info = DatasetInfo("imagenet", len(test.classes), (3, CROP, CROP), train.num_examples, test.num_examples)
     return Data(info, train, test)

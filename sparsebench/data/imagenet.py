@@ -1,7 +1,8 @@
 """ImageNet from an ImageFolder tree (root/train/<class>/*.JPEG, root/val/<class>/*.JPEG).
 
-torchvision is an optional dependency (`pip install -e .[vision]`) and is imported
-only inside load_imagenet, so the rest of sparsebench works without it.
+torchvision is an optional dependency, the release built for the installed torch
+(sparsebench/torch_versions.py; `make setup VISION=1`), imported only inside load_imagenet,
+so the rest of sparsebench works without it. Preflight checks it before a run or sweep starts.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from .loader import epoch_seed, share
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
+# The standard pipeline's sizes: train RandomResizedCrop(CROP), evaluate Resize(RESIZE) then
+# CenterCrop(CROP). (The tests shrink both to train a reduced-resolution ResNet-50 quickly.)
+CROP, RESIZE = 224, 256
 
 
 class DeviceLoader:
@@ -89,28 +93,27 @@ def load_imagenet(root: str | pathlib.Path, batch_size: int, *, train: bool,
                   num_workers: int | None = None, subset: int | None = None,
                   augment: bool | None = None, rank: int = 0, world_size: int = 1) -> DeviceLoader:
     """A loader over root/train (shuffled, RandomResizedCrop 224 + flip) or root/val
-    (in order, resize 256 + center crop 224).
+    (in order, resize 256 + center crop 224; see CROP and RESIZE).
 
     augment overrides the choice of pipeline (None: augment iff train). subset keeps
     the first `subset` images (for smoke tests); rank and world_size: this rank's share of each
     global batch of ``batch_size``. Raises RuntimeError when torchvision
     cannot be imported.
     """
-    try:
-        from torchvision import datasets, transforms
-    except Exception as e:  # a broken install can fail with more than ImportError
-        raise RuntimeError(
-            "torchvision is needed for ImageNet; install it with `pip install -e .[vision]` "
-            f"(importing it failed: {type(e).__name__}: {e})"
-        ) from e
+    from .. import torch_versions
+
+    problem = torch_versions.vision_problem()
+    if problem:
+        raise RuntimeError(f"torchvision is needed for ImageNet: {problem}")
+    from torchvision import datasets, transforms
     split = pathlib.Path(root) / ("train" if train else "val")
     if not split.is_dir():
         raise FileNotFoundError(f"{split}: missing (expected an ImageFolder tree {split}/<class>/*.JPEG)")
     use_aug = train if augment is None else augment
     if use_aug:
-        aug = [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip()]
+        aug = [transforms.RandomResizedCrop(CROP), transforms.RandomHorizontalFlip()]
     else:
-        aug = [transforms.Resize(256), transforms.CenterCrop(224)]
+        aug = [transforms.Resize(RESIZE), transforms.CenterCrop(CROP)]
     tf = transforms.Compose([*aug, transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
     ds = datasets.ImageFolder(str(split), transform=tf)
     classes = ds.classes

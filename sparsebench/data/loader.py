@@ -46,15 +46,21 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(epoch_seed(seed, epoch))
 
 
-def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, pad: int) -> torch.Tensor:
-    """Crop each image of `x` (B, C, H, W) from its zero-padded version, then maybe flip it.
+def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, pad: int,
+              fill: torch.Tensor | None = None) -> torch.Tensor:
+    """Crop each image of `x` (B, C, H, W) from its padded version, then maybe flip it.
 
-    Example b is cropped at offset (dy[b], dx[b]) in [0, 2*pad] of the padded image and
-    mirrored horizontally where flip[b]. Offsets (pad, pad) with no flip return x unchanged.
+    The border is ``fill`` (one value per channel, shape (C,)), or 0 where None. Example b is
+    cropped at offset (dy[b], dx[b]) in [0, 2*pad] of the padded image and mirrored
+    horizontally where flip[b]. Offsets (pad, pad) with no flip return x unchanged.
     Done as one gather with broadcast index tensors, so it is vectorized over the batch.
     """
     b, c, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    if fill is None:
+        padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    else:
+        padded = fill.to(x.device, x.dtype).view(1, c, 1, 1).repeat(b, 1, h + 2 * pad, w + 2 * pad)
+        padded[:, :, pad:pad + h, pad:pad + w] = x
     rows = dy[:, None] + torch.arange(h, device=x.device)  # (B, H)
     cols = torch.arange(w, device=x.device).expand(b, w)
     cols = torch.where(flip[:, None], w - 1 - cols, cols) + dx[:, None]  # (B, W)
@@ -70,8 +76,11 @@ class TensorLoader:
     """Batches of (x, y) tensors already on the device.
 
     x: float (N, C, H, W), already normalized; y: int64 (N,), same device.
-    augment: None, or "crop_flip" (random crop with 4-pixel zero padding + random
+    augment: None, or "crop_flip" (random crop with 4-pixel padding + random
     horizontal flip, per example).
+    pad_fill: the padding's value per channel, shape (C,), in x's (normalized) units; None: 0.
+    torchvision's ``RandomCrop(32, padding=4)`` before ``Normalize`` pads with a black raw
+    pixel, which is (0 - mean) / std here (:func:`sparsebench.data.build_data` passes that).
     rank, world_size: this process yields only its share of each batch of ``batch_size``
     (the global batch), see :func:`share`.
     """
@@ -90,6 +99,7 @@ class TensorLoader:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        pad_fill: torch.Tensor | None = None,
     ):
         if x.dim() != 4 or len(x) != len(y):
             raise ValueError(f"need x (N, C, H, W) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
@@ -106,6 +116,10 @@ class TensorLoader:
         self.batch_size = batch_size
         self.shuffle, self.drop_last = shuffle, drop_last
         self.augment = augment
+        if pad_fill is not None and pad_fill.shape != (x.shape[1],):
+            raise ValueError(f"pad_fill needs one value per channel ({x.shape[1]}), got "
+                             f"{tuple(pad_fill.shape)}")
+        self.pad_fill = pad_fill
         self.seed = seed
         self.epoch = 0
         if not 0 <= rank < world_size:
@@ -146,7 +160,8 @@ class TensorLoader:
             idx = order[pos]
             xb = self.x[idx]
             if self.augment == "crop_flip":
-                xb = crop_flip(xb, offsets[0, pos], offsets[1, pos], flips[pos], self.PAD)
+                xb = crop_flip(xb, offsets[0, pos], offsets[1, pos], flips[pos], self.PAD,
+                               self.pad_fill)
             yield xb, self.y[idx]
 
 

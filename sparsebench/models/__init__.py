@@ -23,11 +23,12 @@ Conventions every model follows (the sparsity engine depends on them):
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch.nn as nn
 
-__all__ = ["register", "available", "build_model", "scaled"]
+__all__ = ["register", "available", "accepts", "build_model", "scaled"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -51,6 +52,11 @@ def register(name: str):
 def available() -> list[str]:
     """Sorted names of all registered models."""
     return sorted(_REGISTRY)
+
+
+def accepts(name: str, argument: str) -> bool:
+    """Whether the builder of model ``name`` takes the keyword ``argument`` (e.g. ``hidden``)."""
+    return argument in inspect.signature(_REGISTRY[name]).parameters
 
 
 def build_model(

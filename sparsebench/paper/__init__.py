@@ -18,6 +18,6 @@ Modules, one per kind of artifact:
   kernels.py       sparse × dense matmul times from benchmarks/sparse_layer.py (fig8)
   report.py        writes the artifacts and index.md
   mini.py          derives the miniature sweeps from the full ones and runs them
-  synthetic.py     tiny generated data in the CIFAR file format for the miniature (not CIFAR)
+  fashion_cifar.py Fashion-MNIST in the CIFAR file format: the miniature's data (not CIFAR)
   width.py         densities that keep the active connections constant across widths (fig3)
 """

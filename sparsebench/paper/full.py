@@ -51,15 +51,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--executor", default="auto", choices=("auto", "slurm", "local", "inline"))
     parser.add_argument("--dry-run", action="store_true", help="print every sweep's plan")
     parser.add_argument("--no-kernels", action="store_true", help="skip figure 8's benchmark")
+    parser.add_argument("sweep_args", nargs="*", metavar="ARG",
+                        help="passed to every sweep (e.g. --skip-data-check, key=value overrides)")
     args = parser.parse_args(argv)
     names = paper_sweeps()
-    if args.dry_run:
-        for name in names:
-            subprocess.run([sys.executable, "-m", "sparsebench.sweep", name, "--dry-run",
-                            "--executor", args.executor], check=False)
-        return 0
+    if args.dry_run:  # exits with the first sweep's error status (2: a bad sweep), after all
+        codes = [subprocess.run([sys.executable, "-m", "sparsebench.sweep", name, "--dry-run",
+                                 "--executor", args.executor, *args.sweep_args], check=False).returncode
+                 for name in names]
+        bad = [name for name, code in zip(names, codes) if code]
+        if bad:
+            print(f"paper --dry-run: {len(bad)} of {len(names)} sweeps have errors: {', '.join(bad)}",
+                  file=sys.stderr)
+        return next((code for code in codes if code), 0)
     out = paths.paper_dir()
-    codes = launch(names, args.executor, out / "logs", [])
+    codes = launch(names, args.executor, out / "logs", args.sweep_args)
     for name, code in codes.items():
         if code:
             print(f"sweep {name} exited {code}: see {out / 'logs' / f'{name}.log'}")

@@ -1,9 +1,10 @@
 """The paper in miniature on a CPU: ``python -m sparsebench.paper.mini`` (``make paper-mini``).
 
 Every paper sweep is derived cell by cell from the full one (so the two cannot drift): each
-cell's resolved config goes through the changes of ``sweeps/mini/common.yaml`` (generated
-CIFAR-format data in place of CIFAR and ImageNet, smaller models, 1 % of the epochs, one seed,
-mask updates every 2 steps) and the result is written as an explicit sweep file,
+cell's resolved config goes through the changes of ``sweeps/mini/common.yaml`` (a subset of
+Fashion-MNIST written in CIFAR's file format, 32 × 32 × 3, in place of CIFAR and ImageNet:
+:mod:`sparsebench.paper.fashion_cifar`; smaller models, 1 % of the epochs, one seed, mask
+updates every 4 steps) and the result is written as an explicit sweep file,
 ``results/paper_mini/sweeps/NAME.yaml``, runnable on its own with ``python -m sparsebench.sweep``.
 Then it trains them all in local processes, runs the sparse-layer benchmark small, and writes
 the report into ``results/paper_mini/`` with ``index.md`` saying at the top that it is a
@@ -32,7 +33,7 @@ import yaml
 
 from .. import atomic, paths, sweep_spec
 from ..config import ConfigError, load_yaml, set_dotted, to_dict
-from . import synthetic
+from . import fashion_cifar
 from .artifacts import paper_sweeps
 from .names import MODELS, Names
 
@@ -132,8 +133,14 @@ def mini_config(full: dict, spec: MiniSpec) -> tuple[dict, dict]:
         changes["density"] = (density, cfg["density"])
     for name in spec.method_params.get(full["method"]["name"], {}):  # every one it changes
         if name in full["method"] and full["method"][name] != cfg["method"][name]:
-            changes[f"{full['method']['name']} {name}"] = (full["method"][name], cfg["method"][name])
+            changes[f"{full['method']['name']} {name}"] = (_hashable(full["method"][name]),
+                                                            _hashable(cfg["method"][name]))
     return cfg, changes
+
+
+def _hashable(value):
+    """A parameter's value as a change record holds it (a list as its text)."""
+    return str(value) if isinstance(value, list) else value
 
 
 @dataclass
@@ -197,10 +204,16 @@ class Layout:
 
 
 def write_data(layout: Layout, spec: MiniSpec) -> None:
-    writers = {"cifar10": synthetic.write_cifar10_format, "cifar100": synthetic.write_cifar100_format}
+    """Fashion-MNIST (found as the runs find it) in the CIFAR layouts, the first N of each class
+    per split; raises FileNotFoundError saying how to get Fashion-MNIST."""
+    from ..data import find_root
+
+    source = find_root("fashion_mnist")
+    writers = {"cifar10": fashion_cifar.write_cifar10_format,
+               "cifar100": fashion_cifar.write_cifar100_format}
     for dataset, write in writers.items():
         sizes = spec.data.get(dataset, {})
-        write(layout.data / dataset, train=int(sizes.get("train", 640)),
+        write(layout.data / dataset, source, train=int(sizes.get("train", 640)),
               test=int(sizes.get("test", 250)))
 
 
@@ -248,14 +261,29 @@ def run_kernels(layout: Layout, spec: MiniSpec) -> None:
                    check=False, stdout=subprocess.DEVNULL)
 
 
+def data_sentence(spec: MiniSpec) -> str:
+    """What the miniature trained on, in words, from sweeps/mini/common.yaml."""
+    c10, c100 = spec.data.get("cifar10", {}), spec.data.get("cifar100", {})
+    return (f"CIFAR-10 is stood in for by {c10.get('train', 640)} training and "
+            f"{c10.get('test', 250)} test images of Fashion-MNIST (the first of each class; "
+            "28 × 28 grey padded with black to 32 × 32, three equal channels, in CIFAR's file "
+            f"format). CIFAR-100 is stood in for by {c100.get('train', 640)} / "
+            f"{c100.get('test', 250)} of the same images with the same ten classes (no 100-class "
+            "data set is at hand: a 100-way classifier that uses ten of its outputs), and "
+            "ImageNet (Table 2) by that CIFAR-100 stand-in. Written by "
+            "sparsebench/paper/fashion_cifar.py into the miniature's data/ folder.")
+
+
 def preamble(derived: list[Derived], spec: MiniSpec, timing: dict, tiny: bool) -> str:
     lines = [
         "> **This is a miniature of the paper, not its results.** It runs the same sweeps, cell "
-        "by cell, on a CPU in minutes: generated CIFAR-format images (synthetic, not CIFAR; "
-        f"ImageNet replaced by the 100-class set), smaller models, {100 * spec.epochs_scale:g} % "
-        f"of the epochs (at least {spec.min_epochs}), seed(s) {', '.join(map(str, spec.seeds))}, "
-        "mask updates every few steps (sweeps/mini/common.yaml). Its numbers show that every artifact can be produced, not "
-        "what the paper's will show; the paper's numbers are listed for orientation only.",
+        "by cell, on a CPU in minutes, with smaller models, "
+        f"{100 * spec.epochs_scale:g} % of the epochs (at least {spec.min_epochs}), seed(s) "
+        f"{', '.join(map(str, spec.seeds))} and mask updates every few steps "
+        "(sweeps/mini/common.yaml). Its numbers show what the pipeline measures at this scale, "
+        "not what the paper's will show; the paper's numbers are listed for orientation only.",
+        "",
+        f"> **Data: Fashion-MNIST, not CIFAR.** {data_sentence(spec)}",
         ""]
     if tiny:
         lines += ["> This is the test suite's still smaller version (sweeps/mini/tiny.yaml).", ""]
@@ -300,8 +328,8 @@ def report(root: Path | None = None, *, tiny: bool = False, derived: list[Derive
     ctx = Context(names=spec.names(), comparable=False, kernels_dir=layout.kernels,
                   paper_keys=spec.paper_keys)
     lib = Library(layout.results, layout.sweep_file)
-    write(layout.top, lib, ctx, title="The GSE paper's artifacts — MINIATURE (not CIFAR, "
-          "not the paper's scale)", preamble=preamble(derived, spec, timing, tiny))
+    write(layout.top, lib, ctx, title="The GSE paper's artifacts — MINIATURE (Fashion-MNIST, "
+          "not CIFAR; not the paper's scale)", preamble=preamble(derived, spec, timing, tiny))
     return layout.top / "index.md"
 
 
@@ -330,7 +358,7 @@ def run(root: Path | None = None, *, tiny: bool = False, workers: int | None = N
     t0 = time.perf_counter()
     from .. import executors
 
-    # Runs read and write only the miniature's folders (and see only its generated data).
+    # Runs read and write only the miniature's folders (and see only its data/ folder).
     with environment(SPARSEBENCH_RESULTS=str(layout.results.resolve()),
                      SPARSEBENCH_DATA=str(layout.data.resolve())):
         counts = train_all(layout, names, workers or executors.default_workers())

@@ -33,6 +33,7 @@ class StepEnd:
     loss: "torch.Tensor"            # the step's loss, on the device (reading it syncs a GPU)
     output: "torch.Tensor"
     batch_size: int                 # examples of this rank's batch
+    target: "torch.Tensor | None" = None  # the batch's labels, on the device
 
 
 class Callback:
@@ -48,6 +49,15 @@ class Callback:
         pass
 
     def on_run_end(self, trainer: "Trainer", status: str) -> None:
+        pass
+
+    # A callback with state that must survive a restart (the topology statistics' ever-active
+    # sets) returns it here; it travels in the run's checkpoint, keyed by the class's name,
+    # and comes back through load_state_dict before on_run_start.
+    def state_dict(self) -> dict | None:
+        return None
+
+    def load_state_dict(self, state: dict) -> None:
         pass
 
 

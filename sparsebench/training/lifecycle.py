@@ -16,8 +16,10 @@ from pathlib import Path
 from .. import atomic, checkpoints, distributed, locks, paths, preflight
 from ..config import ConfigError, RunConfig, run_id, to_dict
 from .device import resolve_device
+from .final import save_final
 from .loop import Diverged, RunLog, Trainer
 from .result import measured_result, now_iso, result_header, run_result
+from .tracking_callbacks import tracking_callbacks
 
 
 def run_folder(cfg: RunConfig) -> Path:
@@ -69,7 +71,7 @@ def _train_locked(cfg: RunConfig, run_dir: Path, world, stop_after_epochs: int |
             atomic.write_yaml(run_dir / paths.CONFIG, to_dict(cfg))
         # Again here for jobs whose launcher could not see the data (sweep --skip-data-check).
         preflight.check(cfg)
-        trainer = Trainer(cfg, run_dir)
+        trainer = Trainer(cfg, run_dir, callbacks=tracking_callbacks(cfg, run_dir) if write else [])
         try:
             status, error = trainer.run(stop_after_epochs), None
         except Diverged as err:
@@ -83,6 +85,8 @@ def _train_locked(cfg: RunConfig, run_dir: Path, world, stop_after_epochs: int |
             _record_failure(cfg, run_dir, trainer, err, started_at)
         raise
     if write:
+        if status == "completed" and cfg.save_final:
+            save_final(trainer)  # before result.json: a completed result always has its final.pt
         atomic.write_json(result_path, result)
         checkpoints.remove(trainer.checkpoint_path)
     return result

@@ -70,10 +70,12 @@ class Trainer:
                                test_batch_size=cfg.data.test_batch_size, device=self.device,
                                seed=cfg.seed, augment=cfg.data.augment, root=cfg.data.root,
                                train_subset=cfg.data.train_subset, rank=self.world.rank,
-                               world_size=self.world.size)
+                               world_size=self.world.size, pad_value=cfg.data.pad_value,
+                               validation=cfg.data.validation)
         info = self.data.info
         self.model = build_model(cfg.model.name, num_classes=info.num_classes,
-                                 in_shape=info.in_shape, width=cfg.model.width).to(self.device)
+                                 in_shape=info.in_shape, width=cfg.model.width,
+                                 **cfg.model.arguments()).to(self.device)
         self.channels_last = self.cuda and cfg.channels_last and len(info.in_shape) == 3
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -143,12 +145,13 @@ class Trainer:
                  + ", ".join(f"{n}={d:.4f}" for n, d in self.engine.layer_densities().items()))
 
     @torch.no_grad()
-    def evaluate(self) -> tuple[float, float]:
+    def evaluate(self, loader=None) -> tuple[float, float]:
+        """Loss and accuracy (%) on ``loader`` (default: the test set)."""
         self.model.eval()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         count = 0
-        for x, y in self.data.test:
+        for x, y in (loader if loader is not None else self.data.test):
             with self.autocast():
                 out = self.model(self._inputs(x))
             loss_sum += nn.functional.cross_entropy(out.float(), y, reduction="sum")
@@ -208,7 +211,7 @@ class Trainer:
             if (i + 1) % DIVERGENCE_CHECK_EVERY == 0 and distributed.any_rank(~torch.isfinite(loss_sum)):
                 raise Diverged(f"non-finite training loss at step {p.step}")
             for callback in self.callbacks:
-                callback.on_step_end(self, StepEnd(p.step, epoch, round_, loss, out, y.numel()))
+                callback.on_step_end(self, StepEnd(p.step, epoch, round_, loss, out, y.numel(), y))
             t_yield = time.perf_counter()
             times.append(t_yield - t_last)
             yield
@@ -257,7 +260,7 @@ class Trainer:
     def start_next_round(self) -> None:
         """The method's ``start_round`` hook, then a fresh optimizer and schedule."""
         p, t0 = self.progress, time.perf_counter()
-        p.round, p.epoch, p.best_test_acc = p.round + 1, 0, -math.inf
+        p.round, p.epoch, p.best_test_acc, p.best_val_acc = p.round + 1, 0, -math.inf, -math.inf
         self._timed(lambda _: self.method.start_round(p.round, self.model), None)
         self.engine.apply_masks()
         self.reset_optimizer()
@@ -270,10 +273,17 @@ class Trainer:
         cfg, p = self.cfg, self.progress
         test_loss, test_acc = self.evaluate()
         p.epoch += 1
-        p.best_test_acc = max(p.best_test_acc, test_acc)
+        validation = {}
+        if self.data.validation is not None:  # best_*: the test accuracy at the best validation
+            val_loss, val_acc = self.evaluate(self.data.validation)
+            validation = {"val_loss": val_loss, "val_acc": val_acc}
+            if val_acc > p.best_val_acc:
+                p.best_val_acc, p.best_test_acc = val_acc, test_acc
+        else:
+            p.best_test_acc = max(p.best_test_acc, test_acc)
         row = {"epoch": p.round * cfg.epochs + p.epoch, "round": p.round,
                "round_epoch": p.epoch, "step": p.step, **row, "test_loss": test_loss,
-               "test_acc": test_acc, "lr": self.optimizer.param_groups[0]["lr"],
+               "test_acc": test_acc, **validation, "lr": self.optimizer.param_groups[0]["lr"],
                "density": self.engine.global_density(), "update_time_s": p.update_s}
         p.history.append(row)
         return row

@@ -25,6 +25,8 @@ def now_iso() -> str:
 
 @lru_cache(maxsize=1)
 def git_sha() -> str | None:
+    if not (paths.repo_root() / ".git").exists():  # an installed wheel: no checkout of its own
+        return None
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.repo_root(),
                              capture_output=True, text=True, timeout=10)
@@ -76,6 +78,10 @@ def run_result(trainer: "Trainer", status: str, error: str | None, started_at: s
         "round_results": p.rounds,
         "final_test_acc": last.get("test_acc"),
         "best_test_acc": p.best_test_acc if p.history else None,
+        # data.validation: best_test_acc is the test accuracy of the epoch best on validation
+        "best_selected_on": "validation" if trainer.data.validation is not None else "test",
+        "best_val_acc": p.best_val_acc if trainer.data.validation is not None and p.history else None,
+        "final_val_acc": last.get("val_acc"),
         "final_train_loss": last.get("train_loss"),
         "wall_clock_s": p.elapsed_s,
         "step_time_ms": 1000 * statistics.median(p.step_times) if p.step_times else None,

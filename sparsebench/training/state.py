@@ -25,7 +25,8 @@ class Progress:
     step: int = 0                   # optimizer steps completed (all rounds)
     elapsed_s: float = 0.0          # training wall-clock over all sessions
     update_s: float = 0.0           # of which in method hooks (mask updates)
-    best_test_acc: float = -math.inf
+    best_test_acc: float = -math.inf  # with data.validation: the test accuracy at best_val_acc
+    best_val_acc: float = -math.inf
     history: list[dict] = field(default_factory=list)
     step_times: list[float] = field(default_factory=list)
     examples_seen: int = 0          # training examples processed (steps x batch)
@@ -45,6 +46,8 @@ def checkpoint_state(trainer: "Trainer") -> dict:
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state_all() if trainer.cuda else None,
         "progress": trainer.progress.__dict__,
+        "callbacks": {type(cb).__name__: state for cb in trainer.callbacks
+                      if (state := cb.state_dict()) is not None},
     }
 
 
@@ -59,3 +62,7 @@ def apply_checkpoint(trainer: "Trainer", state: dict) -> None:
     if trainer.cuda and state["rng_cuda"] is not None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
     trainer.progress = Progress(**state["progress"])
+    saved = state.get("callbacks", {})  # absent in checkpoints written before callbacks had state
+    for cb in trainer.callbacks:
+        if type(cb).__name__ in saved:
+            cb.load_state_dict(saved[type(cb).__name__])
