@@ -31,7 +31,7 @@ help:
 	@echo "make report SWEEP=name    tables and figures from results/name"
 	@echo "make paper                every paper sweep on the cluster, then results/paper/"
 	@echo "make paper-mini           the same in miniature on this CPU: results/paper_mini/"
-	@echo "make bench                harness-overhead and sparse-step benchmarks"
+	@echo "make bench                harness-overhead, sparse-step and score-memory benchmarks"
 	@echo "make bench-width          always-sparse width-scaling benchmark"
 	@echo "make bench-ddp            data-parallel throughput at 1, 2, ... processes (PROCS=1,2)"
 	@echo "make gpu-check            every CUDA-only path once (a CUDA machine): results/gpu_check/"
@@ -120,6 +120,7 @@ gpu-check:
 bench: setup
 	$(PY) benchmarks/harness_overhead.py
 	$(PY) benchmarks/tracking_overhead.py
+	$(PY) benchmarks/score_memory.py
 
 # Always-sparse execution: the sparse-layer and sparse-conv kernel tables, then MLP and ResNet-20
 # width scaling (each child capped in time and predicted memory). The budgets add up to under

@@ -18,8 +18,10 @@ keeps the softmax from saturating, so that Hg is not vanishingly small). Scoring
 training mode; buffers (batch-norm statistics) are restored afterwards.
 
 Score batches: with ``score_samples_per_class`` n > 0, ⌈n·classes/batch⌉ batches from the
-run's separate score stream (:mod:`sparsebench.score_batches`; the GSE protocol's n = 10, as
+run's separate score stream (:mod:`sparsebench.scoring`; the GSE protocol's n = 10, as
 their ``prune_before_training.py`` scores GraSP), else the first ``batches`` training batches.
+Two passes over them, one batch at a time: g, summed over the batches (and the ranks), then
+Hg, one batch's double backward at a time; the memory is that of one batch's graph.
 
 Cost: g is one dense forward and backward per scored example (3·f_D); Hg costs about two
 gradient evaluations more (Pearlmutter 1994: forward and backward that keep the graph, then
@@ -33,12 +35,10 @@ from dataclasses import dataclass
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from sparsebench import distributed
 from sparsebench.config import positive
 from sparsebench.methods import Method, register, require_masked_engine
-from sparsebench.score_batches import score_samples_param
+from sparsebench.scoring import ScoreDraw, score_samples_param
 from sparsebench.sparsity.engine import keep_target_globally
-from sparsebench.sparsity.scoring import restored_state, score_batches
 
 
 SCORE_COST = 9.0  # FLOPs per scored example, in dense forward passes (g: 3, Hg: 6)
@@ -51,33 +51,23 @@ class GraspParams:
     score_samples_per_class: int = score_samples_param(0)
 
 
-def gradient_and_hessian_gradient(model, loss_fn, batches, weights, temperature=1.0):
+def gradient_and_hessian_gradient(batches: ScoreDraw, weights, temperature=1.0):
     """(g, Hg) of the mean loss over ``batches`` w.r.t. ``weights``, Hg by double backprop.
     Attention runs on the math kernel meanwhile: the fused ones (flash, memory-efficient)
     have no double backward."""
+    def logits(out):
+        return out / temperature
+
     with sdpa_kernel(SDPBackend.MATH):
-        return _gradient_and_hessian_gradient(model, loss_fn, batches, weights, temperature)
-
-
-def _gradient_and_hessian_gradient(model, loss_fn, batches, weights, temperature):
-    def mean_loss_grads(x, y, create_graph):
-        loss = loss_fn(model(x) / temperature, y) / len(batches)
-        return torch.autograd.grad(loss, weights, create_graph=create_graph)
-
-    g = [torch.zeros_like(w) for w in weights]
-    for x, y in batches:
-        for acc, grad in zip(g, mean_loss_grads(x, y, False)):
-            acc += grad
-    # Data-parallel: every rank scores its own batches; the global g, then the global H g (the
-    # mean of the ranks' H_r g), so that all ranks cut the same connections.
-    g = [distributed.all_reduce_mean(gi) for gi in g]
-    hg = [torch.zeros_like(w) for w in weights]
-    for x, y in batches:
-        grads = mean_loss_grads(x, y, True)
-        z = sum((gi * grad).sum() for gi, grad in zip(g, grads))  # gᵀ ∇L, g constant
-        for acc, h in zip(hg, torch.autograd.grad(z, weights)):
-            acc += h
-    return g, [distributed.all_reduce_mean(h) for h in hg]
+        # Data-parallel: the global g first (reduced in ``gradients``), then the global H g.
+        g = batches.gradients(weights, logits=logits)
+        hg = [torch.zeros_like(w, dtype=torch.float64) for w in weights]
+        for _, loss in batches.losses(logits=logits):
+            grads = torch.autograd.grad(loss, weights, create_graph=True)
+            z = sum((gi * grad).sum() for gi, grad in zip(g, grads))  # gᵀ ∇L, g constant
+            for acc, h in zip(hg, torch.autograd.grad(z, weights)):
+                acc += h
+    return g, [batches.reduce(h).to(w.dtype) for h, w in zip(hg, weights)]
 
 
 @register
@@ -89,33 +79,18 @@ class Grasp(Method):
     # It scores the initialization it then trains (see Method.scores_initial_weights).
     scores_initial_weights = True
 
-    def __init__(self, params, engine, **kwargs):
-        super().__init__(params, engine, **kwargs)
-        self.scored_examples = 0
-
     @classmethod
     def validate(cls, params, cfg):
         require_masked_engine(cfg, cls.name)
 
     def scores(self, ctx) -> dict[str, torch.Tensor]:
         """S = −θ ⊙ Hg per prunable layer."""
-        model, layers = ctx.model, self.engine.layers
-        with restored_state(model):
-            model.train()
-            if self.params.score_samples_per_class:  # counted by the score-batch facility
-                batches = ctx.score_batches(SCORE_COST * ctx.scoring.flop_model.dense_forward())
-            else:
-                batches = score_batches(ctx, self.params.batches, self.name)
-                self.scored_examples += sum(y.numel() for _, y in batches)
-            _, hg = gradient_and_hessian_gradient(model, ctx.loss_fn, batches,
-                                                  [layer.weight for layer in layers],
-                                                  self.params.temperature)
-            model.zero_grad(set_to_none=True)
+        layers = self.engine.layers
+        batches = ctx.score_batches(lambda f: SCORE_COST * f.dense_forward(), count=self.params.batches)
+        _, hg = gradient_and_hessian_gradient(batches, [layer.weight for layer in layers],
+                                              self.params.temperature)
         return {layer.name: -(layer.weight.detach() * h) for layer, h in zip(layers, hg)}
 
     def init_masks(self, ctx):
         # Keep the smallest S: the largest −S.
         keep_target_globally(self.engine, {n: -s for n, s in self.scores(ctx).items()})
-
-    def init_flops(self, flops):
-        return SCORE_COST * flops.dense_forward() * self.scored_examples

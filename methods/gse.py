@@ -24,14 +24,24 @@ When: with ``score_samples_per_class: 0`` the capture hooks are armed in ``befor
 of update steps only; the update runs after that step's optimizer step (``after_step``), so it
 works the same on an engine that computes only active-weight gradients, and grown connections
 first train on the next batch. With ``score_samples_per_class`` > 0 (the authors' protocol:
-10) steps 1-2 use ⌈n·classes/batch⌉ separate score batches (:mod:`sparsebench.score_batches`),
-captured batch by batch and summed over them, and the update runs before the step's forward
-pass; the step then trains the new topology, as the authors' ``our_training.py`` does (their
-Algorithm 2 replaces that SGD step; their code takes it).
+10) steps 1-2 use ⌈n·classes/batch⌉ separate score batches (:mod:`sparsebench.scoring`), and
+the update runs before the step's forward pass; the step then trains the new topology, as the
+authors' ``our_training.py`` does (their Algorithm 2 replaces that SGD step; their code takes it).
 
-Data-parallel runs: every rank draws the same candidates (same generator, and sampling weights
-all-reduced in :mod:`sparsebench.sparsity.sampling`), and the candidates' gradients are averaged
-over the ranks before the top-k, so every rank grows and prunes the same connections.
+Streamed: the score batches are captured one at a time and what the update needs is summed
+over them (float64), each layer's captured tensors dropped as soon as its share is added, so
+an update holds one batch's activations and the sums, whatever the number of batches. The
+candidates of grabo and graest are drawn from statistics of the same batches whose gradients
+they need, so those samplers take two passes over the batches: pass 1 sums the statistics,
+the candidates are drawn, pass 2 (the same batches, the same dropout draws) sums their
+gradients; uniform draws its candidates first and takes one pass. The second pass costs one
+more forward and backward per scored example, 3·f_S, counted with the scoring FLOPs. (With the
+step's own batch the captured batch serves both, in one pass.)
+
+Data-parallel runs: every rank draws the same candidates (same generator, and the statistics
+all-reduced), each rank scores its share of the score batches (or of the step's batch), and
+the candidates' gradients are all-reduced before the top-k, so every rank grows and prunes
+the same connections as one process.
 
 Engine primitives used (flat indices and values only; never a tensor of a weight's shape):
 ``active_indices``, ``active_values``, ``is_active``, ``inactive_indices`` (only for layers at
@@ -43,7 +53,8 @@ Cost per example (Evci et al. 2020 accounting): 3·f_S every step; on an update 
 2·L_l·|C_l| per layer for the candidate gradients (a multiply and an add per candidate and
 output position L_l) and, for grabo and graest, (fan_in_l + out_l)·L_l for the sampling
 distributions, per example of the step's batch or, with score batches, per scored example
-(each of which also costs a forward and backward pass, 3·f_S). Drawing the samples,
+(each of which also costs a forward and backward pass, 3·f_S, and for grabo and graest a
+second one). Drawing the samples,
 deduplication and top-k are not counted (no
 multiply-adds, as RigL leaves out its own top-k).
 """
@@ -51,15 +62,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from sparsebench import distributed
 from sparsebench.config import choice, positive
 from sparsebench.methods import Method, register
-from sparsebench.score_batches import score_samples_param
+from sparsebench.scoring import score_samples_param
 from sparsebench.sparsity.dst import (ScheduledUpdates, drop_fraction_param, drop_schedule_param,
                                       end_param, grow_then_prune, interval_param, scope_param,
                                       start_param)
-from sparsebench.sparsity.sampling import (SAMPLERS, ActivationCapture, candidate_gradient_flops,
-                                           candidate_gradients, concat_captures, sample_candidates)
+from sparsebench.sparsity.samplers import SAMPLERS, LayerPlan, gradient_reduce
+from sparsebench.sparsity.sampling import (ActivationCapture, CandidateGradients,
+                                           candidate_gradient_flops)
 
 # At this density or above, every inactive connection of the layer is a candidate (the authors'
 # ``sample_gradient_masks``: sparsity <= 0.5).
@@ -90,6 +104,7 @@ class Gse(ScheduledUpdates, Method):
         super().__init__(params, engine, **kwargs)
         self.sampler = SAMPLERS[params.sampler]
         self.capture = ActivationCapture(engine.layers)
+        self._positions: dict[str, int] = {}   # output positions per example, by layer
         self._update_cost: tuple[int, float] | None = None   # (step, extra FLOPs per example)
 
     @property
@@ -102,43 +117,53 @@ class Gse(ScheduledUpdates, Method):
         elif self.schedule.is_update(ctx.step):
             self.capture.arm()
 
-    def _score_captures(self, ctx):
-        """Inputs and output gradients of every layer over the score batches, batch by batch
-        (a layer runs once per forward pass), joined along the batch dimension."""
-        batches, snapshots = ctx.score_batches(), []
-        try:
-            ctx.scoring.backward(ctx.model, batches, before_each=lambda i: self.capture.arm(),
-                                 after_each=lambda i: snapshots.append(self.capture.snapshot()))
-        finally:
-            self.capture.clear()
-        for p in ctx.model.parameters():  # only the captured tensors are used
-            p.grad = None
-        return concat_captures(snapshots), sum(int(y.numel()) for _, y in batches)
-
     def update(self, ctx, drop_fraction):
-        engine, gen = self.engine, self.generator
-        candidates, scores, extra = {}, {}, 0.0
+        engine, sampler = self.engine, self.sampler
+        layers = engine.layers
+        # Layers whose candidates are drawn (the others take every inactive connection).
+        draws = {layer.name: int(self.params.subset_factor * layer.n_active())
+                 for layer in layers if layer.n_active() < ALL_CANDIDATES_DENSITY * layer.numel}
         if self.params.score_samples_per_class:
-            captures, scored = self._score_captures(ctx)
-        else:
-            captures, scored = self.capture, 0
-        try:
-            for layer in engine.layers:                                          # step 1
-                cap = captures[layer.name]
-                if layer.n_active() >= ALL_CANDIDATES_DENSITY * layer.numel:
-                    cands = layer.inactive_indices()
-                else:
-                    p_out, p_in = self.sampler.weights(layer, cap, gen)
-                    n = int(self.params.subset_factor * layer.n_active())
-                    cands = sample_candidates(layer, p_out, p_in, n, gen)
-                    extra += self.sampler.flops(layer, cap.positions)
-                candidates[layer.name] = cands
-                # Data-parallel: the global batch's gradient, the mean of the ranks' (as DDP's).
-                grads = distributed.all_reduce_mean(candidate_gradients(cap, cands))
-                scores[layer.name] = grads.abs()                                  # step 2
-                extra += candidate_gradient_flops(cands.numel(), cap.positions)
-        finally:
-            self.capture.clear()
+            batches = ctx.score_batches()
+            idle_ranks = len(batches) < distributed.current().size   # some score no batch
+            shape = dict(whole=True, batches=len(batches), rows=ctx.scoring.batch_size)
+            stats = None
+            if sampler.needs_batches and draws:                    # pass 1: the statistics
+                for i in self._pass(batches):
+                    if stats is None:
+                        stats = self._statistics(draws, **shape)
+                    self._visit(lambda name, cap: stats.add(name, cap, i) if name in draws else None)
+                if idle_ranks:
+                    self._share_positions()
+                if stats is None:
+                    stats = self._statistics(draws, **shape)
+                # The second pass: one more forward and backward per scored example.
+                ctx.scoring.add_flops(3.0 * ctx.scoring.flop_model.sparse_forward() * batches.examples)
+            else:
+                stats = sampler.statistics([], self.generator, **shape)
+            candidates = self._candidates(stats, draws)                        # step 1
+            grads = CandidateGradients(candidates, gradient_reduce(True))     # step 2: a pass
+            for _ in self._pass(batches):
+                self._visit(grads.add)
+            if idle_ranks:
+                self._share_positions()
+        else:  # this step's batch, captured in its forward and backward: this rank's share
+            try:
+                rows = self.capture[layers[0].name].batch * distributed.current().size
+                stats = self._statistics(draws, whole=False, batches=1, rows=rows)
+                if sampler.needs_batches:
+                    self._visit(lambda name, cap: stats.add(name, cap, 0) if name in draws else None,
+                                release=False)
+                candidates = self._candidates(stats, draws)                    # step 1
+                grads = CandidateGradients(candidates, gradient_reduce(False))  # step 2
+                self._visit(grads.add)
+            finally:
+                self.capture.clear()
+        scores = {layer.name: grads.total(layer.name).abs() for layer in layers}
+        extra = sum(sampler.flops(layer, self._positions[layer.name]) for layer in layers
+                    if layer.name in draws)
+        extra += sum(candidate_gradient_flops(candidates[layer.name].numel(),
+                                              self._positions[layer.name]) for layer in layers)
         if self.params.scope == "global":                                         # step 3
             n_grow = int(drop_fraction * sum(layer.n_active() for layer in engine.layers))
             picks = engine.global_largest(scores, n_grow)
@@ -153,10 +178,58 @@ class Gse(ScheduledUpdates, Method):
         grow_then_prune(engine, grown, budget)                                    # step 4
         if self.params.scope == "global":
             engine.adopt_current_counts()
-        if scored:   # extra per scored example, on top of their forward and backward
-            ctx.scoring.add_flops(extra * scored)
+        if self.params.score_samples_per_class:   # per scored example, on top of its passes
+            ctx.scoring.add_flops(extra * batches.examples)
         else:
             self._update_cost = (ctx.step, extra)
+
+    # ---- the pieces of an update ----------------------------------------------------------------
+    def _pass(self, batches):
+        """One pass over the score batches: yields the global index of each of this rank's
+        batches once it has run forward and backward with the capture armed; the captured
+        tensors are dropped before the next. Every pass sees the same batches and dropout."""
+        self.capture.arm()
+        try:
+            for i, loss in batches.losses(replay=True):
+                loss.backward()
+                yield i
+                self.capture.reset()
+        finally:
+            self.capture.clear()
+            for p in batches.model.parameters():  # only the captured tensors are used
+                p.grad = None
+
+    def _visit(self, add, release=True):
+        """``add(name, capture)`` for every layer of the batch just captured, in layer order,
+        dropping each layer's tensors once added (one batch's activations at a time)."""
+        for layer in self.engine.layers:
+            cap = self.capture[layer.name]
+            self._positions[layer.name] = cap.positions
+            add(layer.name, cap)
+            if release:
+                cap.release()
+
+    def _share_positions(self):
+        """Every layer's output positions on every rank, also on a rank that scored no batch."""
+        names = [layer.name for layer in self.engine.layers]
+        known = torch.tensor([float(self._positions.get(n, 0)) for n in names])
+        self._positions = dict(zip(names, distributed.all_reduce_max(known).long().tolist()))
+
+    def _statistics(self, draws, **kw):
+        """The sampler's empty accumulator; the capture holds a batch, or positions are known."""
+        for layer in self.engine.layers:
+            if self.capture[layer.name].dy is not None:
+                self._positions[layer.name] = self.capture[layer.name].positions
+        layers = {layer.name: layer for layer in self.engine.layers}
+        plans = [LayerPlan(name, layers[name].out_features, layers[name].fan_in, n,
+                           self._positions[name]) for name, n in draws.items()]
+        return self.sampler.statistics(plans, self.generator, **kw)
+
+    def _candidates(self, stats, draws):
+        """Step 1 for every layer, in layer order (the generator's order)."""
+        return {layer.name: (stats.candidates(layer, draws[layer.name], self.generator)
+                             if layer.name in draws else layer.inactive_indices())
+                for layer in self.engine.layers}
 
     def step_flops(self, ctx, flops):
         base = 3.0 * flops.sparse_forward()

@@ -20,9 +20,10 @@ optimizer leaves weights and state untouched). The dense gradient is the one aut
 for the masked weights (∂L/∂(w ⊙ m), RigL's ``compute_gradients`` on the masked weights).
 
 With ``score_samples_per_class`` > 0 the gradient comes from separate score batches
-(:mod:`sparsebench.score_batches`, the GSE authors' protocol) instead: the update runs before
-the step's forward pass and the step then trains the new topology, as the authors'
-``dynamic_sparse_training.py`` does.
+(:mod:`sparsebench.scoring`, the GSE authors' protocol) instead, accumulated batch by batch (the
+memory of one batch; in a data-parallel run each rank scores its share of the batches and the
+sum is all-reduced): the update runs before the step's forward pass and the step then trains
+the new topology, as the authors' ``dynamic_sparse_training.py`` does.
 
 Cost (Evci et al. 2020, App. H): 3·f_S per example, and 2·f_S + f_D on an update step (forward
 and input-gradient backward at the sparse cost, the weight gradient dense); with score batches
@@ -33,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sparsebench.methods import Method, register
-from sparsebench.score_batches import score_samples_param
+from sparsebench.scoring import score_samples_param
 from sparsebench.sparsity.dst import (ScheduledUpdates, drop_fraction_param, drop_schedule_param,
                                       end_param, interval_param, regrow_dropped_param,
                                       replace_smallest, scope_param, start_param)
@@ -62,11 +63,14 @@ class RigL(ScheduledUpdates, Method):
         return "before_forward" if self.params.score_samples_per_class else "after_backward"
 
     def update(self, ctx, drop_fraction):
+        layers = self.engine.layers
         if self.params.score_samples_per_class:
-            flops = ctx.scoring.flop_model
-            batches = ctx.score_batches(2.0 * flops.sparse_forward() + flops.dense_forward())
-            ctx.scoring.backward(ctx.model, batches)
-        grads = {layer.name: layer.weight.grad.abs() for layer in self.engine.layers}
+            batches = ctx.score_batches(lambda f: 2.0 * f.sparse_forward() + f.dense_forward())
+            grads = dict(zip([layer.name for layer in layers],
+                             batches.gradients([layer.weight for layer in layers])))
+        else:   # this step's gradient (DDP's, the global batch's)
+            grads = {layer.name: layer.weight.grad for layer in layers}
+        grads = {name: g.abs() for name, g in grads.items()}
         replace_smallest(self.engine, drop_fraction, scope=self.params.scope,
                          regrow_dropped=self.params.regrow_dropped, grow_scores=grads)
         for p in ctx.model.parameters():  # this step's update is the topology change (see above)

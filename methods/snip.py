@@ -4,28 +4,29 @@ At initialization, with every connection active:
 
     1. g = ∂L/∂w on ``batches`` training batches (the mean loss over them), or, with
        ``score_samples_per_class`` > 0, on ⌈n·classes/batch⌉ separate score batches
-       (:mod:`sparsebench.score_batches`; the GSE authors' protocol: n = 10);
+       (:mod:`sparsebench.scoring`; the GSE authors' protocol: n = 10);
     2. s = |g ⊙ w|, the connection sensitivity (Eq. 6; its normalization does not change ranks);
     3. keep the top-k of s over all prunable layers at once, k = the run's target number of
        active connections; the layers' shares follow from the scores, not from a distribution;
     4. train the resulting topology unchanged (static).
 
 The scoring forward passes run in training mode; the model's buffers (e.g. batch-norm running
-statistics) are restored afterwards so scoring leaves no trace but the masks. In a data-parallel
-run each rank scores its share of the batches and the gradients are averaged over the ranks
-before the top-k, so every rank keeps the same connections as one process would.
+statistics) are restored afterwards so scoring leaves no trace but the masks. The gradient is
+accumulated batch by batch; in a data-parallel run each rank scores its share of the batches
+and the gradient is all-reduced before the top-k, so every rank keeps the same connections as
+one process would (:mod:`sparsebench.scoring`).
+
+Cost: one dense forward and backward per scored example, 3·f_D, counted by the run's scoring
+facility.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import islice
-
 import torch
 
-from sparsebench import distributed
 from sparsebench.config import positive
 from sparsebench.methods import Method, register
-from sparsebench.score_batches import backward_on, score_samples_param
+from sparsebench.scoring import score_samples_param
 from sparsebench.sparsity.engine import keep_target_globally
 
 
@@ -44,34 +45,10 @@ class Snip(Method):
     default_distribution = "uniform"
     scores_initial_weights = True
 
-    def __init__(self, params, engine, **kwargs):
-        super().__init__(params, engine, **kwargs)
-        self.scored_examples = 0
-
     def init_masks(self, ctx):
-        model, engine = ctx.model, self.engine
-        if self.params.score_samples_per_class:   # counted by the score-batch facility
-            batches = ctx.score_batches()
-        else:
-            batches = list(islice(ctx.train_batches(), self.params.batches))
-            self.scored_examples += sum(y.numel() for _, y in batches) * distributed.current().size
-        if not batches:
-            raise RuntimeError("snip: the training set yields no batch to score on")
-        backward_on(model, ctx.loss_fn, batches)
+        layers = self.engine.layers
+        batches = ctx.score_batches(count=self.params.batches)   # 3·f_D per example: all active
+        grads = batches.gradients([layer.weight for layer in layers])
         with torch.no_grad():
-            scores = {layer.name: (distributed.all_reduce_mean(layer.weight.grad) * layer.weight).abs()
-                      for layer in engine.layers}
-        model.zero_grad(set_to_none=True)
-        keep_target_globally(engine, scores)
-
-    def init_flops(self, flops):
-        """One dense forward and backward per scored example: 3·f_D each (score batches are
-        counted by their facility)."""
-        return 3.0 * flops.dense_forward() * self.scored_examples
-
-    def state_dict(self):
-        return {**super().state_dict(), "scored_examples": self.scored_examples}
-
-    def load_state_dict(self, state):
-        super().load_state_dict(state)
-        self.scored_examples = state["scored_examples"]
+            scores = {layer.name: (g * layer.weight).abs() for layer, g in zip(layers, grads)}
+        keep_target_globally(self.engine, scores)

@@ -215,6 +215,11 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     return _reduce(t, dist.ReduceOp.SUM).div_(world.size)
 
 
+def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
+    """The elementwise maximum of ``t`` over all ranks (``t`` itself with one rank)."""
+    return _reduce(t, dist.ReduceOp.MAX)
+
+
 def any_rank(flag: torch.Tensor | bool) -> bool:
     """Whether ``flag`` holds on any rank (every rank gets the same answer)."""
     if current().size == 1:

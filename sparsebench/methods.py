@@ -27,7 +27,6 @@ import os
 import sys
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
@@ -36,11 +35,12 @@ from torch import nn
 
 from . import paths
 from .config import ConfigError
+from .scoring import ScoreDraw, first_batches
 from .sparsity.engine import SparsityEngine
 
 if TYPE_CHECKING:
     from .flops import FlopModel
-    from .score_batches import ScoreBatches
+    from .scoring import Cost, ScoreBatches
 
 
 @dataclass
@@ -60,14 +60,14 @@ class StepContext:
     batch: tuple[torch.Tensor, torch.Tensor] | None = None
     loss: torch.Tensor | None = None
     round: int = 0         # index of the round (only methods with rounds() > 1 see others)
-    scoring: "ScoreBatches | None" = None   # the run's score batches (sparsebench.score_batches)
+    scoring: "ScoreBatches | None" = None   # the run's score batches (sparsebench.scoring)
 
-    def score_batches(self, flops_per_example: float | None = None) -> list:
-        """The batches this step's scores use: with ``method.score_samples_per_class`` > 0,
-        fresh ones from the run's separate score stream (their FLOPs counted, 3·f_S per example
-        unless ``flops_per_example`` says otherwise); with 0, the step's own batch."""
-        if self.scoring is None or self.scoring.n_batches == 0:
-            return [self.batch]
+    def score_batches(self, flops_per_example: "Cost" = None) -> "ScoreDraw":
+        """Fresh batches from the run's separate score stream for this step's scores (with
+        ``method.score_samples_per_class`` > 0), their FLOPs counted: 3·f_S per example unless
+        ``flops_per_example`` says otherwise."""
+        if self.scoring is None:
+            raise RuntimeError("score batches: this context has no scoring facility")
         return self.scoring.draw(self.step, flops_per_example)
 
 
@@ -80,17 +80,18 @@ class InitContext:
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     scoring: "ScoreBatches | None" = None
 
-    def score_batches(self, flops_per_example: float | None = None) -> list:
+    def score_batches(self, flops_per_example: "Cost" = None, count: int = 1) -> "ScoreDraw":
         """Batches for scores at initialization: with ``method.score_samples_per_class`` > 0,
-        drawn from the run's separate score stream; with 0, the first training batch. Counted
-        like :meth:`StepContext.score_batches` (at initialization the masks are those
-        ``init_masks`` starts from: all active for pruning methods, so 3·f_D)."""
+        drawn from the run's separate score stream; with 0, the first ``count`` training
+        batches. Counted like :meth:`StepContext.score_batches` (at initialization the masks
+        are those ``init_masks`` starts from: all active for pruning methods, so 3·f_D).
+        Scored in full precision."""
         if self.scoring is not None and self.scoring.n_batches:
-            return self.scoring.draw(-1, flops_per_example)
-        batches = list(islice(self.train_batches(), 1))
+            return self.scoring.draw(-1, flops_per_example, autocast=False)
+        draw = first_batches(self.train_batches, count, model=self.model, loss_fn=self.loss_fn)
         if self.scoring is not None:
-            self.scoring.count(batches, flops_per_example)
-        return batches
+            self.scoring.count(draw.examples, flops_per_example)
+        return draw
 
 
 def require_masked_engine(cfg: Any, method: str) -> None:

@@ -31,6 +31,9 @@ METHODS = {
     "rigl": ["method.name=rigl", "method.interval=5"],
     "gse_uniform": ["method.name=gse", "method.interval=5", "method.sampler=uniform"],
     "gse_grabo": ["method.name=gse", "method.interval=5", "method.sampler=grabo"],
+    # 3 score batches of 128: rank 0 scores two, rank 1 one (sparsebench.scoring).
+    "gse_graest_score_batches": ["method.name=gse", "method.interval=5", "method.sampler=graest",
+                                 "method.score_samples_per_class=30"],
 }
 # GraBo draws its candidates from probabilities made of the batch's activations: float32 rounding
 # (DDP averages two half-batch gradients where one process sums one batch) moves a few draws
@@ -214,7 +217,9 @@ def _gse_scores(rank: int, world_size: int, port: int, out: str) -> dict:
     from torch import nn
 
     from sparsebench.sparsity import SparsityEngine
-    from sparsebench.sparsity.sampling import SAMPLERS, ActivationCapture, candidate_gradients
+    from sparsebench.sparsity.sampling import ActivationCapture, candidate_gradients
+
+    from .test_sampling import one_batch_weights
 
     if world_size > 1:
         torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}",
@@ -234,7 +239,7 @@ def _gse_scores(rank: int, world_size: int, port: int, out: str) -> dict:
     for layer in engine.layers:
         cap = capture[layer.name]
         for name in ("grabo", "graest"):
-            p_out, p_in = SAMPLERS[name].weights(layer, cap, torch.Generator().manual_seed(3))
+            (p_out, p_in), _ = one_batch_weights(name, layer, cap, torch.Generator().manual_seed(3))
             scores[f"{layer.name}/{name}/out"], scores[f"{layer.name}/{name}/in"] = p_out, p_in
         cands = layer.inactive_indices()
         scores[f"{layer.name}/grad"] = distributed.all_reduce_mean(candidate_gradients(cap, cands))

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 
 import pytest
 import torch
 from torch import nn
 
 from sparsebench import methods
+from sparsebench.data import TensorLoader
 from sparsebench.methods import InitContext, StepContext
+from sparsebench.scoring import ScoreBatches
 from sparsebench.sparsity import SparsityEngine
 from sparsebench.training import training_step
 
@@ -252,7 +253,12 @@ def test_snip_keeps_the_global_top_k_of_gradient_times_weight():
     k = sum(layer.target_active for layer in engine.layers)
     snip = methods.get("snip")
     method = snip(snip.Params(), engine, total_steps=10, steps_per_epoch=10, seed=0)
-    method.init_masks(InitContext(model, lambda: iter([(x, y)]), nn.functional.cross_entropy))
+    fake_flops = type("F", (), {"dense_forward": lambda self: 7.0, "sparse_forward": lambda self: 7.0})()
+    scoring = ScoreBatches(TensorLoader(x, y, 16, shuffle=False, drop_last=True), model=model,
+                           samples_per_class=0, num_classes=5, seed=0, flop_model=fake_flops,
+                           loss_fn=nn.functional.cross_entropy)
+    method.init_masks(InitContext(model, lambda: iter([(x, y)]), nn.functional.cross_entropy,
+                                  scoring=scoring))
     kept = torch.cat([layer.mask.flatten() for layer in engine.layers])
     assert set(kept.nonzero().squeeze(1).tolist()) == set(torch.topk(scores, k).indices.tolist())
     for layer in engine.layers:
@@ -261,7 +267,7 @@ def test_snip_keeps_the_global_top_k_of_gradient_times_weight():
     assert torch.equal(model[1].running_mean, running)  # scoring leaves no trace in buffers
     for p, ref in zip(model.parameters(), reference):
         assert p.grad is None
-    assert method.init_flops(type("F", (), {"dense_forward": lambda self: 7.0})()) == 3 * 7.0 * 16
+    assert scoring.take_flops() == 3 * 7.0 * 16   # a dense forward and backward per example
 
 
 # ---- magnitude -----------------------------------------------------------------------------------
@@ -320,7 +326,7 @@ def test_gse_grows_the_largest_sampled_gradients_and_prunes_back(scope, sampler,
                                                  interval=5, end=0.7, sampler=sampler, scope=scope,
                                                  drop_fraction=0.4)
     # Record the candidate sets the method draws (the dense-layer rule: all inactive ones).
-    module = sys.modules[type(method).__module__]
+    from sparsebench.sparsity import samplers as module
     drawn = {}
 
     sample = module.sample_candidates

@@ -12,7 +12,9 @@ from torch.func import functional_call
 
 from sparsebench import methods
 from sparsebench.flops import FlopModel
+from sparsebench.data import TensorLoader
 from sparsebench.methods import InitContext
+from sparsebench.scoring import ScoreBatches
 from sparsebench.sparsity import SparsityEngine
 
 from .bad_config import assert_exits_2_naming
@@ -84,11 +86,15 @@ def test_grasp_leaves_buffers_and_counts_its_scoring_flops():
     engine, grasp = _method("grasp", model, 0.2, batches=2)
     batches = [(torch.randn(5, 8), torch.randint(0, 3, (5,))) for _ in range(3)]
     flops = FlopModel(model, engine, (8,))
-    grasp.init_masks(_ctx(model, batches))
+    scoring = ScoreBatches(TensorLoader(torch.zeros(5, 1, 1, 8), torch.zeros(5, dtype=torch.long), 5,
+                                        shuffle=False, drop_last=True),
+                           model=model, samples_per_class=0, num_classes=3, seed=0, flop_model=flops,
+                           loss_fn=nn.functional.cross_entropy)
+    grasp.init_masks(InitContext(model, lambda: iter(batches), nn.functional.cross_entropy, scoring=scoring))
     engine.apply_masks()
     assert all(torch.equal(b, buffers[n]) for n, b in model.named_buffers())
     assert engine.global_density() == pytest.approx(engine.target_density())
-    assert grasp.init_flops(flops) == 9.0 * flops.dense_forward() * 10  # two batches of 5
+    assert scoring.take_flops() == 9.0 * flops.dense_forward() * 10  # two batches of 5
 
 
 def test_grasp_scores_a_vit_whose_attention_kernel_has_no_double_backward():

@@ -8,11 +8,12 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from sparsebench import methods
+from sparsebench import distributed, methods
 from sparsebench.methods import StepContext
 from sparsebench.sparsity import SparsityEngine
-from sparsebench.sparsity.sampling import (SAMPLERS, ActivationCapture, GraEst, candidate_gradients,
-                                           sample_candidates, sample_pairs)
+from sparsebench.sparsity.samplers import SAMPLERS, LayerPlan
+from sparsebench.sparsity.sampling import (ActivationCapture, candidate_gradients, sample_candidates,
+                                           sample_pairs)
 
 
 class Tokens(nn.Module):
@@ -82,6 +83,20 @@ def test_candidates_are_distinct_inactive_connections():
     assert 0 < cands.numel() < 60  # repeats and active draws were dropped
 
 
+def one_batch_weights(name, layer, cap, generator, whole=False):
+    """A sampler's (p_out, p_in) for one layer from one captured batch (global batch: the
+    ranks' shares together, ``whole`` False) and, for graest, its signed sums before |.|."""
+    rows = cap.batch * (1 if whole else distributed.current().size)
+    stats = SAMPLERS[name].statistics([LayerPlan(layer.name, layer.out_features, layer.fan_in, 0,
+                                                 cap.positions)],
+                                      generator, whole=whole, batches=1, rows=rows)
+    if SAMPLERS[name].needs_batches:
+        stats.add(layer.name, cap, 0)
+    if name == "graest":   # past the signs, as drawing the layer's candidates leaves it
+        generator.set_state(stats.signs.after[layer.name])
+    return stats.weights(layer), stats
+
+
 def _expected_weights(name, x, dy, signs):
     """Each sampler's definition on a linear layer, written out: rows are examples."""
     if name == "uniform":
@@ -101,10 +116,10 @@ def test_sampler_weights_and_empirical_distribution_match_the_definition(name):
     cap = capture[layer.name]
     gen = torch.Generator().manual_seed(7)
     signs = torch.randint(0, 2, (16, 1), generator=gen.clone_state()).float().mul(2).sub(1)[:, 0]
-    p_out, p_in = SAMPLERS[name].weights(layer, cap, gen)
+    (p_out, p_in), _ = one_batch_weights(name, layer, cap, gen)
     exp_out, exp_in = _expected_weights(name, x, cap.dy, signs)
-    torch.testing.assert_close(p_out, exp_out)
-    torch.testing.assert_close(p_in, exp_in)
+    torch.testing.assert_close(p_out.float(), exp_out)   # summed in float64
+    torch.testing.assert_close(p_in.float(), exp_in)
     # Empirical frequencies of n draws against p_out(i)·p_in(j), within 5 standard errors.
     n = 100_000
     rows, cols = sample_pairs(p_out, p_in, n, torch.Generator().manual_seed(3))
@@ -127,8 +142,8 @@ def test_graest_sketch_is_unbiased_for_conv_layers():
     draws = 4000
     mean = torch.zeros_like(dense)
     for _ in range(draws):
-        s_out, s_in = GraEst.sketch(capture[layer.name], gen)
-        mean += torch.outer(s_out, s_in) / draws
+        _, stats = one_batch_weights("graest", layer, capture[layer.name], gen)
+        mean += torch.outer(stats.out[layer.name], stats.inp[layer.name]).float() / draws
     # Standard error of the estimate: about ||dY|| ||U|| / sqrt(draws) per entry.
     assert (mean - dense).abs().max() < 0.15 * dense.abs().max()
     assert torch.corrcoef(torch.stack([mean.flatten(), dense.flatten()]))[0, 1] > 0.97

@@ -1,6 +1,7 @@
 """Score batches (``method.score_samples_per_class``): ⌈n·classes/batch⌉ separate batches from a
 stream of their own, for GSE's, RigL's and SNIP's scores; the training data order unchanged;
-their FLOPs counted; the optimizer and the model's buffers untouched."""
+their FLOPs counted; the optimizer and the model's buffers untouched. (Streaming, equality with
+the unstreamed update and rank sharing: tests/test_streamed_scoring.py.)"""
 from __future__ import annotations
 
 import math
@@ -13,9 +14,8 @@ from sparsebench import methods, resolve
 from sparsebench.data import TensorLoader
 from sparsebench.flops import FlopModel
 from sparsebench.methods import InitContext, StepContext
-from sparsebench.score_batches import ScoreBatches, backward_on
+from sparsebench.scoring import ScoreBatches
 from sparsebench.sparsity import SparsityEngine
-from sparsebench.sparsity.sampling import candidate_gradients
 from sparsebench.training import Trainer
 
 from .test_data import make_cifar100
@@ -73,7 +73,7 @@ def test_an_update_uses_exactly_eight_extra_batches_and_leaves_the_training_orde
     stream = scoring._stream = CountingStream(scoring.stream)
     draws, step_costs, score_flops = [], [], []
     count = scoring.count
-    scoring.count = lambda batches, fpe=None: (draws.append((len(batches), fpe)), count(batches, fpe))[1]
+    scoring.count = lambda examples, fpe=None: (draws.append((examples // BATCH, fpe)), count(examples, fpe))[1]
     take = scoring.take_flops
     scoring.take_flops = lambda: (score_flops.append(take()), score_flops[-1])[1]
     step_flops = trainer.method.step_flops
@@ -84,13 +84,14 @@ def test_an_update_uses_exactly_eight_extra_batches_and_leaves_the_training_orde
     updates = trainer.method.schedule.update_steps()
     assert updates == [3, 7]
     assert [n for n, _ in draws] == [8] * len(updates)           # exactly 8 batches per update
-    assert stream.yielded == 8 * len(updates)
+    passes = 2 if method == "gse" else 1     # GraBo: statistics, then the candidates' gradients
+    assert stream.yielded == 8 * passes * len(updates)
     assert scoring.examples == 8 * BATCH * len(updates)
     # every FLOP the facility counted reached the run's total, and nothing else did
     assert trainer.progress.train_flops == pytest.approx(BATCH * sum(step_costs) + sum(score_flops))
     assert sum(score_flops) > 0
     if method == "rigl":   # each scored example costs its dense weight gradient: 2·f_S + f_D
-        assert all(fpe > trainer.flop_model.dense_forward() for _, fpe in draws)
+        assert all(fpe(trainer.flop_model) > trainer.flop_model.dense_forward() for _, fpe in draws)
     else:                  # GSE: a forward and backward at the masks (3·f_S), plus candidates
         assert all(fpe is None for _, fpe in draws)
 
@@ -104,10 +105,12 @@ def test_an_update_uses_exactly_eight_extra_batches_and_leaves_the_training_orde
 
 def test_score_batches_differ_between_steps_and_replay_on_resume(tmp_path):
     trainer = _trainer(tmp_path, "rigl", score_samples_per_class=10)
-    a = trainer.scoring.draw(3)
-    b = trainer.scoring.draw(7)
-    c = trainer.scoring.draw(7)                                   # a second draw in one step
-    again = _trainer(tmp_path, "rigl", score_samples_per_class=10).scoring.draw(3)
+    def batches(draw):
+        return [batch for _, batch in draw]
+    a = batches(trainer.scoring.draw(3))
+    b = batches(trainer.scoring.draw(7))
+    c = batches(trainer.scoring.draw(7))                          # a second draw in one step
+    again = batches(_trainer(tmp_path, "rigl", score_samples_per_class=10).scoring.draw(3))
     assert len(a) == 8 and all(x.shape[0] == BATCH for x, _ in a)
     assert not torch.equal(a[0][1], b[0][1]) and not torch.equal(b[0][1], c[0][1])
     assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, again))
@@ -126,6 +129,12 @@ def _small_setup(num_classes=100, n=6 * BATCH):
     return model, loader
 
 
+def _scoring(model, loader, engine, **kw):
+    return ScoreBatches(loader, model=model, samples_per_class=10, num_classes=100, seed=0,
+                        flop_model=FlopModel(model, engine, (1, 3, 4)),
+                        loss_fn=nn.functional.cross_entropy, **kw)
+
+
 def test_scoring_never_touches_the_optimizer_or_the_buffers():
     model, loader = _small_setup()
     engine = SparsityEngine.for_model(model, 0.3, "uniform")
@@ -133,51 +142,38 @@ def test_scoring_never_touches_the_optimizer_or_the_buffers():
     engine.apply_masks()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    scoring = ScoreBatches(loader, samples_per_class=10, num_classes=100, seed=0,
-                           flop_model=FlopModel(model, engine, (1, 3, 4)), loss_fn=nn.functional.cross_entropy)
-    batches = scoring.draw(0)
-    scoring.backward(model, batches)
+    draw = _scoring(model, loader, engine).draw(0)
+    weights = [p for p in model.parameters()]
+    grads = draw.gradients(weights)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())  # BN stats too
-    assert not optimizer.state
-    # the gradient is that of the mean loss over the batches
-    grads = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad()
+    assert not optimizer.state and all(p.grad is None for p in weights)
+    # the gradient is that of the mean loss over the batches, the same batches every pass
     model.train()
-    for x, y in batches:
-        (nn.functional.cross_entropy(model(x), y) / len(batches)).backward()
+    for _, (x, y) in draw:
+        (nn.functional.cross_entropy(model(x), y) / len(draw)).backward()
     assert all(torch.allclose(g, p.grad, atol=1e-6) for g, p in zip(grads, model.parameters()))
 
 
-def test_gse_candidate_gradients_are_the_dense_gradient_over_all_score_batches():
+def test_a_draw_loads_one_batch_at_a_time_and_the_same_ones_every_pass():
     model, loader = _small_setup()
     engine = SparsityEngine.for_model(model, 0.3, "uniform")
-    cls = methods.get("gse")
-    method = cls(cls.Params(score_samples_per_class=10, interval=1), engine, total_steps=10,
-                 steps_per_epoch=5, seed=0)
-    method.init_masks(None)
-    engine.apply_masks()
-    scoring = ScoreBatches(loader, samples_per_class=10, num_classes=100, seed=0,
-                           flop_model=FlopModel(model, engine, (1, 3, 4)), loss_fn=nn.functional.cross_entropy)
-    ctx = StepContext(step=0, epoch=0, total_steps=10, steps_per_epoch=5, model=model, scoring=scoring)
-    captures, scored = method._score_captures(ctx)
-    assert scored == 8 * BATCH
-    # the dense gradient over the same 8 batches (the stream replays a step's draw)
-    scoring._last_step = None
-    backward_on(model, nn.functional.cross_entropy, scoring.draw(0))
-    for layer in engine.layers:
-        cap = captures[layer.name]
-        assert cap.x.shape[0] == 8 * BATCH
-        flat = layer.inactive_indices()[:50]
-        dense = layer.weight.grad.view(-1)[flat]
-        assert torch.allclose(candidate_gradients(cap, flat), dense, atol=1e-5)
+    scoring = _scoring(model, loader, engine)
+    stream = scoring._stream = CountingStream(scoring.stream)
+    draw = scoring.draw(0)
+    assert stream.yielded == 0                                    # nothing loaded yet
+    first = []
+    for i, (_, y) in draw:
+        assert stream.yielded == i + 1                            # loaded as it is scored
+        first.append(y)
+    second = [y for _, (_, y) in draw]
+    assert len(first) == 8 and all(torch.equal(a, b) for a, b in zip(first, second))
 
 
 def test_snip_scores_on_score_batches_counted_at_the_dense_cost():
     model, loader = _small_setup()
     engine = SparsityEngine.for_model(model, 0.2, "uniform")
     flop_model = FlopModel(model, engine, (1, 3, 4))
-    scoring = ScoreBatches(loader, samples_per_class=10, num_classes=100, seed=0,
-                           flop_model=flop_model, loss_fn=nn.functional.cross_entropy)
+    scoring = _scoring(model, loader, engine)
     cls = methods.get("snip")
     method = cls(cls.Params(score_samples_per_class=10), engine, total_steps=10, steps_per_epoch=5, seed=0)
     ctx = InitContext(model, lambda: iter(loader), nn.functional.cross_entropy, scoring=scoring)
@@ -185,7 +181,7 @@ def test_snip_scores_on_score_batches_counted_at_the_dense_cost():
     engine.apply_masks()
     assert scoring.examples == 8 * BATCH
     assert scoring.take_flops() == pytest.approx(3 * flop_model.dense_forward() * 8 * BATCH)
-    assert method.init_flops(flop_model) == 0.0             # not counted twice
+    assert method.init_flops(flop_model) == 0.0             # counted once, by the facility
     assert engine.global_density() == pytest.approx(0.2, abs=1e-3)
 
 
@@ -195,8 +191,7 @@ def test_grasp_scores_on_score_batches_counted_at_its_own_cost():
     model, loader = _small_setup()
     engine = SparsityEngine.for_model(model, 0.2, "uniform")
     flop_model = FlopModel(model, engine, (1, 3, 4))
-    scoring = ScoreBatches(loader, samples_per_class=10, num_classes=100, seed=0,
-                           flop_model=flop_model, loss_fn=nn.functional.cross_entropy)
+    scoring = _scoring(model, loader, engine)
     stream = CountingStream(scoring.stream)
     scoring._stream = stream
     first_batches = []
@@ -209,10 +204,10 @@ def test_grasp_scores_on_score_batches_counted_at_its_own_cost():
             yield batch
     method.init_masks(InitContext(model, train_batches, nn.functional.cross_entropy, scoring=scoring))
     engine.apply_masks()
-    assert stream.yielded == 8 and not first_batches   # the score stream, not the training data
+    assert stream.yielded == 16 and not first_batches  # the score stream (g, then Hg), not the training data
     assert scoring.examples == 8 * BATCH
     assert scoring.take_flops() == pytest.approx(9 * flop_model.dense_forward() * 8 * BATCH)
-    assert method.init_flops(flop_model) == 0.0             # not counted twice
+    assert method.init_flops(flop_model) == 0.0             # counted once, by the facility
     assert engine.global_density() == pytest.approx(0.2, abs=1e-3)
     assert resolve.load(None, ["method.name=grasp", "protocol=gse_paper", "model.name=mlp"]
                         ).method.params["score_samples_per_class"] == 10
@@ -230,8 +225,7 @@ def test_gse_with_score_batches_runs_on_the_always_sparse_engine():
     engine.apply_masks()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     engine.attach_optimizer(optimizer)
-    scoring = ScoreBatches(loader, samples_per_class=10, num_classes=100, seed=0,
-                           flop_model=FlopModel(model, engine, (1, 3, 4)), loss_fn=nn.functional.cross_entropy)
+    scoring = _scoring(model, loader, engine)
     before = {layer.name: layer.active_indices().clone() for layer in engine.layers}
     x, y = next(iter(loader))
     ctx = StepContext(step=0, epoch=0, total_steps=10, steps_per_epoch=5, model=model,

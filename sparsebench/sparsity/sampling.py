@@ -16,8 +16,9 @@ the always-sparse layers compute their weight gradient with): no dense gradient 
 built (:func:`candidate_gradients`). Candidate sampling asks the layer which drawn pairs are
 active (``is_active``), so it builds nothing of the weight's size on either engine.
 
-Samplers give p_out (over out) and p_in (over fan_in); a pair is drawn as i ~ p_out, j ~ p_in
-independently, i.e. from the product distribution p_out(i)·p_in(j):
+Samplers (:mod:`sparsebench.sparsity.samplers`) give p_out (over out) and p_in (over fan_in); a
+pair is drawn as i ~ p_out, j ~ p_in independently, i.e. from the product distribution
+p_out(i)·p_in(j):
 
 * ``uniform``: all equal;
 * ``grabo``: p_in[j] = Σ_{b,l} |U[b,j,l]|, p_out[i] = Σ_{b,l} |dY[b,i,l]|, the factors of the
@@ -33,11 +34,11 @@ signs from the method's generator (the sketch needs independent signs per sample
 (3) an all-zero distribution (e.g. a layer whose output gradient vanished) falls back to uniform
 instead of raising.
 
-Data-parallel runs (sparsebench.distributed): each rank captures its share of the global batch,
-so the samplers' statistics are made the global batch's before they are sampled from: input
-sums are summed over the ranks, output-gradient sums averaged (each rank's dY is of its own
-mean loss, as DDP's gradients), and GraEst draws the signs of the whole global batch on every
-rank and uses its share's. Every rank then holds the same p_out, p_in and generator state.
+Data-parallel runs (sparsebench.distributed): each rank captures its share of the global batch
+(or, with score batches, whole batches of its own), so the samplers' statistics are made the
+whole draw's before they are sampled from (:mod:`sparsebench.sparsity.samplers`), and GraEst
+draws the signs of every row of every batch on every rank and uses its own rows'. Every rank
+then holds the same p_out, p_in and generator state.
 """
 from __future__ import annotations
 
@@ -48,7 +49,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import distributed
 from .protocol import PrunableLayer
 from .sparse_conv import SparseConv2d
 from .sparse_linear import csr_row_pointers, sampled_mm
@@ -88,6 +88,10 @@ class LayerCapture:
     @property
     def batch(self) -> int:
         return self.output_grads().shape[0]
+
+    def release(self) -> None:
+        """Drop the captured tensors (once the layer's share of an update is computed)."""
+        self.x = self.dy = self._inputs = None
 
     @property
     def positions(self) -> int:
@@ -131,8 +135,8 @@ class ActivationCapture:
 
     def arm(self) -> None:
         self.remove()
+        self.reset()
         for name, cap in self.layers.items():
-            cap.x = cap.dy = cap._inputs = None
             self._handles.append(cap.module.register_forward_hook(self._forward_hook(cap, name)))
 
     @staticmethod
@@ -154,96 +158,12 @@ class ActivationCapture:
 
     def clear(self) -> None:
         self.remove()
+        self.reset()
+
+    def reset(self) -> None:
+        """Drop the captured tensors and keep the hooks (for the next batch of a pass)."""
         for cap in self.layers.values():
-            cap.x = cap.dy = cap._inputs = None
-
-    def snapshot(self) -> dict[str, LayerCapture]:
-        """The tensors captured by the last pass, detached from this capture (re-arming it
-        keeps them)."""
-        return {name: LayerCapture(cap.module, cap.x, cap.dy) for name, cap in self.layers.items()}
-
-
-def concat_captures(snapshots: list[dict[str, LayerCapture]]) -> dict[str, LayerCapture]:
-    """One capture per layer over several passes (score batches), joined along the batch
-    dimension: sums over rows (the samplers' weights, candidate gradients) then run over all
-    of them, as the authors accumulate over their prune/grow batches."""
-    if len(snapshots) == 1:
-        return snapshots[0]
-    out = {}
-    for name, first in snapshots[0].items():
-        parts = [s[name] for s in snapshots]
-        if any(p.x is None or p.dy is None for p in parts):
-            raise RuntimeError(f"layer {name}: a score batch left no captured input or gradient")
-        out[name] = LayerCapture(first.module, torch.cat([p.x for p in parts]),
-                                 torch.cat([p.dy for p in parts]))
-    return out
-
-
-# ---- samplers ----------------------------------------------------------------------------------
-
-class Sampler:
-    """p_out, p_in (unnormalized, non-negative) from a layer's captured batch."""
-
-    name = ""
-
-    def weights(self, layer: PrunableLayer, cap: LayerCapture,
-                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
-
-    def flops(self, layer: PrunableLayer, positions: int) -> float:
-        """FLOPs per example of computing the weights: one operation per element of U and dY
-        (an absolute value added, or a signed add); uniform costs nothing."""
-        return float((layer.fan_in + layer.out_features) * positions)
-
-
-class Uniform(Sampler):
-    name = "uniform"
-
-    def weights(self, layer, cap, generator):
-        return torch.ones(layer.out_features), torch.ones(layer.fan_in)
-
-    def flops(self, layer, positions):
-        return 0.0
-
-
-class GraBo(Sampler):
-    """The gradient-magnitude bound: p_in ∝ Σ|U|, p_out ∝ Σ|dY| over batch and positions."""
-
-    name = "grabo"
-
-    def weights(self, layer, cap, generator):
-        return (distributed.all_reduce_mean(cap.output_grads().abs().sum((0, 2))),
-                distributed.all_reduce_sum(cap.inputs().abs().sum((0, 2))))
-
-
-class GraEst(Sampler):
-    """The AMS-sketch estimate: p ∝ |Σ_r s_r · row_r| with fresh ±1 signs per (sample, position)."""
-
-    name = "graest"
-
-    def weights(self, layer, cap, generator):
-        sketch_out, sketch_in = self.sketch(cap, generator)
-        return sketch_out.abs(), sketch_in.abs()
-
-    @staticmethod
-    def sketch(cap: LayerCapture, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """(Σ_r s_r dY[r,:], Σ_r s_r U[r,:]) with one fresh sign per row r = (sample, position);
-        their outer product is an unbiased estimate of the gradient G."""
-        dy, u = cap.output_grads(), cap.inputs()
-        world = distributed.current()
-        # Every rank draws the global batch's signs (the same generator state everywhere).
-        signs = rademacher((dy.shape[0] * world.size, dy.shape[2]), generator)
-        signs = distributed.shard(signs, world).to(dy.device)
-        return (distributed.all_reduce_mean(torch.einsum("bil,bl->i", dy, signs)),
-                distributed.all_reduce_sum(torch.einsum("bjl,bl->j", u, signs)))
-
-
-SAMPLERS: dict[str, Sampler] = {s.name: s for s in (Uniform(), GraBo(), GraEst())}
-
-
-def rademacher(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-    """Independent ±1 signs (float32, CPU) from the method's generator."""
-    return torch.randint(0, 2, shape, generator=generator).float().mul_(2).sub_(1)
+            cap.release()
 
 
 # ---- candidates --------------------------------------------------------------------------------
@@ -268,8 +188,8 @@ def sample_pairs(p_out: torch.Tensor, p_in: torch.Tensor, n: int,
     return rows, cols
 
 
-def sample_candidates(layer: PrunableLayer, p_out: torch.Tensor,
-                      p_in: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+def sample_candidates(layer: PrunableLayer, p_out: torch.Tensor, p_in: torch.Tensor, n: int,
+                      generator: torch.Generator) -> torch.Tensor:
     """Flat indices of the distinct inactive connections among ``n`` drawn pairs, ascending.
 
     Drawn active connections and repeats are dropped (the paper's candidate set is a subset of
@@ -315,6 +235,24 @@ def candidate_gradients(cap: LayerCapture, flat: torch.Tensor) -> torch.Tensor:
     if order is not None:
         grads = torch.empty_like(grads).scatter_(0, order, grads)
     return grads
+
+
+class CandidateGradients:
+    """The candidates' gradients summed over batches (float64, order-independent) and then
+    over the ranks (``reduce``, see :func:`sparsebench.sparsity.samplers.gradient_reduce`)."""
+
+    def __init__(self, candidates: dict[str, torch.Tensor], reduce: Callable[[torch.Tensor], torch.Tensor]):
+        self.candidates, self.reduce = candidates, reduce
+        self.sums: dict[str, torch.Tensor] = {}
+
+    def add(self, name: str, cap: LayerCapture) -> None:
+        grads = candidate_gradients(cap, self.candidates[name]).double()
+        self.sums[name] = self.sums[name] + grads if name in self.sums else grads
+
+    def total(self, name: str) -> torch.Tensor:
+        if name not in self.sums:   # this rank scored no batch
+            return self.reduce(torch.zeros(self.candidates[name].numel(), dtype=torch.float64))
+        return self.reduce(self.sums[name])
 
 
 def candidate_gradient_flops(n_candidates: int, positions: int) -> float:

@@ -28,7 +28,7 @@ from ..data import build_data
 from ..flops import FlopModel
 from ..models import build_model
 from ..schedules import build_optimizer, build_scheduler
-from ..score_batches import ScoreBatches
+from ..scoring import ScoreBatches
 from ..sparsity.init import apply_init
 from ..sparsity.engine import build_engine
 from .callbacks import Callback, ProgressBar, StepEnd
@@ -97,7 +97,8 @@ class Trainer:
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
         self.flop_model = FlopModel(self.model, self.engine, info.in_shape, self.device)
         self.scoring = ScoreBatches(
-            self.data.train, samples_per_class=getattr(self.method.params, "score_samples_per_class", 0),
+            self.data.train, model=self.model,
+            samples_per_class=getattr(self.method.params, "score_samples_per_class", 0),
             num_classes=info.num_classes, seed=cfg.seed, flop_model=self.flop_model,
             loss_fn=self.loss_fn, autocast=self.autocast, prepare=self._inputs)
         self._train_model = None   # DDP with several ranks: see train_model
