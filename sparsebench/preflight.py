@@ -32,7 +32,7 @@ from torch import nn
 
 from . import torch_versions, tracking
 from .config import ConfigError, RunConfig
-from .data import _SPECS, _search_paths, find_root, idx
+from .data import dataset_spec, find_root, idx, search_paths
 
 # Training-set sizes of the pickle data sets (fixed by their archives); IDX files carry theirs
 # in the header, and an ImageFolder tree is not counted (a walk over a million files).
@@ -71,15 +71,15 @@ def check_data(cfg: RunConfig) -> Path:
     name, root = cfg.data.name, cfg.data.root
     if root is not None and not Path(root).is_dir():
         raise ConfigError("data.root", f"{root} does not exist or is not a folder; "
-                                       f"to get {name}: {_SPECS[name].how_to_get}")
+                                       f"to get {name}: {dataset_spec(name).how_to_get}")
     try:
         return find_root(name, root)
     except FileNotFoundError:
-        looked = [Path(root)] if root is not None else _search_paths(name)
+        looked = [Path(root)] if root is not None else search_paths(name)
         field = "data.root" if root is not None else "data.name"
         raise ConfigError(field, f"data set {name!r} not found (looked in "
                                  f"{', '.join(map(str, looked))}); to get it: "
-                                 f"{_SPECS[name].how_to_get}") from None
+                                 f"{dataset_spec(name).how_to_get}") from None
 
 
 def train_size(name: str, folder: Path) -> int | None:
@@ -141,7 +141,7 @@ def check_width(cfg: RunConfig) -> None:
     width = cfg.model.width
     if width >= 1:
         return
-    full = _layer_sizes(cfg.model.name, 1.0, _SPECS[cfg.data.name].num_classes, _IN_SHAPES[cfg.data.name])
+    full = _layer_sizes(cfg.model.name, 1.0, dataset_spec(cfg.data.name).num_classes, _IN_SHAPES[cfg.data.name])
     # The classifier's outputs are the classes, whatever the width.
     hidden = [(name, n) for name, n in full[:-1] if n > 0]
     if not hidden:

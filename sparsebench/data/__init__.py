@@ -52,7 +52,7 @@ class Data:
 
 
 @dataclass(frozen=True)
-class _Spec:
+class DatasetSpec:
     aliases: tuple[str, ...]
     num_classes: int
     mean: tuple[float, ...]
@@ -62,29 +62,29 @@ class _Spec:
 
 
 _SPECS = {
-    "fashion_mnist": _Spec(
+    "fashion_mnist": DatasetSpec(
         ("fashion_mnist", "fashion-mnist", "FashionMNIST"), 10, (0.2860,), (0.3530,), None,
         "`apt-get install dataset-fashion-mnist` (or `make data`), or put the four IDX .gz files "
         "(train-images-idx3-ubyte.gz, ...) in ./data/fashion_mnist/",
     ),
-    "mnist": _Spec(
+    "mnist": DatasetSpec(
         ("mnist", "MNIST"), 10, (0.1307,), (0.3081,), None,
         "put the four IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
         "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) in ./data/mnist/",
     ),
-    "cifar10": _Spec(
+    "cifar10": DatasetSpec(
         ("cifar10", "cifar-10", cifar.CIFAR10_DIR), 10,
         (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "crop_flip",
         "download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and "
         "extract it into ./data/cifar10/ (giving ./data/cifar10/cifar-10-batches-py/)",
     ),
-    "cifar100": _Spec(
+    "cifar100": DatasetSpec(
         ("cifar100", "cifar-100", cifar.CIFAR100_DIR), 100,
         (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "crop_flip",
         "download cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and "
         "extract it into ./data/cifar100/ (giving ./data/cifar100/cifar-100-python/)",
     ),
-    "imagenet": _Spec(
+    "imagenet": DatasetSpec(
         ("imagenet", "ImageNet"), 1000, MEAN_IMAGENET, STD_IMAGENET, None,  # see imagenet.py
         "arrange ImageNet as an ImageFolder tree ./data/imagenet/{train,val}/<class>/*.JPEG "
         "and install torchvision (`pip install -e .[vision]`)",
@@ -92,7 +92,8 @@ _SPECS = {
 }
 
 
-def _check_name(name: str) -> _Spec:
+def dataset_spec(name: str) -> DatasetSpec:
+    """The registered facts of a data set (raises naming the allowed ones)."""
     if name not in _SPECS:
         raise ValueError(f"unknown data set {name!r}; choose from {DATASETS}")
     return _SPECS[name]
@@ -109,7 +110,7 @@ def _holds(name: str, folder: pathlib.Path) -> bool:
     return (folder / "train").is_dir() and (folder / "val").is_dir()
 
 
-def _search_paths(name: str) -> list[pathlib.Path]:
+def search_paths(name: str) -> list[pathlib.Path]:
     bases = [pathlib.Path(os.environ["SPARSEBENCH_DATA"])] if os.environ.get("SPARSEBENCH_DATA") else []
     bases += [pathlib.Path.cwd() / "data", SYSTEM_DIR]
     return [base / alias for base in bases for alias in _SPECS[name].aliases]
@@ -122,8 +123,8 @@ def find_root(name: str, root: str | None = None) -> pathlib.Path:
     among $SPARSEBENCH_DATA/<alias>, ./data/<alias>, /usr/share/datasets/<alias> is used.
     Raises FileNotFoundError listing every path looked in and how to get the data.
     """
-    spec = _check_name(name)
-    candidates = [pathlib.Path(root)] if root is not None else _search_paths(name)
+    spec = dataset_spec(name)
+    candidates = [pathlib.Path(root)] if root is not None else search_paths(name)
     for c in candidates:
         if _holds(name, c):
             return c
@@ -146,7 +147,7 @@ def _load_uint8(name: str, folder: str):
 
 def pad_fill(name: str, pad_value: str) -> torch.Tensor | None:
     """The crop's padding per channel in normalized units (None: 0, the mean colour)."""
-    spec = _check_name(name)
+    spec = dataset_spec(name)
     if pad_value not in PAD_VALUES:
         raise ValueError(f"unknown pad_value {pad_value!r}; choose from {PAD_VALUES}")
     if pad_value == "mean":
@@ -154,7 +155,7 @@ def pad_fill(name: str, pad_value: str) -> torch.Tensor | None:
     return (0.0 - torch.tensor(spec.mean)) / torch.tensor(spec.std)
 
 
-def _normalize(x: torch.Tensor, spec: _Spec, device: torch.device) -> torch.Tensor:
+def _normalize(x: torch.Tensor, spec: DatasetSpec, device: torch.device) -> torch.Tensor:
     # Copy uint8 to the device first (4x less traffic than float), then convert there.
     x = x.to(device).float().div_(255)
     mean = torch.tensor(spec.mean, device=device).view(1, -1, 1, 1)
@@ -176,7 +177,7 @@ def build_data(name: str, *, batch_size: int, test_batch_size: int, device: torc
     rank, world_size: a data-parallel run's rank gets its share of every global batch of
     ``batch_size`` / ``test_batch_size`` (sparsebench.distributed).
     """
-    spec = _check_name(name)
+    spec = dataset_spec(name)
     if train_subset is not None and train_subset < 1:
         raise ValueError(f"train_subset must be >= 1, got {train_subset}")
     device = torch.device(device)

@@ -107,7 +107,7 @@ def init_convs_and_batchnorm(model: nn.Module, *, linear: bool = False) -> None:
             nn.init.zeros_(m.bias)
 
 
-def _image_shape(in_shape: tuple[int, ...], model: str) -> tuple[int, int, int]:
+def image_shape(in_shape: tuple[int, ...], model: str) -> tuple[int, int, int]:
     """Validate a (C, H, W) input shape for an image model."""
     if len(in_shape) != 3:
         raise ValueError(f"{model} needs in_shape (C, H, W), got {in_shape}")

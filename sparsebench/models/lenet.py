@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from . import _image_shape, register, scaled
+from . import image_shape, register, scaled
 
 
 @register("lenet5")
@@ -24,7 +24,7 @@ class LeNet5(nn.Module):
 
     def __init__(self, *, num_classes: int, in_shape: tuple[int, ...], width: float = 1.0):
         super().__init__()
-        c, h, w = _image_shape(in_shape, "lenet5")
+        c, h, w = image_shape(in_shape, "lenet5")
         c1, c2, f1, f2 = (scaled(n, width) for n in (6, 16, 120, 84))
         # Spatial size after conv5 -> pool2 -> conv5 -> pool2.
         oh, ow = ((h - 4) // 2 - 4) // 2, ((w - 4) // 2 - 4) // 2

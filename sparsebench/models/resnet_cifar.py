@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import _image_shape, init_convs_and_batchnorm, register, scaled
+from . import image_shape, init_convs_and_batchnorm, register, scaled
 
 
 class PadShortcut(nn.Module):
@@ -61,7 +61,7 @@ class CifarResNet(nn.Module):
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
         n = (depth - 2) // 6
-        c, _, _ = _image_shape(in_shape, f"resnet{depth}")
+        c, _, _ = image_shape(in_shape, f"resnet{depth}")
         widths = [scaled(w, width) for w in (16, 32, 64)]
 
         self.conv1 = nn.Conv2d(c, widths[0], 3, 1, 1, bias=False)

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import _image_shape, init_convs_and_batchnorm, register, scaled
+from . import image_shape, init_convs_and_batchnorm, register, scaled
 
 
 class Bottleneck(nn.Module):
@@ -52,7 +52,7 @@ class ResNet50(nn.Module):
 
     def __init__(self, *, num_classes: int, in_shape: tuple[int, ...], width: float = 1.0):
         super().__init__()
-        c, _, _ = _image_shape(in_shape, "resnet50")
+        c, _, _ = image_shape(in_shape, "resnet50")
         stem = scaled(64, width)
         self.conv1 = nn.Conv2d(c, stem, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(stem)

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import _image_shape, register, scaled
+from . import image_shape, register, scaled
 
 
 def posemb_sincos_2d(h: int, w: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
@@ -60,7 +60,7 @@ class SimpleViT(nn.Module):
     def __init__(self, *, num_classes: int, in_shape: tuple[int, ...], width: float = 1.0,
                  patch: int = 4, dim: int = 512, depth: int = 4, heads: int = 6, mlp_dim: int = 256):
         super().__init__()
-        c, h, w = _image_shape(in_shape, "simple_vit_tiny")
+        c, h, w = image_shape(in_shape, "simple_vit_tiny")
         if h % patch or w % patch:
             raise ValueError(f"simple_vit_tiny: input {h}x{w} is not divisible by patch size {patch}")
         dim, heads, mlp_dim = scaled(dim, width, multiple_of=4), scaled(heads, width), scaled(mlp_dim, width)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from . import _image_shape, init_convs_and_batchnorm, register, scaled
+from . import image_shape, init_convs_and_batchnorm, register, scaled
 
 CFG_16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
@@ -39,7 +39,7 @@ class VGG16(nn.Module):
 
     def __init__(self, *, num_classes: int, in_shape: tuple[int, ...], width: float = 1.0):
         super().__init__()
-        in_ch, _, _ = _image_shape(in_shape, "vgg16")
+        in_ch, _, _ = image_shape(in_shape, "vgg16")
         self.features, in_ch = conv_stack(CFG_16, in_ch, width, bias=False)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(in_ch, num_classes)
@@ -64,7 +64,7 @@ class VGG16Small(nn.Module):
 
     def __init__(self, *, num_classes: int, in_shape: tuple[int, ...], width: float = 1.0):
         super().__init__()
-        in_ch, _, _ = _image_shape(in_shape, "vgg16_small")
+        in_ch, _, _ = image_shape(in_shape, "vgg16_small")
         self.features, in_ch = conv_stack(CFG_16_SMALL, in_ch, width, bias=True)
         self.pool = nn.AdaptiveAvgPool2d(1)  # 1x1 already for 32x32 inputs
         hidden = scaled(512, width)

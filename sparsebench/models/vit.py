@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import _image_shape, register, scaled
+from . import image_shape, register, scaled
 
 
 class Attention(nn.Module):
@@ -70,7 +70,7 @@ class ViT(nn.Module):
         mlp_ratio: float = 2.0,
     ):
         super().__init__()
-        c, h, w = _image_shape(in_shape, "vit")
+        c, h, w = image_shape(in_shape, "vit")
         if h % patch or w % patch:
             raise ValueError(f"vit: input {h}x{w} is not divisible by patch size {patch}")
         dim = scaled(dim, width, multiple_of=heads)
