@@ -36,7 +36,13 @@ CHILD_TIMEOUT_S = 3600
 
 
 def max_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
+    """This process's peak resident size (MB). Linux's VmHWM where there is one: ru_maxrss
+    carries a parent's peak across fork and exec into the child."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024.0
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
 
 
 def one_update(method: str, model_name: str, width: float, classes: int, resolution: int,

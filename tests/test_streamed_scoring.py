@@ -211,7 +211,12 @@ def test_each_rank_scores_its_own_share_of_the_batches(monkeypatch):
 # ---- memory: one batch at a time --------------------------------------------------------------
 
 PEAK_CHILD = """
-import json, resource, sys
+import json, sys
+def peak_kb():
+    # This process's own peak resident size. Not ru_maxrss: Linux carries the parent's peak
+    # across fork and exec into it, so a child of a big pytest process starts at its size.
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
 import torch
 from torch import nn
 from sparsebench import methods
@@ -239,9 +244,9 @@ scoring = ScoreBatches(loader, model=model, samples_per_class=1, num_classes=10,
                        flop_model=FlopModel(model, engine, (3, 32, 32)), loss_fn=nn.functional.cross_entropy)
 scoring.n_batches = n_batches
 ctx = StepContext(step=0, epoch=0, total_steps=10, steps_per_epoch=10, model=model, scoring=scoring)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak_kb()
 method.update(ctx, 0.3)
-print(json.dumps({"before_kb": before, "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+print(json.dumps({"before_kb": before, "peak_kb": peak_kb()}))
 """
 
 
