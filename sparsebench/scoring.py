@@ -71,7 +71,7 @@ def independent_stream(loader, seed: int):
     (whole global batches on every rank)."""
     if isinstance(loader, TensorLoader):
         return TensorLoader(loader.x, loader.y, loader.batch_size, shuffle=True, drop_last=True,
-                            augment=loader.augment, seed=seed)
+                            augment=loader.augment, seed=seed, pad_fill=loader.pad_fill)
     from .data.imagenet import DeviceLoader
 
     if isinstance(loader, DeviceLoader):

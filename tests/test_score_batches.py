@@ -235,3 +235,23 @@ def test_gse_with_score_batches_runs_on_the_always_sparse_engine():
     assert sum(layer.n_active() for layer in engine.layers) == sum(b.numel() for b in before.values())
     assert any(not torch.equal(before[layer.name], layer.active_indices()) for layer in engine.layers)
     method.after_step(ctx)                       # nothing more happens after the step
+
+
+def test_the_score_stream_pads_as_the_training_loader_pads():
+    """Score batches are augmented like training batches: the crop's padding value included
+    (issue 26's black padding; a merge once lost it for the score stream)."""
+    import torch
+
+    from sparsebench.data import TensorLoader
+    from sparsebench.scoring import independent_stream
+
+    fill = torch.tensor([-1.5, -2.0, -0.5])
+    x = torch.zeros(8, 3, 8, 8)
+    train = TensorLoader(x, torch.zeros(8, dtype=torch.long), 4, shuffle=True, drop_last=True,
+                         augment="crop_flip", seed=0, pad_fill=fill)
+    stream = independent_stream(train, seed=1)
+    assert torch.equal(stream.pad_fill, fill)
+    # The padded border shows the fill: an all-zero image shifted by the crop keeps fill values.
+    batch, _ = next(iter(stream))
+    seen = set(batch.unique().tolist())
+    assert seen <= {0.0, -1.5, -2.0, -0.5} and seen & {-1.5, -2.0, -0.5}
