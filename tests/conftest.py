@@ -79,3 +79,15 @@ def kernels(request):
             pytest.fail("the C sparse kernels could not be built (see the warning)")
         pytest.skip("no C compiler: the sparse kernels run on torch's (tested by the other half)")
     yield "native"
+
+
+def spawn_two_ranks(fn, out) -> None:
+    """Run ``fn(rank, 2, port, str(out))`` on two spawned processes that meet at a free local
+    port (each rank sets up its own gloo process group there and writes what it found to out)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    torch.multiprocessing.start_processes(fn, args=(2, port, str(out)), nprocs=2,
+                                          start_method="spawn")

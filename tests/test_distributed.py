@@ -20,7 +20,7 @@ from sparsebench.data.imagenet import GlobalBatchShards
 from sparsebench.data.loader import TensorLoader, share
 from sparsebench.training import run_folder, train
 
-from .conftest import REPO, needs_fmnist
+from .conftest import REPO, needs_fmnist, spawn_two_ranks
 
 CONFIG = REPO / "configs" / "fmnist_mlp.yaml"
 # Small and fast: 16 steps an epoch, mask updates every 5 steps.
@@ -252,14 +252,8 @@ def _gse_scores(rank: int, world_size: int, port: int, out: str) -> dict:
 
 @pytest.mark.slow
 def test_gse_statistics_on_two_ranks_are_the_global_batchs(tmp_path):
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     out = tmp_path / "scores.pt"
-    torch.multiprocessing.start_processes(_gse_scores, args=(2, port, str(out)), nprocs=2,
-                                          start_method="spawn")
+    spawn_two_ranks(_gse_scores, out)
     two = torch.load(out)
     one = _gse_scores(0, 1, 0, "")
     assert set(two) == set(one) and len(one) == 12

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -27,7 +26,7 @@ from sparsebench.methods import InitContext, StepContext
 from sparsebench.scoring import ScoreBatches
 from sparsebench.sparsity import SparsityEngine
 
-from .conftest import REPO
+from .conftest import REPO, spawn_two_ranks
 
 B = 32  # 4 score batches of 32 at 10 samples per class of 10 classes
 
@@ -183,12 +182,8 @@ def _on_rank(rank: int, world_size: int, port: int, out: str) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_two_ranks_sharing_the_score_batches_select_what_one_process_selects(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     out = tmp_path / "digests.json"
-    torch.multiprocessing.start_processes(_on_rank, args=(2, port, str(out)), nprocs=2,
-                                          start_method="spawn")
+    spawn_two_ranks(_on_rank, out)
     two = json.loads(out.read_text())
     for case in SHARED:   # every update of every case, against one process's (recorded) masks
         assert two[case] == RECORDED[case], case
