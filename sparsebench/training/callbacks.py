@@ -33,7 +33,7 @@ class StepEnd:
     loss: "torch.Tensor"            # the step's loss, on the device (reading it syncs a GPU)
     output: "torch.Tensor"
     batch_size: int                 # examples of this rank's batch
-    target: "torch.Tensor | None" = None  # the batch's labels, on the device
+    correct: "torch.Tensor"         # of them classified right, on the device (the loop's count)
 
 
 class Callback:

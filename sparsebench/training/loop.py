@@ -214,7 +214,8 @@ class Trainer:
             p.train_flops += method.step_flops(ctx, self.flop_model) * batch + self.scoring.take_flops()
             p.examples_seen += batch
             loss_sum += loss.detach().float() * y.numel()
-            correct += (out.detach().argmax(1) == y).sum()
+            step_correct = (out.detach().argmax(1) == y).sum()
+            correct += step_correct
             seen += y.numel()
             if self.check_masks:
                 distributed.check_masks(self.engine, p.step)
@@ -222,7 +223,8 @@ class Trainer:
             if (i + 1) % DIVERGENCE_CHECK_EVERY == 0 and distributed.any_rank(~torch.isfinite(loss_sum)):
                 raise Diverged(f"non-finite training loss at step {p.step}")
             for callback in self.callbacks:
-                callback.on_step_end(self, StepEnd(p.step, epoch, round_, loss, out, y.numel(), y))
+                callback.on_step_end(self, StepEnd(p.step, epoch, round_, loss, out, y.numel(),
+                                                       step_correct))
             t_yield = time.perf_counter()
             self.step_clock.add(last, self.step_clock.mark())
             yield

@@ -65,8 +65,7 @@ class Tracking(Callback):
         self.last_step = step.step
         if self.interval:
             self.loss_sum += step.loss.detach().float()
-            if step.target is not None:
-                self.correct += (step.output.detach().argmax(1) == step.target).sum()
+            self.correct += step.correct
             self.seen += step.batch_size
             self.steps += 1
             if step.step % self.interval == 0:
@@ -109,7 +108,7 @@ class Tracking(Callback):
         loss_sum, correct = torch.stack([self.loss_sum, self.correct.float()]).tolist()  # one sync
         row = {"step": step.step, "epoch": step.epoch, "round": step.round,
                "train_loss": loss_sum / self.steps,
-               "train_acc": 100.0 * correct / self.seen if step.target is not None else None,
+               "train_acc": 100.0 * correct / self.seen,
                "lr": trainer.optimizer.param_groups[0]["lr"],
                "step_time_ms": 1000.0 * (time.perf_counter() - self.t0) / self.steps}
         atomic.append_text(self.run_dir / paths.STEPS, json.dumps(row, sort_keys=True) + "\n")
