@@ -111,5 +111,7 @@ def holder(path: Path) -> str | None:
             fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return text
+        except OSError:  # a file system without flock (some Lustre mounts): take it at its word
+            return text
         fcntl.flock(f, fcntl.LOCK_UN)
         return None

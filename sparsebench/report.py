@@ -54,7 +54,7 @@ def report(sweep: str, root: Path | None = None, *, figures: bool = True, out=No
     if len(df):
         table = tables.main_table(df)
         print(tables.to_markdown(tables.pivot_display(table)), file=out)
-        if (table["failed"] + table["diverged"] + table["running"]).any():
+        if tables.not_in_mean(table).any():
             print(tables.FOOTNOTE, file=out)
     written: list[Path] = []
     try:

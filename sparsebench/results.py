@@ -6,8 +6,11 @@ flattened with dotted names: the resolved config as ``config.optim.lr``, ``confi
 ``layer_densities`` and ``layer_sizes`` stay dicts (their keys are the model's layer names).
 
 A sweep in progress is readable at any moment: a folder that has its ``config.yaml`` but no
-``result.json`` yet is a row with status ``running`` (and the epochs it has finished so far,
-from ``metrics.jsonl``). Only ``completed`` runs carry accuracies that tables and figures
+``result.json`` yet is a row with status ``running`` while a live process holds the run's lock
+(``train.lock``, :mod:`sparsebench.locks`), and ``stopped`` when none does: the process was
+interrupted or killed (out of memory, a SLURM time limit or preemption) and the same launch
+resumes the run from its last epoch checkpoint. Either row carries the epochs finished so far,
+from ``metrics.jsonl``. Only ``completed`` runs carry accuracies that tables and figures
 average.
 
 Damaged files are named, never silent, and never stop the rest: a ``result.json`` or
@@ -27,14 +30,14 @@ from typing import Any, Iterable
 import pandas as pd
 import yaml
 
-from . import atomic, paths
+from . import atomic, locks, paths
 
 __all__ = ["load_results", "load_metrics", "load_run", "layer_table", "completed",
            "write_summary", "available_sweeps", "ResultsWarning", "STATUSES"]
 
 COMPLETED, FAILED, DIVERGED, RUNNING = "completed", "failed", "diverged", "running"
-UNREADABLE = "unreadable"
-STATUSES = (COMPLETED, FAILED, DIVERGED, RUNNING, UNREADABLE)
+STOPPED, UNREADABLE = "stopped", "unreadable"
+STATUSES = (COMPLETED, FAILED, DIVERGED, STOPPED, RUNNING, UNREADABLE)
 
 
 class ResultsWarning(UserWarning):
@@ -241,6 +244,8 @@ def load_run(run_dir: Path) -> dict | None:
             row.update(status=UNREADABLE, error=error)
         else:
             row["epochs_completed"] = len(read_metrics(run_dir / paths.METRICS))
+            if locks.holder(run_dir / paths.RUN_LOCK) is None:
+                row["status"] = STOPPED
     if row["status"] == UNREADABLE:
         row.setdefault("method_label", method_label(row.get("method")))
     row.setdefault("run_id", run_dir.name)

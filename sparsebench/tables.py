@@ -20,7 +20,7 @@ import pandas as pd
 
 from . import atomic, paths
 from .plotting import sparsity_text
-from .results import COMPLETED, DIVERGED, FAILED, RUNNING
+from .results import COMPLETED, DIVERGED, FAILED, RUNNING, STOPPED
 
 BASE_KEYS = ["dataset", "model", "method_label", "density"]
 # Config fields that are the base keys themselves, or that never define a cell.
@@ -33,7 +33,14 @@ MARK = "†"
 # The quantity columns of main_table (every other column is a cell key).
 MAIN_NUMBERS = {"acc_mean", "acc_std", "n", "best_acc_mean", "train_flops_rel_dense",
                 "inference_flops_rel_dense", "wall_clock_s", "step_time_ms", "update_time_s",
-                "failed", "diverged", "running"}
+                "failed", "diverged", "stopped", "running"}
+# The counts of a cell's runs that are not averaged in, one column each.
+NOT_IN_MEAN = ("failed", "diverged", "stopped", "running")
+
+
+def not_in_mean(table):
+    """Per cell (a main_table, or one of its rows): how many runs are not averaged in."""
+    return sum(table[status] for status in NOT_IN_MEAN)
 
 
 def method_sort_key(label: str) -> tuple:
@@ -89,7 +96,7 @@ def main_table(df: pd.DataFrame, keys: list[str] | None = None) -> pd.DataFrame:
     keys = list(keys) if keys is not None else cell_keys(df)
     columns = keys + ["acc_mean", "acc_std", "n", "best_acc_mean", "train_flops_rel_dense",
                       "inference_flops_rel_dense", "wall_clock_s", "step_time_ms",
-                      "update_time_s", "failed", "diverged", "running"]
+                      "update_time_s", *NOT_IN_MEAN]
     if df.empty:
         return pd.DataFrame(columns=[display_name(c) for c in columns])
     rows = []
@@ -109,6 +116,7 @@ def main_table(df: pd.DataFrame, keys: list[str] | None = None) -> pd.DataFrame:
             "update_time_s": done["update_time_s"].mean(),
             "failed": int((runs["status"] == FAILED).sum()),
             "diverged": int((runs["status"] == DIVERGED).sum()),
+            "stopped": int((runs["status"] == STOPPED).sum()),
             "running": int((runs["status"] == RUNNING).sum()),
         })
     table = pd.DataFrame(rows, columns=columns)
@@ -187,7 +195,7 @@ def main_display(table: pd.DataFrame, style: Style = MARKDOWN) -> pd.DataFrame:
             continue
         header = {"method_label": "method"}.get(key, key)
         shown[header] = [_text(v, style) for v in table[key]]
-    excluded = table["failed"] + table["diverged"] + table["running"]
+    excluded = not_in_mean(table)
     shown["test acc. (%)"] = [accuracy_text(m, s, n, x, style) for m, s, n, x in
                               zip(table["acc_mean"], table["acc_std"], table["n"], excluded)]
     shown["seeds"] = table["n"].astype(int).astype(str).tolist()
@@ -197,7 +205,7 @@ def main_display(table: pd.DataFrame, style: Style = MARKDOWN) -> pd.DataFrame:
                                           for v in table["inference_flops_rel_dense"]]
     shown["wall-clock (s)"] = [_seconds(v, style) for v in table["wall_clock_s"]]
     shown["step (ms)"] = [_number(v, ".2f", style) for v in table["step_time_ms"]]
-    for status in ("failed", "diverged", "running"):
+    for status in NOT_IN_MEAN:
         shown[status] = table[status].astype(int).astype(str).tolist()
     out = pd.DataFrame(shown)
     if style.escape:
@@ -255,8 +263,8 @@ def _numeric_column(column: pd.Series) -> bool:
     return all(str(v)[:1].isdigit() or str(v).startswith(("-", "—")) for v in column if str(v))
 
 
-FOOTNOTE = (f"{MARK}: some runs of this cell are not in the mean (counted as failed, diverged "
-            "or running). Accuracy: final test accuracy, mean ± sample std over seeds.")
+FOOTNOTE = (f"{MARK}: some runs of this cell are not in the mean (counted as failed, diverged, "
+            "stopped or running). Accuracy: final test accuracy, mean ± sample std over seeds.")
 
 
 def write_tables(df: pd.DataFrame, sweep: str, root: Path | None = None) -> list[Path]:
@@ -270,8 +278,7 @@ def write_tables(df: pd.DataFrame, sweep: str, root: Path | None = None) -> list
         atomic.write_text(path, text)
         written.append(path)
 
-    footnote = f"\n{FOOTNOTE}\n" if (table[["failed", "diverged", "running"]].to_numpy().sum()
-                                     if len(table) else 0) else ""
+    footnote = f"\n{FOOTNOTE}\n" if len(table) and not_in_mean(table).any() else ""
     put("main.md", f"# {sweep}: final test accuracy per cell\n\n"
         + to_markdown(main_display(table, MARKDOWN)) + footnote)
     put("main.tex", to_latex(main_display(table, LATEX), f"{sweep}: final test accuracy per cell"))

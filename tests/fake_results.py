@@ -6,6 +6,7 @@ caller's. Used by the report and notebook tests.
 """
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 
 from sparsebench import atomic, paths
@@ -13,6 +14,16 @@ from sparsebench.config import from_dict, run_id, to_dict
 from sparsebench.training import result_header
 
 MLP_LAYERS = {"net.1": 784 * 300, "net.3": 300 * 100, "net.5": 100 * 10}
+_HELD = []  # the run locks this process holds for its "running" runs, as a live trainer would
+
+
+def hold_run_lock(run: Path) -> None:
+    """Hold ``run``'s train.lock from this process for the rest of the session (a live trainer)."""
+    f = open(run / paths.RUN_LOCK, "a+")
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    f.write("pid 4242 on node7 since 2026-01-01T00:00:00+00:00\n")
+    f.flush()
+    _HELD.append(f)
 
 
 def config_for(sweep: str, method: str, density: float, seed: int, *, sampler: str | None = None,
@@ -30,7 +41,9 @@ def write_run(root: Path, sweep: str, method: str, density: float, seed: int, *,
               layer_densities: dict[str, float] | None = None, wall_clock_s: float = 10.0,
               step_time_ms: float = 2.0, update_time_s: float = 0.1,
               train_flops_rel_dense: float | None = None, **config_kw) -> Path:
-    """One run folder. ``status="running"`` writes config.yaml (and metrics so far) only."""
+    """One run folder. ``status="running"`` writes config.yaml (and metrics so far) only and
+    holds the run's lock as its trainer would; ``status="stopped"`` is the same without the lock
+    (a trainer that was killed)."""
     cfg = config_for(sweep, method, density, seed, **config_kw)
     return write_config_run(root, cfg, acc=acc, status=status, curve=curve,
                             layer_densities=layer_densities, wall_clock_s=wall_clock_s,
@@ -52,6 +65,8 @@ def write_config_run(root: Path, cfg, *, acc: float | None = None, status: str =
              "train_loss": 1.0 / (i + 1)}
             for i, a in enumerate(curve)])
     if status == "running":
+        hold_run_lock(run)
+    if status in ("running", "stopped"):
         return run
     result = result_header(cfg, status, None if status == "completed" else "boom", "t0")
     densities = layer_densities or {name: cfg.density for name in MLP_LAYERS}

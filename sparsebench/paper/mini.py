@@ -4,7 +4,7 @@ Every paper sweep is derived cell by cell from the full one (so the two cannot d
 cell's resolved config goes through the changes of ``sweeps/mini/common.yaml`` (a subset of
 Fashion-MNIST written in CIFAR's file format, 32 × 32 × 3, in place of CIFAR and ImageNet:
 :mod:`sparsebench.paper.fashion_cifar`; smaller models, 1 % of the epochs, one seed, mask
-updates every 4 steps) and the result is written as an explicit sweep file,
+updates every 8 steps) and the result is written as an explicit sweep file,
 ``results/paper_mini/sweeps/NAME.yaml``, runnable on its own with ``python -m sparsebench.sweep``.
 Then it trains them all in local processes, runs the sparse-layer benchmark small, and writes
 the report into ``results/paper_mini/`` with ``index.md`` saying at the top that it is a
@@ -213,8 +213,8 @@ def write_data(layout: Layout, spec: MiniSpec) -> None:
                "cifar100": fashion_cifar.write_cifar100_format}
     for dataset, write in writers.items():
         sizes = spec.data.get(dataset, {})
-        write(layout.data / dataset, source, train=int(sizes.get("train", 640)),
-              test=int(sizes.get("test", 250)))
+        write(layout.data / dataset, source, train=int(sizes.get("train", 2048)),
+              test=int(sizes.get("test", 500)))
 
 
 def derive_all(layout: Layout, spec: MiniSpec, names: list[str]) -> list[Derived]:
@@ -264,11 +264,11 @@ def run_kernels(layout: Layout, spec: MiniSpec) -> None:
 def data_sentence(spec: MiniSpec) -> str:
     """What the miniature trained on, in words, from sweeps/mini/common.yaml."""
     c10, c100 = spec.data.get("cifar10", {}), spec.data.get("cifar100", {})
-    return (f"CIFAR-10 is stood in for by {c10.get('train', 640)} training and "
-            f"{c10.get('test', 250)} test images of Fashion-MNIST (the first of each class; "
+    return (f"CIFAR-10 is stood in for by {c10.get('train', 2048)} training and "
+            f"{c10.get('test', 500)} test images of Fashion-MNIST (the first of each class; "
             "28 × 28 grey padded with black to 32 × 32, three equal channels, in CIFAR's file "
-            f"format). CIFAR-100 is stood in for by {c100.get('train', 640)} / "
-            f"{c100.get('test', 250)} of the same images with the same ten classes (no 100-class "
+            f"format). CIFAR-100 is stood in for by {c100.get('train', 2048)} / "
+            f"{c100.get('test', 500)} of the same images with the same ten classes (no 100-class "
             "data set is at hand: a 100-way classifier that uses ten of its outputs), and "
             "ImageNet (Table 2) by that CIFAR-100 stand-in. Written by "
             "sparsebench/paper/fashion_cifar.py into the miniature's data/ folder.")

@@ -5,8 +5,8 @@ its cells (``{"density": 0.02, "method.name": ["gse", "rigl"]}``, dotted names a
 :func:`sparsebench.sweep_spec.flat_config` spells them). The runs it needs are the cells of those
 sweeps that pass the filter (so a table can span sweeps, and an artifact can reuse another's
 runs instead of training them twice); each is ``completed``, ``failed``, ``diverged``,
-``running`` (a folder without result.json yet) or ``missing`` (no folder at all). Only the
-expected runs are drawn: a stale run of an older sweep definition in the same folder is not.
+``stopped`` or ``running`` (a folder without result.json yet: :mod:`sparsebench.results`)
+or ``missing`` (no folder at all). Only the expected runs are drawn: a stale run of an older sweep definition in the same folder is not.
 
 A :class:`Library` expands each sweep and loads its results once for all artifacts. A sweep
 that cannot be expanded (e.g. it names a method this checkout lacks) is a *problem* of the
@@ -24,10 +24,10 @@ import pandas as pd
 from .. import sweep_spec
 from ..config import ConfigError
 from ..plotting import sparsity_text
-from ..results import COMPLETED, DIVERGED, FAILED, RUNNING, load_results, method_label
+from ..results import COMPLETED, DIVERGED, FAILED, RUNNING, STOPPED, load_results, method_label
 
 MISSING = "missing"
-STATUS_ORDER = (COMPLETED, FAILED, DIVERGED, RUNNING, MISSING)
+STATUS_ORDER = (COMPLETED, FAILED, DIVERGED, STOPPED, RUNNING, MISSING)
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ class Evidence:
         lines = []
         if self.expected.empty:
             return lines
-        for status in (MISSING, FAILED, DIVERGED, RUNNING):
+        for status in (MISSING, FAILED, DIVERGED, STOPPED, RUNNING):
             rows = self.expected[self.expected["status"] == status]
             if rows.empty:
                 continue

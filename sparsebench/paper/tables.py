@@ -41,15 +41,15 @@ class Table:
 def cells(runs: pd.DataFrame, extra: list[str] = ()) -> pd.DataFrame:
     """Mean ± std per cell (:func:`sparsebench.tables.main_table`) keyed by KEYS + ``extra``."""
     if runs.empty:
-        return pd.DataFrame(columns=KEYS + list(extra) + ["acc_mean", "acc_std", "n", "failed",
-                                                          "diverged", "running"])
+        return pd.DataFrame(columns=KEYS + list(extra) + ["acc_mean", "acc_std", "n",
+                                                          *base.NOT_IN_MEAN])
     return base.main_table(runs, KEYS + list(extra))
 
 
 def _text(row, style: Style, bold: bool = False) -> str:
     if row is None:
         return style.missing
-    excluded = int(row["failed"] + row["diverged"] + row["running"])
+    excluded = int(base.not_in_mean(row))
     text = accuracy_text(row["acc_mean"], row["acc_std"], int(row["n"]), excluded, style)
     if bold and text != style.missing:
         return f"\\textbf{{{text}}}" if style.escape else f"**{text}**"
@@ -156,9 +156,8 @@ def table1(ev, ctx) -> Table:
 
 def _numbers(row) -> dict:
     if row is None:
-        return {"acc_mean": None, "acc_std": None, "n": 0, "failed": 0, "diverged": 0,
-                "running": 0}
-    return {k: row[k] for k in ("acc_mean", "acc_std", "n", "failed", "diverged", "running")}
+        return {"acc_mean": None, "acc_std": None, "n": 0, **dict.fromkeys(base.NOT_IN_MEAN, 0)}
+    return {k: row[k] for k in ("acc_mean", "acc_std", "n", *base.NOT_IN_MEAN)}
 
 
 # ---------------------------------------------------------------------------------------------

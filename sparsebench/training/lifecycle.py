@@ -49,10 +49,13 @@ def run_lock(cfg: RunConfig, run_dir: Path, world):
     if not world.is_main:
         return contextlib.nullcontext()
     log = RunLog(run_dir / paths.LOG)
+    # wait_s: a reader that asks whether the run is live (sparsebench.results, a sweep's plan)
+    # holds the lock for microseconds; a second trainer still gets Busy a second later.
     return locks.hold(
         run_dir / paths.RUN_LOCK,
         lambda holder: f"run {run_id(cfg)} of sweep {cfg.sweep} is being trained by {holder} "
                        f"(lock {run_dir / paths.RUN_LOCK}); wait for it to end or stop it first",
+        wait_s=1.0,
         on_takeover=lambda previous: log(f"took over the lock of a process that is gone "
                                          f"({previous})"))
 
