@@ -329,12 +329,13 @@ def test_gse_grows_the_largest_sampled_gradients_and_prunes_back(scope, sampler,
     from sparsebench.sparsity import samplers as module
     drawn = {}
 
-    sample = module.sample_candidates
-
-    def spy(layer, *args):
-        drawn[layer.name] = sample(layer, *args)
-        return drawn[layer.name]
-    monkeypatch.setattr(module, "sample_candidates", spy)
+    def spy(sample):
+        def drawing(layer, *args):
+            drawn[layer.name] = sample(layer, *args)
+            return drawn[layer.name]
+        return drawing
+    for name in ("sample_candidates", "sample_uniform_candidates"):  # uniform has its own
+        monkeypatch.setattr(module, name, spy(getattr(module, name)))
     budget = sum(l.target_active for l in engine.layers)
     updates = 0
     for step in range(total):

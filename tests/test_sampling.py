@@ -83,6 +83,31 @@ def test_candidates_are_distinct_inactive_connections():
     assert 0 < cands.numel() < 60  # repeats and active draws were dropped
 
 
+def test_uniform_candidates_are_distinct_inactive_and_uniform_over_the_layer():
+    """The uniform sampler draws with randint: what multinomial over all-equal weights draws,
+    in distribution (each row and column equally often), faster."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 12))
+    engine = SparsityEngine.for_model(model, 0.3, "uniform")
+    engine.random_masks(torch.Generator().manual_seed(0))
+    layer = engine.layers[0]
+    stats = SAMPLERS["uniform"].statistics([], torch.Generator(), whole=True, batches=1, rows=1)
+    cands = stats.candidates(layer, 60, torch.Generator().manual_seed(0))
+    assert cands.numel() == torch.unique(cands).numel() and 0 < cands.numel() < 60
+    assert not layer.mask.view(-1)[cands].any()
+    counts = torch.zeros(layer.numel)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(400):
+        counts[stats.candidates(layer, 60, g)] += 1
+    inactive = ~layer.mask.view(-1)
+    assert counts[~inactive].sum() == 0
+    # every inactive connection is drawn at the same rate: 400 draws of 60 pairs over 120
+    # positions, P(drawn at least once) = 1 - (119/120)^60 ≈ 0.394, so about 158 ± 10 each
+    rate = counts[inactive] / 400
+    assert abs(float(rate.mean()) - (1 - (119 / 120) ** 60)) < 0.02
+    assert float(rate.min()) > 0.28 and float(rate.max()) < 0.51
+
+
 def one_batch_weights(name, layer, cap, generator, whole=False):
     """A sampler's (p_out, p_in) for one layer from one captured batch (global batch: the
     ranks' shares together, ``whole`` False) and, for graest, its signed sums before |.|."""

@@ -35,6 +35,7 @@ class MaskedLayer(PrunableLayer):
     grad_mask: torch.Tensor | None = None
     _float_mask: torch.Tensor = field(init=False, repr=False)
     _float_grad_mask: torch.Tensor = field(init=False, repr=False)
+    _n_active: int | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         self.mask_changed()
@@ -48,7 +49,9 @@ class MaskedLayer(PrunableLayer):
         return cls(name, module, mask, target_active)
 
     def mask_changed(self) -> None:
-        """Refresh the float masks the per-step multiplications use (after any mask change)."""
+        """Refresh the float masks the per-step multiplications use and forget the count of
+        active connections (after any mask change)."""
+        self._n_active = None
         self._float_mask = self.mask.to(self.weight.dtype)
         self._float_grad_mask = (self._float_mask if self.grad_mask is None
                                  else self.grad_mask.to(self._float_mask.dtype))
@@ -75,7 +78,11 @@ class MaskedLayer(PrunableLayer):
         return self.numel // self.out_features
 
     def n_active(self) -> int:
-        return int(self.mask.sum())
+        # Counted once per mask change: an update asks several times, and on a GPU each count
+        # is a device-to-host copy.
+        if self._n_active is None:
+            self._n_active = int(self.mask.sum())
+        return self._n_active
 
     # ---- index-and-value accessors -------------------------------------------------------------
     def active_indices(self) -> torch.Tensor:

@@ -30,7 +30,7 @@ import torch
 
 from .. import distributed
 from .protocol import PrunableLayer
-from .sampling import LayerCapture, sample_candidates, sample_pairs
+from .sampling import LayerCapture, sample_candidates, sample_pairs, sample_uniform_candidates
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,9 @@ class Sampler:
 class UniformStatistics(Statistics):
     def weights(self, layer):
         return torch.ones(layer.out_features), torch.ones(layer.fan_in)
+
+    def candidates(self, layer, n, generator):
+        return sample_uniform_candidates(layer, n, generator)
 
 
 class Uniform(Sampler):

@@ -195,7 +195,22 @@ def sample_candidates(layer: PrunableLayer, p_out: torch.Tensor, p_in: torch.Ten
     Drawn active connections and repeats are dropped (the paper's candidate set is a subset of
     the inactive connections), so fewer than ``n`` usually remain.
     """
-    rows, cols = sample_pairs(p_out, p_in, n, generator)
+    return distinct_inactive(layer, *sample_pairs(p_out, p_in, n, generator))
+
+
+def sample_uniform_candidates(layer: PrunableLayer, n: int,
+                              generator: torch.Generator) -> torch.Tensor:
+    """:func:`sample_candidates` with p_out and p_in uniform: the same distribution, drawn with
+    ``torch.randint`` (about a tenth of ``torch.multinomial``'s time at these sizes)."""
+    if n <= 0:
+        return torch.zeros(0, dtype=torch.long)
+    rows = torch.randint(layer.out_features, (n,), generator=generator)
+    cols = torch.randint(layer.fan_in, (n,), generator=generator)
+    return distinct_inactive(layer, rows, cols)
+
+
+def distinct_inactive(layer: PrunableLayer, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Flat indices of the distinct inactive connections among the pairs (rows, cols), ascending."""
     flat = torch.unique(rows * layer.fan_in + cols)
     # A protocol question, not the layer's mask: on a sparse layer it is a binary search in the
     # sorted active indices, O(n log nnz), and no tensor of the weight's size is built.
