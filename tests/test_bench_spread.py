@@ -38,8 +38,8 @@ def test_harness_overhead_interleaves_steps_so_drift_cancels_and_reports_spread(
     bench = _load_benchmark()
     clock = FakeClock()
     monkeypatch.setattr(bench.time, "perf_counter", clock.perf_counter)
-    # cost per step: static/dense 1.05 (target 1.10: met), gse/static 1.20 (target 1.05: missed)
-    cost = {"dense": 1.0, "static": 1.05, "gse": 1.26}
+    # cost per step: static/dense 1.04 (target 1.05: met), gse/static 1.21 (target 1.02: missed)
+    cost = {"dense": 1.0, "static": 1.04, "gse": 1.26}
     steps_run = {}
 
     class FakeRun:
@@ -48,7 +48,7 @@ def test_harness_overhead_interleaves_steps_so_drift_cancels_and_reports_spread(
 
         def epoch_steps(self, epoch):
             for _ in range(28):
-                clock.work(cost.get(self.method, 1.05) * 1e-3)
+                clock.work(cost.get(self.method, 1.04) * 1e-3)
                 steps_run[self.method] = steps_run.get(self.method, 0) + 1
                 yield
             return {"train_loss": 0.0}
@@ -67,10 +67,10 @@ def test_harness_overhead_interleaves_steps_so_drift_cancels_and_reports_spread(
     assert (rows["steps"] == 56).all()  # every trainer ran every step of both epochs
     assert clock.factor > 2  # the drift was large...
     line = next(l for l in text.splitlines() if "static/dense" in l)
-    assert "1.050 [1.050-1.050; 1.050-1.050]" in line or "1.049" in line, line  # ...and cancels
-    assert line.endswith("target <= 1.10: met")
+    assert abs(float(line.split()[2]) - 1.04) < 0.002, line  # ...and cancels
+    assert line.endswith("target <= 1.05: met")
     gse = next(l for l in text.splitlines() if "gse amortized step" in l)
-    assert gse.endswith("target <= 1.05: missed")
+    assert gse.endswith("target <= 1.02: missed")
 
 
 @needs_fmnist
