@@ -185,6 +185,10 @@ def _on_rank(rank: int, world_size: int, port: int, out: str) -> None:
         if rank == 0:
             with open(out, "w") as f:
                 json.dump(scored, f)
+        # Both ranks done before either tears down: gloo can abort a rank whose peer closes
+        # the connection first (seen once in a full suite: "terminate called without an
+        # active exception", SIGABRT).
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
 
