@@ -34,8 +34,8 @@ MARK = "†"
 MAIN_NUMBERS = {"acc_mean", "acc_std", "n", "best_acc_mean", "train_flops_rel_dense",
                 "inference_flops_rel_dense", "wall_clock_s", "step_time_ms", "update_time_s",
                 "failed", "diverged", "stopped", "running"}
-# The counts of a cell's runs that are not averaged in, one column each.
-NOT_IN_MEAN = ("failed", "diverged", "stopped", "running")
+# The counts of a cell's runs that are not averaged in, one column each, named as the status.
+NOT_IN_MEAN = (FAILED, DIVERGED, STOPPED, RUNNING)
 
 
 def not_in_mean(table):
@@ -114,10 +114,7 @@ def main_table(df: pd.DataFrame, keys: list[str] | None = None) -> pd.DataFrame:
             "wall_clock_s": done["wall_clock_s"].mean(),
             "step_time_ms": done["step_time_ms"].mean(),
             "update_time_s": done["update_time_s"].mean(),
-            "failed": int((runs["status"] == FAILED).sum()),
-            "diverged": int((runs["status"] == DIVERGED).sum()),
-            "stopped": int((runs["status"] == STOPPED).sum()),
-            "running": int((runs["status"] == RUNNING).sum()),
+            **{status: int((runs["status"] == status).sum()) for status in NOT_IN_MEAN},
         })
     table = pd.DataFrame(rows, columns=columns)
     table = sort_cells(table, keys)

@@ -66,6 +66,11 @@ class MiniSpec:
                               + ", ".join(cls.__dataclass_fields__))
         return cls(**data)
 
+    def sizes(self, dataset: str) -> tuple[int, int]:
+        """(training, test) images of a stand-in data set (sweeps/mini/common.yaml)."""
+        sizes = self.data.get(dataset) or {}
+        return int(sizes.get("train", 2048)), int(sizes.get("test", 500))
+
     def stand_in(self, dataset: str) -> str:
         return (self.data.get(dataset) or {}).get("as", dataset)
 
@@ -212,9 +217,8 @@ def write_data(layout: Layout, spec: MiniSpec) -> None:
     writers = {"cifar10": fashion_cifar.write_cifar10_format,
                "cifar100": fashion_cifar.write_cifar100_format}
     for dataset, write in writers.items():
-        sizes = spec.data.get(dataset, {})
-        write(layout.data / dataset, source, train=int(sizes.get("train", 2048)),
-              test=int(sizes.get("test", 500)))
+        train, test = spec.sizes(dataset)
+        write(layout.data / dataset, source, train=train, test=test)
 
 
 def derive_all(layout: Layout, spec: MiniSpec, names: list[str]) -> list[Derived]:
@@ -263,12 +267,12 @@ def run_kernels(layout: Layout, spec: MiniSpec) -> None:
 
 def data_sentence(spec: MiniSpec) -> str:
     """What the miniature trained on, in words, from sweeps/mini/common.yaml."""
-    c10, c100 = spec.data.get("cifar10", {}), spec.data.get("cifar100", {})
-    return (f"CIFAR-10 is stood in for by {c10.get('train', 2048)} training and "
-            f"{c10.get('test', 500)} test images of Fashion-MNIST (the first of each class; "
+    (train10, test10), (train100, test100) = spec.sizes("cifar10"), spec.sizes("cifar100")
+    return (f"CIFAR-10 is stood in for by {train10} training and "
+            f"{test10} test images of Fashion-MNIST (the first of each class; "
             "28 × 28 grey padded with black to 32 × 32, three equal channels, in CIFAR's file "
-            f"format). CIFAR-100 is stood in for by {c100.get('train', 2048)} / "
-            f"{c100.get('test', 500)} of the same images with the same ten classes (no 100-class "
+            f"format). CIFAR-100 is stood in for by {train100} / "
+            f"{test100} of the same images with the same ten classes (no 100-class "
             "data set is at hand: a 100-way classifier that uses ten of its outputs), and "
             "ImageNet (Table 2) by that CIFAR-100 stand-in. Written by "
             "sparsebench/paper/fashion_cifar.py into the miniature's data/ folder.")

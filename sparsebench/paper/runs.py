@@ -6,7 +6,8 @@ its cells (``{"density": 0.02, "method.name": ["gse", "rigl"]}``, dotted names a
 sweeps that pass the filter (so a table can span sweeps, and an artifact can reuse another's
 runs instead of training them twice); each is ``completed``, ``failed``, ``diverged``,
 ``stopped`` or ``running`` (a folder without result.json yet: :mod:`sparsebench.results`)
-or ``missing`` (no folder at all). Only the expected runs are drawn: a stale run of an older sweep definition in the same folder is not.
+or ``missing`` (no folder at all). Only the expected runs are drawn: a stale run of an older
+sweep definition in the same folder is not.
 
 A :class:`Library` expands each sweep and loads its results once for all artifacts. A sweep
 that cannot be expanded (e.g. it names a method this checkout lacks) is a *problem* of the
