@@ -23,13 +23,7 @@ from __future__ import annotations
 
 import torch
 
-
-def _sorted_member(sorted_set: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-    """One bool per element of ``query``: whether it is in the ascending ``sorted_set``."""
-    if sorted_set.numel() == 0:
-        return torch.zeros_like(query, dtype=torch.bool)
-    pos = torch.searchsorted(sorted_set, query).clamp_(max=sorted_set.numel() - 1)
-    return sorted_set[pos] == query
+from ..sparsity.sparse_layer import sorted_contains
 
 
 class EverActive:
@@ -45,7 +39,7 @@ class EverActive:
         if self.bitmap is not None:
             self.bitmap[active] = True
             return
-        new = active[~_sorted_member(self.indices, active)]
+        new = active[~sorted_contains(self.indices, active)]
         if new.numel():
             self.indices = torch.cat([self.indices, new]).sort().values
             self._maybe_densify()
@@ -101,13 +95,13 @@ class TopologyTracker:
         for layer in self.engine.layers:
             name = layer.name
             before, after = self.active[name], layer.active_indices().clone()
-            kept = _sorted_member(before, after)
+            kept = sorted_contains(before, after)
             grown = after[~kept]
             pruned = before.numel() - int(kept.sum())
             previous_grown = self.grown[name]
             survival = None
             if previous_grown is not None and previous_grown.numel():
-                survived = int(_sorted_member(after, previous_grown).sum())
+                survived = int(sorted_contains(after, previous_grown).sum())
                 survival = survived / previous_grown.numel()
                 survived_total += survived
                 previous_total += previous_grown.numel()
