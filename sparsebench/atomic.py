@@ -57,10 +57,32 @@ def open_temporary(folder: Path, name: str) -> tuple[int, str]:
             continue
 
 
+def keep_as(path: Path, previous: Path) -> None:
+    """Make ``previous`` a second name of the file now at ``path``, which stays where it is.
+
+    A hard link, so that ``path`` exists at every instant: a worker stopped between keeping
+    the old generation and renaming the new one into place (Ctrl-C, SIGTERM from a scheduler)
+    leaves the old ``path``, not a gap. Where the file system has no hard links, ``path`` is
+    renamed instead; the reader then falls back to ``previous`` for that instant.
+    """
+    folder, name = os.path.split(previous)
+    link = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.link")
+    try:
+        os.link(path, link)
+    except OSError:
+        os.replace(path, previous)
+        return
+    try:
+        os.replace(link, previous)
+    except BaseException:
+        os.unlink(link)
+        raise
+
+
 def _write_atomic(path: Path, write: Callable[[IO], None], mode: str,
                   previous: Path | None = None) -> None:
     """Write ``path`` through a temporary file; with ``previous``, the file it replaces is
-    first renamed to ``previous`` (so the older generation survives until the new is whole)."""
+    first kept as ``previous`` (so the older generation survives the new one's arrival)."""
     path = Path(path)
     tmp = None
     try:
@@ -71,7 +93,7 @@ def _write_atomic(path: Path, write: Callable[[IO], None], mode: str,
             f.flush()
             os.fsync(f.fileno())
         if previous is not None and os.path.exists(path):
-            os.replace(path, previous)
+            keep_as(path, previous)
         os.replace(tmp, path)
     except BaseException as err:
         if tmp is not None and os.path.exists(tmp):

@@ -3,9 +3,10 @@
 * **Safe to load.** ``torch.load(..., weights_only=True)``: tensors, plain containers and
   numbers only, plus the few types in :data:`ALLOWED_GLOBALS`. A checkpoint file planted in a
   shared scratch folder therefore cannot run code when a run resumes from it.
-* **Two generations.** Saving renames the current ``checkpoint.pt`` to
-  ``checkpoint.prev.pt`` only once the new one is completely on disk (:mod:`sparsebench.atomic`),
-  so one bad write (a full disk, a crash mid-write) loses at most one epoch.
+* **Two generations.** Saving keeps the current ``checkpoint.pt`` as ``checkpoint.prev.pt``
+  only once the new one is completely on disk (:mod:`sparsebench.atomic`), so one bad write (a
+  full disk, a crash mid-write) loses at most one epoch, and ``checkpoint.pt`` is never absent
+  in between: a run stopped mid-save keeps the older one under its usual name.
 * **A damaged checkpoint is moved aside.** One that cannot be read or does not fit the run
   (truncated, empty, from another config) is renamed ``checkpoint.pt.corrupt-<UTC time>``, the
   run's log and the console say so naming both files, and the run resumes from the previous

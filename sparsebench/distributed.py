@@ -142,7 +142,12 @@ def _on_launcher_sigterm(signum, frame):
 
 
 def teardown() -> None:
+    """Close the process group once every rank got here (a run that ended on all of them).
+
+    The barrier first: gloo aborts a rank (SIGABRT, "terminate called without an active
+    exception") whose peer closes the connection while it still uses it."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

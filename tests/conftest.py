@@ -82,12 +82,25 @@ def kernels(request):
 
 
 def spawn_two_ranks(fn, out) -> None:
-    """Run ``fn(rank, 2, port, str(out))`` on two spawned processes that meet at a free local
-    port (each rank sets up its own gloo process group there and writes what it found to out)."""
+    """Run ``fn(rank, 2, str(out))`` on two spawned processes, each in a gloo process group
+    that meets at a free local port (rank 0 writes what it found to out)."""
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    torch.multiprocessing.start_processes(fn, args=(2, port, str(out)), nprocs=2,
+    torch.multiprocessing.start_processes(_in_group, args=(fn, port, str(out)), nprocs=2,
                                           start_method="spawn")
+
+
+def _in_group(rank: int, fn, port: int, out: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}",
+                                         rank=rank, world_size=2)
+    try:
+        fn(rank, 2, out)
+        # Both ranks done before either tears down: gloo aborts a rank whose peer closes the
+        # connection first ("terminate called without an active exception", SIGABRT; seen
+        # in full suites when a rank simply returned).
+        torch.distributed.barrier()
+    finally:
+        torch.distributed.destroy_process_group()

@@ -150,3 +150,41 @@ def test_failed_write_keeps_the_last_good_generation(tmp_path, monkeypatch):
     assert checkpoints.read(checkpoints.previous_of(path)) == {"epoch": 1}
     # no temporary file left behind
     assert {p.name for p in tmp_path.iterdir()} == {paths.CHECKPOINT, paths.CHECKPOINT_PREVIOUS}
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_a_save_stopped_before_the_new_file_lands_leaves_a_usable_checkpoint(
+        tmp_path, monkeypatch, hard_links):
+    """Ctrl-C (or a scheduler's SIGTERM) between keeping the older generation and renaming the
+    new file into place: with hard links ``checkpoint.pt`` is still there, unchanged; without
+    them (a file system that has none) it is the previous generation that a resume finds."""
+    from sparsebench import atomic
+
+    path = tmp_path / paths.CHECKPOINT
+    checkpoints.save(path, {"epoch": 1})
+    checkpoints.save(path, {"epoch": 2})
+    replace = atomic.os.replace
+
+    def interrupted(src, dst):
+        if str(dst) == str(path):
+            raise KeyboardInterrupt
+        replace(src, dst)
+
+    def no_links(src, dst):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(atomic.os, "replace", interrupted)
+    if not hard_links:
+        monkeypatch.setattr(atomic.os, "link", no_links)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.save(path, {"epoch": 3})
+    monkeypatch.undo()
+    assert checkpoints.read(checkpoints.previous_of(path)) == {"epoch": 2}
+    if hard_links:
+        assert checkpoints.read(path) == {"epoch": 2}
+        assert {p.name for p in tmp_path.iterdir()} == {paths.CHECKPOINT, paths.CHECKPOINT_PREVIOUS}
+    else:
+        assert not path.exists()
+    state = {}
+    assert checkpoints.load(path, lambda: {}, state.update) is not None
+    assert state == {"epoch": 2}

@@ -211,7 +211,7 @@ def test_one_process_helpers_are_no_ops():
 
 # ---- GSE's statistics and SNIP-like gradients are the global batch's -------------------------
 
-def _gse_scores(rank: int, world_size: int, port: int, out: str) -> dict:
+def _gse_scores(rank: int, world_size: int, out: str) -> dict:
     """GraBo's and GraEst's sampling weights and the candidates' gradients of one global batch
     of 16, computed on ``world_size`` ranks (each on its share) as GSE computes them."""
     from torch import nn
@@ -221,9 +221,6 @@ def _gse_scores(rank: int, world_size: int, port: int, out: str) -> dict:
 
     from .test_sampling import one_batch_weights
 
-    if world_size > 1:
-        torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}",
-                                             rank=rank, world_size=world_size)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Flatten(),
                           nn.Linear(6 * 8 * 8, 10))
@@ -255,7 +252,7 @@ def test_gse_statistics_on_two_ranks_are_the_global_batchs(tmp_path):
     out = tmp_path / "scores.pt"
     spawn_two_ranks(_gse_scores, out)
     two = torch.load(out)
-    one = _gse_scores(0, 1, 0, "")
+    one = _gse_scores(0, 1, "")
     assert set(two) == set(one) and len(one) == 12
     for key, value in one.items():
         torch.testing.assert_close(two[key], value, rtol=1e-5, atol=1e-7, msg=key)
