@@ -22,6 +22,13 @@ A and B are refreshed before every step for the first ``explore_epochs`` epochs 
 magnitude as training goes and leaves the refresh rate open). ``actual_density`` is the
 forward set's.
 
+A long ``interval`` can blow a small layer up: θ on B \\ A takes gradient steps without being
+in the forward pass, so its gradient does not shrink as it grows, and it enters A with all it
+gathered. Measured on the Fashion-MNIST MLP at density 0.02 (uniform: the classifier keeps 20
+of its 1000 weights), SGD with Nesterov momentum 0.9, seed 1: at ``interval: 100`` a classifier
+weight entered A at |θ| = 11 (the rest ≤ 2.4) and the run fell to chance; at 10 it reached
+84.7 %. The default sweep therefore refreshes every 10 steps.
+
 Backward density: the paper's text treats the backward sparsity as its own hyperparameter and
 reports pairs such as 80 % / 50 %, 90 % / 80 %, 95 % / 90 % (forward / backward sparsity), so
 this file takes ``backward_density`` as a parameter; its default 0 means D_b = min(1, 2·D),
