@@ -41,7 +41,7 @@ import time
 from collections import Counter
 from contextlib import contextmanager
 
-from . import atomic, executors, locks, paths, sweep_spec
+from . import atomic, executors, local_pool, locks, paths, slurm, sweep_spec
 from .cli import config_errors_exit
 from .config import ConfigError, check_unique_overrides
 from .executors import Outcome
@@ -98,12 +98,12 @@ def execute(plan: Plan, executor: str, workers: int, poll_s: float, command: str
             elif executor == "local":
                 n = max(1, min(workers, len(plan.to_run)))
                 left = len(plan.to_run)
-                for outcome in executors.run_local(plan.to_run, workers):
+                for outcome in local_pool.run_local(plan.to_run, workers):
                     left -= 1
                     progress.done(outcome, running=min(n, left))
             jobs = dict(plan.attached)
             if executor == "slurm" and plan.to_run:
-                submitted = executors.submit_slurm(sweep.name, sweep.spec.slurm, plan.to_run)
+                submitted = slurm.submit_slurm(sweep.name, sweep.spec.slurm, plan.to_run)
                 arrays = sorted({j.split("_")[0] for j in submitted.values()})
                 progress.bar.write(f"submitted array job {', '.join(arrays)}: {len(submitted)} "
                                    f"run{'s' * (len(submitted) != 1)} "
@@ -112,7 +112,7 @@ def execute(plan: Plan, executor: str, workers: int, poll_s: float, command: str
             if no_wait:
                 return progress.outcomes
             if jobs:
-                watch = executors.SlurmWatch(sweep.name, cells, jobs)
+                watch = slurm.SlurmWatch(sweep.name, cells, jobs)
                 while watch.jobs:
                     for outcome in watch.poll():
                         progress.done(outcome, **watch.counts)
@@ -131,9 +131,9 @@ def execute(plan: Plan, executor: str, workers: int, poll_s: float, command: str
 def _interrupted(plan: Plan, again: str) -> None:
     pending = [c for c in plan.sweep.cells if executors.read_outcome(c) is None]
     try:
-        running = executors.active_records(plan.sweep.name, pending)
+        running = slurm.active_records(plan.sweep.name, pending)
     except RuntimeError:  # squeue failed: name every recorded job rather than none
-        records = executors.read_records(plan.sweep.name)
+        records = slurm.read_records(plan.sweep.name)
         running = {c.run_id: records[c.run_id]["job_id"] for c in pending if c.run_id in records}
     job_ids = sorted({j.split("_")[0] for j in running.values()})
     if job_ids:
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-data-check", action="store_true",
                         help="leave the data-set check to each run (data visible only on the "
                              "compute nodes); a run without its data then fails with the same line")
-    parser.add_argument("--workers", type=int, default=executors.default_workers(),
+    parser.add_argument("--workers", type=int, default=local_pool.default_workers(),
                         help="local executor: processes at once (default: every core, %(default)s here)")
     parser.add_argument("--poll", type=float, default=5.0, metavar="SECONDS",
                         help="slurm executor: seconds between looks at the queue (default %(default)s)")
@@ -269,8 +269,8 @@ def main(argv: list[str] | None = None) -> int:
 
     executor = args.executor
     if executor == "auto":
-        executor = "slurm" if executors.slurm_available() else "local"
-    if executor == "slurm" and not executors.slurm_available():
+        executor = "slurm" if slurm.slurm_available() else "local"
+    if executor == "slurm" and not slurm.slurm_available():
         print("error: --executor slurm: sbatch is not on the PATH (make slurm-up starts a local "
               "cluster; --executor local runs here)", file=sys.stderr)
         return 2
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             outcomes = execute(plan, executor, args.workers, args.poll, again,
                                no_wait=args.no_wait, lines_every_s=args.lines_every)
             wall = time.perf_counter() - t0
-    except executors.SubmissionError as err:
+    except slurm.SubmissionError as err:
         print(f"error: {err} (is the cluster up? `make slurm-up` starts the local one)",
               file=sys.stderr)
         return 1

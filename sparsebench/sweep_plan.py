@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import executors, locks, paths, protocols, sweep_spec
+from . import executors, locks, paths, protocols, slurm, sweep_spec
 
 
 def display_path(path: Path) -> str:
@@ -25,7 +25,7 @@ class Plan:
         self.failed_skipped = [c for c in sweep.cells
                                if self._status(c) in ("failed", "diverged") and not retry_failed]
         rest = [c for c in sweep.cells if c not in self.completed and c not in self.failed_skipped]
-        self.attached = executors.active_records(sweep.name, rest)  # run_id -> SLURM job id
+        self.attached = slurm.active_records(sweep.name, rest)  # run_id -> SLURM job id
         self.to_run = [c for c in rest if c.run_id not in self.attached]
 
     def _status(self, cell) -> str | None:

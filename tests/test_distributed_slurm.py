@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from sparsebench import paths, sweep_spec
-from sparsebench.executors import read_records
+from sparsebench.slurm import read_records
 from sparsebench.training import train
 
 from .conftest import REPO, needs_fmnist

@@ -164,18 +164,18 @@ def test_inline_sweep_writes_epoch_lines(write_sweep, capsys):
 
 
 def test_no_wait_submits_and_returns(write_sweep, monkeypatch, capsys):
-    from sparsebench import executors
+    from sparsebench import slurm
 
     path = write_sweep("nowait", {"base": BASE, "overrides": TINY,
                                   "grid": {"density": [0.1, 0.05]}})
     assert main([str(path), "--executor", "inline", "--no-wait"]) == 2
     assert "--no-wait: only with the slurm executor" in capsys.readouterr().err
     submitted = []
-    monkeypatch.setattr(executors, "slurm_available", lambda: True)
-    monkeypatch.setattr(executors, "active_records", lambda sweep, cells: {})
-    monkeypatch.setattr(executors, "submit_slurm", lambda name, spec, cells: (
+    monkeypatch.setattr(slurm, "slurm_available", lambda: True)
+    monkeypatch.setattr(slurm, "active_records", lambda sweep, cells: {})
+    monkeypatch.setattr(slurm, "submit_slurm", lambda name, spec, cells: (
         submitted.extend(cells) or {c.run_id: f"77_{i}" for i, c in enumerate(cells)}))
-    monkeypatch.setattr(executors, "SlurmWatch", None)  # waiting would need it
+    monkeypatch.setattr(slurm, "SlurmWatch", None)  # waiting would need it
     assert main([str(path), "--executor", "slurm", "--no-wait", "--skip-data-check"]) == 0
     out = capsys.readouterr().out
     assert len(submitted) == 2 and "submitted array job 77" in out

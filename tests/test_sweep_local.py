@@ -13,8 +13,9 @@ import time
 import pytest
 import torch
 
-from sparsebench import executors, paths, sweep_spec
-from sparsebench.executors import run_inline, run_local
+from sparsebench import local_pool, paths, sweep_spec
+from sparsebench.executors import run_inline
+from sparsebench.local_pool import run_local
 from sparsebench.sweep import main
 
 from .conftest import REPO, needs_fmnist
@@ -27,14 +28,14 @@ pytestmark = [needs_fmnist, pytest.mark.timeout(180)]
 def test_local_executor_runs_fmnist_smoke_on_every_core_one_thread_each(capsys, tmp_path,
                                                                        monkeypatch):
     seen = []
-    real = executors.run_local
+    real = local_pool.run_local
 
     def spy(*args, **kwargs):
         for outcome in real(*args, **kwargs):
             seen.append(outcome)
             yield outcome
 
-    monkeypatch.setattr(executors, "run_local", spy)
+    monkeypatch.setattr(local_pool, "run_local", spy)
     assert main(["fmnist_smoke", "--executor", "local"]) == 0  # --workers: every core by default
     out = capsys.readouterr().out
     cores = len(os.sched_getaffinity(0))

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from sparsebench import atomic, paths, resolve, sweep_spec
-from sparsebench.executors import is_active, read_records, squeue_states
+from sparsebench.slurm import is_active, read_records, squeue_states
 from sparsebench.sweep import main
 from sparsebench.training import train
 

@@ -16,7 +16,8 @@ from matplotlib.colors import to_rgb
 from matplotlib.text import Text
 
 import sparsebench
-from sparsebench import atomic, executors, locks, paths, plotting, report, results, sweep_spec
+from sparsebench import (atomic, executors, locks, paths, plotting, report, results, slurm,
+                         sweep_spec)
 from sparsebench.config import ConfigError, load_yaml
 from sparsebench.figures import FIGURES, layer_sparsity, training_progress
 from sparsebench.paper import fig_curves
@@ -217,8 +218,8 @@ def test_each_slurm_run_folder_names_its_jobs_logs(write_sweep, monkeypatch):
         def map_array(self, job, configs):
             return [Job(i) for i, _ in enumerate(configs)]
 
-    monkeypatch.setattr(executors, "slurm_executor", lambda sweep, spec: FakeExecutor())
-    jobs = executors.submit_slurm("logs", sweep.spec.slurm, sweep.cells)
+    monkeypatch.setattr(slurm, "slurm_executor", lambda sweep, spec: FakeExecutor())
+    jobs = slurm.submit_slurm("logs", sweep.spec.slurm, sweep.cells)
     for i, cell in enumerate(sweep.cells):
         record = json.loads((executors.result_path(cell).parent / paths.SLURM_JOB).read_text())
         assert record["job_id"] == jobs[cell.run_id] == f"77_{i}"

@@ -233,8 +233,9 @@ def derive_all(layout: Layout, spec: MiniSpec, names: list[str]) -> list[Derived
 def train_all(layout: Layout, names: list[str], workers: int) -> dict[str, int]:
     """Every run of the derived sweeps in one pool of local processes; completed ones skipped,
     failed and diverged ones run again (a miniature is cheap to retry after a fix)."""
-    from .. import executors
     from tqdm.auto import tqdm
+
+    from .. import executors, local_pool
 
     cells = []
     for name in names:
@@ -249,7 +250,7 @@ def train_all(layout: Layout, names: list[str], workers: int) -> dict[str, int]:
     counts["completed"] = counts["already done"] = len(cells) - len(todo)
     with tqdm(total=len(cells), initial=len(cells) - len(todo), desc="paper-mini runs",
               unit="run", disable=None) as bar:
-        for outcome in executors.run_local(todo, workers):
+        for outcome in local_pool.run_local(todo, workers):
             counts[outcome.status] += 1
             bar.update(1)
     return dict(counts)
@@ -360,12 +361,12 @@ def run(root: Path | None = None, *, tiny: bool = False, workers: int | None = N
     names = paper_sweeps()
     derived = derive_all(layout, spec, names)
     t0 = time.perf_counter()
-    from .. import executors
+    from .. import local_pool
 
     # Runs read and write only the miniature's folders (and see only its data/ folder).
     with environment(SPARSEBENCH_RESULTS=str(layout.results.resolve()),
                      SPARSEBENCH_DATA=str(layout.data.resolve())):
-        counts = train_all(layout, names, workers or executors.default_workers())
+        counts = train_all(layout, names, workers or local_pool.default_workers())
     minutes = (time.perf_counter() - t0) / 60
     atomic.write_json(layout.top / "timing.json", {"train_minutes": minutes, "runs": counts})
     print("paper-mini runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
