@@ -34,8 +34,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from . import methods, paths
-from .config import (ConfigError, MethodConfig, from_dict, load_yaml, parse_dataclass, set_dotted,
-                     to_dict)
+from .config import ConfigError, MethodConfig, from_dict, parse_dataclass, to_dict
+from .config_files import load_yaml, set_dotted
 
 OWN = "own"
 UNSET = "auto"   # a value that defers to the protocol

@@ -12,7 +12,8 @@ import dataclasses
 from pathlib import Path
 
 from . import methods, models, protocols
-from .config import ConfigError, RunConfig, apply_overrides, from_dict, load_yaml, parse_dataclass
+from .config import ConfigError, RunConfig, from_dict, parse_dataclass
+from .config_files import apply_overrides, load_yaml
 from .data import DATASETS
 
 

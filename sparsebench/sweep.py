@@ -43,7 +43,8 @@ from contextlib import contextmanager
 
 from . import atomic, executors, local_pool, locks, paths, slurm, sweep_spec
 from .cli import config_errors_exit
-from .config import ConfigError, check_unique_overrides
+from .config import ConfigError
+from .config_files import check_unique_overrides
 from .executors import Outcome
 from .sweep_plan import Plan, display_path, print_plan
 from .sweep_progress import EpochLines, EpochReporter

@@ -45,8 +45,9 @@ from typing import Any
 import yaml
 
 from . import distributed, paths
-from .config import (ConfigError, RunConfig, UNHASHED_FIELDS, checked, load_yaml, non_negative,
-                     parse_dataclass, parse_override, positive, run_id, set_dotted)
+from .config import (ConfigError, RunConfig, UNHASHED_FIELDS, checked, non_negative,
+                     parse_dataclass, positive, run_id)
+from .config_files import load_yaml, parse_override, set_dotted
 from .resolve import resolve
 
 # sbatch options that a dedicated SlurmSpec field (or submitit itself) sets; giving them again

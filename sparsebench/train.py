@@ -20,7 +20,7 @@ import sys
 
 from . import atomic, distributed, locks, paths, preflight, resolve
 from .cli import config_errors_exit
-from .config import check_unique_overrides
+from .config_files import check_unique_overrides
 from .training import run_folder, train
 
 

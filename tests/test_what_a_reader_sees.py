@@ -18,7 +18,8 @@ from matplotlib.text import Text
 import sparsebench
 from sparsebench import (atomic, executors, locks, paths, plotting, report, results, slurm,
                          sweep_spec)
-from sparsebench.config import ConfigError, load_yaml
+from sparsebench.config import ConfigError
+from sparsebench.config_files import load_yaml
 from sparsebench.figures import FIGURES, layer_sparsity, training_progress
 from sparsebench.paper import fig_curves
 from sparsebench.paper.names import METHODS, Names

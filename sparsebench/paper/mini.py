@@ -32,7 +32,8 @@ from pathlib import Path
 import yaml
 
 from .. import atomic, paths, sweep_spec
-from ..config import ConfigError, load_yaml, set_dotted, to_dict
+from ..config import ConfigError, to_dict
+from ..config_files import load_yaml, set_dotted
 from . import fashion_cifar
 from .artifacts import paper_sweeps
 from .names import MODELS, Names
