@@ -20,7 +20,8 @@ from . import atomic, paths
 from .executors import TERMINAL, Outcome, RunJob, result_path
 
 if TYPE_CHECKING:
-    from .sweep_spec import Cell, SlurmSpec
+    from .slurm_spec import SlurmSpec
+    from .sweep_spec import Cell
 
 # SLURM job states in which a job still holds or waits for resources; any other state, or no
 # longer being listed by squeue, means the job has ended (COMPLETING and REQUEUED are the

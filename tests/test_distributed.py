@@ -297,7 +297,7 @@ def test_a_sweep_whose_runs_cannot_split_exits_2_before_submitting(slurm, grid, 
 
 
 def test_the_slurm_block_asks_for_one_task_per_gpu():
-    from sparsebench.sweep_spec import SlurmSpec
+    from sparsebench.slurm_spec import SlurmSpec
 
     params = SlurmSpec(nodes=2, tasks_per_node=8, gpus_per_node=8).submitit_parameters()
     assert (params["nodes"], params["tasks_per_node"], params["gpus_per_node"]) == (2, 8, 8)
