@@ -123,9 +123,13 @@ class MaskedLayer(PrunableLayer):
         return Candidates(score.masked_fill(~eligible, float("-inf")))
 
     def smallest_active(self, k: int, score: torch.Tensor) -> torch.Tensor:
+        # Over the active scores only, in index order, as the always-sparse layer ranks its
+        # values: at density d a d-th of the work of ranking the whole layer, and the same
+        # choice among ties (such as just-grown weights, all zero).
         k = min(k, self.n_active())
-        masked = self.drop_candidates(score).scores
-        return torch.topk(masked, k, largest=False, sorted=False).indices
+        active = self.active_indices()
+        kept = score.detach().flatten().float()[active]
+        return active[torch.topk(kept, k, largest=False, sorted=False).indices]
 
     def largest_inactive(self, k: int, score: torch.Tensor,
                          also: torch.Tensor | None = None) -> torch.Tensor:
