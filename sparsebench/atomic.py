@@ -47,10 +47,15 @@ def storage_error(path: Path, err: BaseException) -> WriteError | None:
     return None
 
 
+def _hidden_name(folder: Path | str, name: str, suffix: str) -> str:
+    """``folder/.name.XXXX.suffix``, a random name beside ``name`` (may exist: callers retry)."""
+    return os.path.join(folder, f".{name}.{secrets.token_hex(6)}.{suffix}")
+
+
 def open_temporary(folder: Path, name: str) -> tuple[int, str]:
     """A new, empty ``folder/.name.XXXX.tmp`` opened for writing; its mode follows the umask."""
     while True:
-        tmp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
+        tmp = _hidden_name(folder, name, "tmp")
         try:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
         except FileExistsError:
@@ -66,12 +71,16 @@ def keep_as(path: Path, previous: Path) -> None:
     renamed instead; the reader then falls back to ``previous`` for that instant.
     """
     folder, name = os.path.split(previous)
-    link = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.link")
-    try:
-        os.link(path, link)
-    except OSError:
-        os.replace(path, previous)
-        return
+    while True:
+        link = _hidden_name(folder, name, "link")
+        try:
+            os.link(path, link)
+            break
+        except FileExistsError:  # that random name is taken: another
+            continue
+        except OSError:
+            os.replace(path, previous)
+            return
     try:
         os.replace(link, previous)
     except BaseException:

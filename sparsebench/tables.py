@@ -30,12 +30,12 @@ NOT_CELL_FIELDS = {"config.seed", "config.sweep", "config.progress", "config.den
 # Methods in the order the field introduced them; others follow alphabetically.
 METHOD_ORDER = ["dense", "static", "snip", "magnitude", "set", "rigl", "gse"]
 MARK = "†"
-# The quantity columns of main_table (every other column is a cell key).
-MAIN_NUMBERS = {"acc_mean", "acc_std", "n", "best_acc_mean", "train_flops_rel_dense",
-                "inference_flops_rel_dense", "wall_clock_s", "step_time_ms", "update_time_s",
-                "failed", "diverged", "stopped", "running"}
 # The counts of a cell's runs that are not averaged in, one column each, named as the status.
 NOT_IN_MEAN = (FAILED, DIVERGED, STOPPED, RUNNING)
+# The quantity columns of main_table, in its order (every other column is a cell key).
+MAIN_NUMBERS = ("acc_mean", "acc_std", "n", "best_acc_mean", "train_flops_rel_dense",
+                "inference_flops_rel_dense", "wall_clock_s", "step_time_ms", "update_time_s",
+                *NOT_IN_MEAN)
 
 
 def not_in_mean(table):
@@ -94,9 +94,7 @@ def main_table(df: pd.DataFrame, keys: list[str] | None = None) -> pd.DataFrame:
     ``keys`` (default :func:`cell_keys`) are the columns that define a cell; they must include
     :data:`BASE_KEYS` (the paper's tables add e.g. ``epochs`` or ``width``)."""
     keys = list(keys) if keys is not None else cell_keys(df)
-    columns = keys + ["acc_mean", "acc_std", "n", "best_acc_mean", "train_flops_rel_dense",
-                      "inference_flops_rel_dense", "wall_clock_s", "step_time_ms",
-                      "update_time_s", *NOT_IN_MEAN]
+    columns = keys + list(MAIN_NUMBERS)
     if df.empty:
         return pd.DataFrame(columns=[display_name(c) for c in columns])
     rows = []

@@ -137,8 +137,8 @@ def test_default_sweep_is_all_eleven_methods_five_densities_three_seeds():
         assert cell.config.epochs == 10
         if cell.config.method.name in ("rigl", "gse"):
             assert cell.config.method.params["interval"] == 100
-        if cell.config.method.name == "topkast":  # see the sweep: B \ A grows unchecked between
-            assert cell.config.method.params["interval"] == 10   # refreshes
+        if cell.config.method.name == "topkast":  # more often: see the sweep file
+            assert cell.config.method.params["interval"] == 10
         if cell.config.method.name == "lottery":  # 3 pruned rounds of 10 epochs after the dense one
             assert cell.config.method.params["rounds"] == 3
 

@@ -128,7 +128,7 @@ class MaskedLayer(PrunableLayer):
         # choice among ties (such as just-grown weights, all zero).
         k = min(k, self.n_active())
         active = self.active_indices()
-        kept = score.detach().flatten().float()[active]
+        kept = take(score.detach(), active).float()
         return active[torch.topk(kept, k, largest=False, sorted=False).indices]
 
     def largest_inactive(self, k: int, score: torch.Tensor,
