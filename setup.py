@@ -1,9 +1,9 @@
 """Setuptools hook (everything else is in pyproject.toml): a wheel carries the checkout's
 top-level methods/, sweeps/, configs/ and protocols/ folders inside the package, as
-sparsebench/_builtin/<folder>/, where sparsebench.paths finds them through importlib.resources.
+sparsebench/_builtin/<folder>/, where sparsebench.storage.paths finds them through importlib.resources.
 
 An editable install copies nothing: the package then runs from the checkout and reads the
-folders where they are (sparsebench.paths.builtin_dir falls back to them). The folders stay at
+folders where they are (sparsebench.storage.paths.builtin_dir falls back to them). The folders stay at
 the top of the repository, where users edit them; MANIFEST.in puts them in the sdist too.
 """
 from pathlib import Path

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sparsebench import atomic, paths
+from sparsebench.storage import atomic, paths
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OVERRIDES = ["method.name=static", "data.train_subset=16384", "data.batch_size=256",

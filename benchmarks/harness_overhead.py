@@ -13,7 +13,7 @@ all in it; a method's topology updates (in a step, or at the end of the epoch) a
 
 Each repeat builds every trainer afresh and trains ``--epochs`` epochs; a ratio is taken
 within a repeat and printed as the median over ``--repeats`` with a bootstrap 95 % interval
-and the min-max (:mod:`sparsebench.spread`); a target is called met or missed only when that
+and the min-max (:mod:`sparsebench.reporting.spread`); a target is called met or missed only when that
 interval lies wholly on one side of it (else undecided):
 
 1. **harness / bare loop** (target ≤ 1.05): the same dense model, data, optimizer and LR
@@ -50,8 +50,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from sparsebench import atomic, resolve, spread
-from sparsebench.config import RunConfig, run_id
+from sparsebench.storage import atomic
+from sparsebench import resolve
+from sparsebench.reporting import spread
+from sparsebench.config.schema import RunConfig, run_id
 from sparsebench.data import build_data
 from sparsebench.models import build_model
 from sparsebench.training import Trainer

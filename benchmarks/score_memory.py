@@ -109,7 +109,7 @@ def run_child(*case) -> dict:
 def main(argv=None) -> int:
     import pandas as pd
 
-    from sparsebench import atomic, paths
+    from sparsebench.storage import atomic, paths
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller images and batches")

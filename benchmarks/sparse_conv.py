@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from interleaved import ratio_summary, time_interleaved  # noqa: E402
 
-from sparsebench import atomic, paths  # noqa: E402
+from sparsebench.storage import atomic, paths  # noqa: E402
 from sparsebench.sparsity.sparse_conv import SparseConv2d  # noqa: E402
 from sparsebench.sparsity.sparse_layer import sample_distinct  # noqa: E402
 

@@ -11,7 +11,7 @@ the callbacks' per-step work and the topology statistics at an update in it; the
 (evaluation, metrics.jsonl, checkpoint, then the trackers' epoch scalars) is timed apart.
 
 Prints the ratio tracked / untracked per step and per epoch (train + epoch end) as the median
-over ``--repeats`` with a bootstrap 95 % interval (:mod:`sparsebench.spread`), and the share of
+over ``--repeats`` with a bootstrap 95 % interval (:mod:`sparsebench.reporting.spread`), and the share of
 the tracked step spent inside the tracking callbacks (timed directly, so it does not depend on
 how noisy the machine is; the interval flushes and topology statistics at updates included)::
 
@@ -28,8 +28,9 @@ from pathlib import Path
 
 import torch
 
-from sparsebench import resolve, spread
-from sparsebench.config import RunConfig
+from sparsebench import resolve
+from sparsebench.reporting import spread
+from sparsebench.config.schema import RunConfig
 from sparsebench.training import Trainer
 from sparsebench.training.tracking_callbacks import tracking_callbacks
 

@@ -50,11 +50,13 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sparsebench import atomic, methods, paths, resolve, spread  # noqa: E402
+from sparsebench.storage import atomic, paths  # noqa: E402
+from sparsebench import methods, resolve  # noqa: E402
+from sparsebench.reporting import spread  # noqa: E402
 from sparsebench.data import build_data  # noqa: E402
 from sparsebench.methods import InitContext, StepContext  # noqa: E402
 from sparsebench.models import build_model  # noqa: E402
-from sparsebench.schedules import build_optimizer  # noqa: E402
+from sparsebench.training.schedules import build_optimizer  # noqa: E402
 from sparsebench.sparsity.engine import build_engine  # noqa: E402
 from sparsebench.training import training_step  # noqa: E402
 

@@ -43,10 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from width_scaling import (TIMED_SHARE, _status_kib, child_command, sweep_widths,  # noqa: E402
                            width_arguments, write_outputs)
 
-from sparsebench import methods, paths, resolve  # noqa: E402
+from sparsebench import methods, resolve  # noqa: E402
+from sparsebench.storage import paths  # noqa: E402
 from sparsebench.methods import InitContext, StepContext  # noqa: E402
 from sparsebench.models import build_model  # noqa: E402
-from sparsebench.schedules import build_optimizer  # noqa: E402
+from sparsebench.training.schedules import build_optimizer  # noqa: E402
 from sparsebench.sparsity.engine import prunable_modules  # noqa: E402
 from sparsebench.sparsity.engine import build_engine  # noqa: E402
 from sparsebench.training import training_step  # noqa: E402

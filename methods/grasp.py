@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from sparsebench.config import positive
+from sparsebench.config.schema import positive
 from sparsebench.methods import Method, register, require_masked_engine
 from sparsebench.scoring import ScoreDraw, score_samples_param
 from sparsebench.sparsity.engine import keep_target_globally

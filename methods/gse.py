@@ -65,7 +65,7 @@ from dataclasses import dataclass
 import torch
 
 from sparsebench import distributed
-from sparsebench.config import choice, positive
+from sparsebench.config.schema import choice, positive
 from sparsebench.methods import Method, register
 from sparsebench.scoring import score_samples_param
 from sparsebench.sparsity.dst import (ScheduledUpdates, drop_fraction_param, drop_schedule_param,

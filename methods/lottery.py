@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sparsebench.config import ConfigError, checked, positive
+from sparsebench.config.schema import ConfigError, checked, positive
 from sparsebench.methods import Method, register, require_masked_engine
 from sparsebench.sparsity.dst import prune_by_magnitude, scope_param
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sparsebench.config import ConfigError, checked, choice, fraction, positive
+from sparsebench.config.schema import ConfigError, checked, choice, fraction, positive
 from sparsebench.methods import Method, register
 from sparsebench.sparsity.dst import prune_by_magnitude, scope_param
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import torch
 
-from sparsebench.config import positive
+from sparsebench.config.schema import positive
 from sparsebench.methods import Method, register
 from sparsebench.scoring import score_samples_param
 from sparsebench.sparsity.engine import keep_target_globally

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sparsebench.config import positive
+from sparsebench.config.schema import positive
 from sparsebench.methods import Method, register, require_masked_engine
 
 # Made identities while scoring (see the module docstring).

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sparsebench.config import ConfigError, checked, choice, non_negative
+from sparsebench.config.schema import ConfigError, checked, choice, non_negative
 from sparsebench.methods import Method, register, require_masked_engine
 from sparsebench.sparsity.dst import interval_param
 

@@ -36,7 +36,8 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from sparsebench import atomic, methods, paths, resolve  # noqa: E402
+from sparsebench.storage import atomic, paths  # noqa: E402
+from sparsebench import methods, resolve  # noqa: E402
 from sparsebench.paper import fashion_cifar  # noqa: E402
 from sparsebench.training import run_folder, train  # noqa: E402
 

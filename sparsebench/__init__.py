@@ -1,6 +1,6 @@
 """sparsebench: a fair, reproducible benchmark harness for sparse neural-network training.
 
-For your own analysis of a sweep's results (see :mod:`sparsebench.results`):
+For your own analysis of a sweep's results (see :mod:`sparsebench.reporting.results`):
 
 - :func:`load_results` -- one row per run: config, status, final accuracies, FLOPs, times;
 - :func:`load_metrics` -- one row per run and epoch (``metrics.jsonl``): test accuracy, train
@@ -12,8 +12,8 @@ __all__ = ["load_results", "load_metrics"]
 
 def load_results(sweep: str, root=None):
     """All runs of a sweep (or of a list of sweeps, told apart by the ``sweep`` column) as a
-    pandas DataFrame, one row per run; see :mod:`sparsebench.results`."""
-    from .results import load_results as _load
+    pandas DataFrame, one row per run; see :mod:`sparsebench.reporting.results`."""
+    from .reporting.results import load_results as _load
 
     return _load(sweep, root)
 
@@ -34,7 +34,7 @@ def load_metrics(runs, root=None, statuses=("completed",)):
     ``runs`` is a sweep's name or a DataFrame of :func:`load_results` (e.g. filtered to some
     methods); ``statuses`` are the run statuses read (default: completed runs only).
     """
-    from .results import load_metrics as _metrics, load_results as _load
+    from .reporting.results import load_metrics as _metrics, load_results as _load
 
     df = _load(runs, root) if isinstance(runs, str) else runs
     return _metrics(df, statuses)

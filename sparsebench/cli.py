@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 
-from .config import ConfigError
+from .config.schema import ConfigError
 
 
 @contextmanager

@@ -46,7 +46,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .config import ConfigError
+from .config.schema import ConfigError
 
 ENV_CHECK_MASKS = "SPARSEBENCH_CHECK_MASKS"
 ENV_TIMEOUT = "SPARSEBENCH_COLLECTIVE_TIMEOUT_S"

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 import torch
 from torch import nn
 
-from . import paths
-from .config import ConfigError
+from .storage import paths
+from .config.schema import ConfigError
 from .scoring import ScoreDraw, first_batches
 from .sparsity.engine import SparsityEngine
 
@@ -129,7 +129,7 @@ class Method:
 
     @classmethod
     def validate(cls, params: Any, cfg: Any) -> None:
-        """Cross-field checks; raise :class:`sparsebench.config.ConfigError` naming the field."""
+        """Cross-field checks; raise :class:`sparsebench.config.schema.ConfigError` naming the field."""
 
     # ---- hooks -------------------------------------------------------------------------------
     def init_masks(self, ctx: InitContext) -> None:

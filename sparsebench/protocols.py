@@ -33,9 +33,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from . import methods, paths
-from .config import ConfigError, MethodConfig, from_dict, parse_dataclass, to_dict
-from .config_files import load_yaml, set_dotted
+from . import methods
+from .storage import paths
+from .config.schema import ConfigError, MethodConfig, from_dict, parse_dataclass, to_dict
+from .config.files import load_yaml, set_dotted
 
 OWN = "own"
 UNSET = "auto"   # a value that defers to the protocol

@@ -31,9 +31,9 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import paths
-from .results import (ResultsWarning, available_sweeps, load_results, sweep_exists,
-                      write_summary)
+from .storage import paths
+from .storage.run_files import ResultsWarning
+from .reporting.results import available_sweeps, load_results, sweep_exists, write_summary
 
 
 def report(sweep: str, root: Path | None = None, *, figures: bool = True, out=None,
@@ -42,7 +42,7 @@ def report(sweep: str, root: Path | None = None, *, figures: bool = True, out=No
     summary, tables and figures under ``write_root`` (default: ``root``); returns the paths
     written (none where the folder cannot be written, with a warning on stderr). ``density``
     is the sparsity of the per-epoch and per-layer figures (default: the sweep's highest)."""
-    from . import tables
+    from .reporting import tables
 
     out = out or sys.stdout
     write_root = write_root if write_root is not None else root
@@ -61,7 +61,7 @@ def report(sweep: str, root: Path | None = None, *, figures: bool = True, out=No
         written.append(write_summary(sweep, write_root, df))
         written += tables.write_tables(df, sweep, write_root)
         if figures:
-            from .figures import write_figures
+            from .reporting.figures import write_figures
 
             figs, skipped = write_figures(df, sweep, write_root, density=density)
             written += figs
@@ -85,7 +85,7 @@ def compare(sweeps: list[str], root: Path | None = None, *, out=None,
     """One table over several sweeps, their methods side by side (a ``sweep`` column in the
     summary, a row per sweep within each method in the tables), written under
     ``results/comparisons/A-vs-B/`` (summary.csv, tables/); no figures."""
-    from . import tables
+    from .reporting import tables
 
     out = out or sys.stdout
     df = load_results(sweeps, root)
@@ -107,7 +107,7 @@ def compare(sweeps: list[str], root: Path | None = None, *, out=None,
 
 
 def _storage_reason(err: OSError) -> str:
-    from .atomic import WriteError
+    from .storage.atomic import WriteError
 
     if isinstance(err, WriteError):
         return str(err)

@@ -12,8 +12,8 @@ import dataclasses
 from pathlib import Path
 
 from . import methods, models, protocols
-from .config import ConfigError, RunConfig, from_dict, parse_dataclass
-from .config_files import apply_overrides, load_yaml
+from .config.schema import ConfigError, RunConfig, from_dict, parse_dataclass
+from .config.files import apply_overrides, load_yaml
 from .data import DATASETS
 
 

@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from . import distributed
-from .config import checked
+from .config.schema import checked
 from .data.loader import TensorLoader, epoch_seed
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """Run a sweep: ``python -m sparsebench.sweep NAME_OR_PATH [key=value ...] [--executor ...]``.
 
-Expands ``sweeps/NAME.yaml`` (see :mod:`sparsebench.sweep_spec`) into one run per distinct config,
+Expands ``sweeps/NAME.yaml`` (see :mod:`sparsebench.launch.spec`) into one run per distinct config,
 validates every cell before anything is submitted (an invalid one exits 2 naming the sweep
 file, the cell and the field), skips runs whose result.json says completed, reports failed and
 diverged runs without running them again (unless ``--retry-failed``), and runs the rest:
@@ -19,7 +19,7 @@ accuracy and ETA (also in a log file, where the bar does not go); ``--no-wait`` 
 submits and returns, and the same command later reattaches or reports. At the end, mean final test accuracy per method and density with
 counts, and a table of the runs that failed with the first line of their error.
 
-Before anything is submitted every cell also passes :mod:`sparsebench.preflight` (data set
+Before anything is submitted every cell also passes :mod:`sparsebench.training.preflight` (data set
 installed, device present, batch within the training set, no zero-unit layer); with
 ``--skip-data-check`` the data-set check is left to each run, which then fails with the same
 line. ``--dry-run`` needs no data: it says what the data check found and shows the plan with
@@ -41,13 +41,14 @@ import time
 from collections import Counter
 from contextlib import contextmanager
 
-from . import atomic, executors, local_pool, locks, paths, slurm, sweep_spec
+from .storage import atomic, locks, paths
+from .launch import executors, local_pool, slurm, spec as sweep_spec
 from .cli import config_errors_exit
-from .config import ConfigError
-from .config_files import check_unique_overrides
-from .executors import Outcome
-from .sweep_plan import Plan, display_path, print_plan
-from .sweep_progress import EpochLines, EpochReporter
+from .config.schema import ConfigError
+from .config.files import check_unique_overrides
+from .launch.executors import Outcome
+from .launch.plan import Plan, display_path, print_plan
+from .launch.progress import EpochLines, EpochReporter
 
 EXECUTORS = ("auto", "slurm", "local", "inline")
 
@@ -82,7 +83,7 @@ def execute(plan: Plan, executor: str, workers: int, poll_s: float, command: str
             *, no_wait: bool = False, lines_every_s: float = 30.0) -> dict[str, Outcome]:
     """Run the plan's runs and follow them to the end; ``command`` relaunches (for Ctrl-C).
     ``no_wait`` (slurm): submit and return. A line per run and finished epoch (with an ETA)
-    is written every ``lines_every_s`` seconds at most (:mod:`sparsebench.sweep_progress`)."""
+    is written every ``lines_every_s`` seconds at most (:mod:`sparsebench.launch.progress`)."""
     sweep = plan.sweep
     progress = Progress(plan)
     cells = {c.run_id: c for c in sweep.cells}
@@ -208,8 +209,8 @@ def launcher_lock(sweep: str):
 
 
 def preflight_cells(sweep: sweep_spec.Sweep, data: bool = True) -> None:
-    """Every cell through :func:`sparsebench.preflight.check` before any is submitted."""
-    from . import preflight
+    """Every cell through :func:`sparsebench.training.preflight.check` before any is submitted."""
+    from .training import preflight
 
     for cell in sweep.cells:
         try:

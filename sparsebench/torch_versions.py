@@ -10,7 +10,7 @@ torchvision only for ImageNet (``data.name: imagenet``). Used by:
       python sparsebench/torch_versions.py torchvision-for "torch==2.13.0"  # torchvision==0.28.*
 
 * ``make test``, whose vision tests run in .venv-vision on the pair :data:`TESTED`;
-* :mod:`sparsebench.preflight`, which stops an ImageNet run or sweep before anything is
+* :mod:`sparsebench.training.preflight`, which stops an ImageNet run or sweep before anything is
   submitted when torchvision is missing or does not import beside the installed torch
   (:func:`vision_problem`), naming the versions to install.
 """

@@ -18,9 +18,11 @@ import argparse
 import json
 import sys
 
-from . import atomic, distributed, locks, paths, preflight, resolve
+from .storage import atomic, locks, paths
+from . import distributed, resolve
+from .training import preflight
 from .cli import config_errors_exit
-from .config_files import check_unique_overrides
+from .config.files import check_unique_overrides
 from .training import run_folder, train
 
 
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.print_config:
             preflight.check(cfg)
     if args.print_config:
-        from .config import to_dict
+        from .config.schema import to_dict
         import yaml
 
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from sparsebench import resolve
-from sparsebench.config import ConfigError
+from sparsebench.config.schema import ConfigError
 from sparsebench.train import main as train_main
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import fcntl
 from pathlib import Path
 
-from sparsebench import atomic, paths
-from sparsebench.config import from_dict, run_id, to_dict
+from sparsebench.storage import atomic, paths
+from sparsebench.config.schema import from_dict, run_id, to_dict
 from sparsebench.training import result_header
 
 MLP_LAYERS = {"net.1": 784 * 300, "net.3": 300 * 100, "net.5": 100 * 10}

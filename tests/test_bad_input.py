@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparsebench import data, paths
+from sparsebench import data
+from sparsebench.storage import paths
 from sparsebench.sweep import main as sweep_main
 from sparsebench.train import main as train_main
 

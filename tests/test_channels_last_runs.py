@@ -11,7 +11,8 @@ import json
 
 import pytest
 
-from sparsebench import methods, paths, resolve
+from sparsebench import methods, resolve
+from sparsebench.storage import paths
 from sparsebench.training import Callback, lifecycle, run_folder, train
 
 from .conftest import REPO

@@ -6,8 +6,9 @@ import pathlib
 import pytest
 import torch
 
-from sparsebench import checkpoints, paths, resolve
-from sparsebench.config import run_id
+from sparsebench.storage import checkpoints, paths
+from sparsebench import resolve
+from sparsebench.config.schema import run_id
 from sparsebench.training import train
 
 from .conftest import REPO, needs_fmnist
@@ -133,7 +134,7 @@ def test_planted_checkpoint_cannot_run_code(tmp_path, uninterrupted, capsys):
 def test_failed_write_keeps_the_last_good_generation(tmp_path, monkeypatch):
     import errno
 
-    from sparsebench import atomic
+    from sparsebench.storage import atomic
 
     path = tmp_path / paths.CHECKPOINT
     checkpoints.save(path, {"epoch": 1})
@@ -158,7 +159,7 @@ def test_a_save_stopped_before_the_new_file_lands_leaves_a_usable_checkpoint(
     """Ctrl-C (or a scheduler's SIGTERM) between keeping the older generation and renaming the
     new file into place: with hard links ``checkpoint.pt`` is still there, unchanged; without
     them (a file system that has none) it is the previous generation that a resume finds."""
-    from sparsebench import atomic
+    from sparsebench.storage import atomic
 
     path = tmp_path / paths.CHECKPOINT
     checkpoints.save(path, {"epoch": 1})

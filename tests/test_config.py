@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from sparsebench import resolve
-from sparsebench.config import ConfigError, run_id, to_dict
-from sparsebench.config_files import apply_overrides
+from sparsebench.config.schema import ConfigError, run_id, to_dict
+from sparsebench.config.files import apply_overrides
 from sparsebench.train import main as train_main
 
 from .conftest import REPO

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from sparsebench import atomic, load_results, paths
+from sparsebench.storage import atomic, paths
+from sparsebench import load_results
 from sparsebench.report import main as report_main
-from sparsebench.results import ResultsWarning
+from sparsebench.storage.run_files import ResultsWarning
 
 from .fake_results import write_run
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from sparsebench import distributed, resolve
-from sparsebench.config import ConfigError
+from sparsebench.config.schema import ConfigError
 from sparsebench.data.imagenet import GlobalBatchShards
 from sparsebench.data.loader import TensorLoader, share
 from sparsebench.training import run_folder, train
@@ -297,7 +297,7 @@ def test_a_sweep_whose_runs_cannot_split_exits_2_before_submitting(slurm, grid, 
 
 
 def test_the_slurm_block_asks_for_one_task_per_gpu():
-    from sparsebench.slurm_spec import SlurmSpec
+    from sparsebench.launch.slurm_spec import SlurmSpec
 
     params = SlurmSpec(nodes=2, tasks_per_node=8, gpus_per_node=8).submitit_parameters()
     assert (params["nodes"], params["tasks_per_node"], params["gpus_per_node"]) == (2, 8, 8)

@@ -1,6 +1,6 @@
 """Resuming a data-parallel run (2 CPU processes on gloo, started with torchrun): rank 0 alone
 deals with a damaged checkpoint while the other waits, and every rank restores its own
-random-number generator state (sparsebench.checkpoints.resume, sparsebench.training.state)."""
+random-number generator state (sparsebench.training.state.resume_checkpoint, sparsebench.training.state)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from sparsebench import checkpoints, distributed, paths, resolve
+from sparsebench.storage import checkpoints, paths
+from sparsebench import distributed, resolve
 from sparsebench.training import run_folder, train
 
 from .conftest import needs_fmnist

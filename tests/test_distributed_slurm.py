@@ -12,8 +12,9 @@ import time
 import pytest
 import torch
 
-from sparsebench import paths, sweep_spec
-from sparsebench.slurm import read_records
+from sparsebench.storage import paths
+from sparsebench.launch import spec as sweep_spec
+from sparsebench.launch.slurm import read_records
 from sparsebench.training import train
 
 from .conftest import REPO, needs_fmnist

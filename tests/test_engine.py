@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from sparsebench.config import OptimConfig
-from sparsebench.schedules import build_optimizer
+from sparsebench.config.schema import OptimConfig
+from sparsebench.training.schedules import build_optimizer
 from sparsebench.sparsity import SparsityEngine
 
 

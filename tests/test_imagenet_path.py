@@ -13,8 +13,10 @@ import json
 import pytest
 import torch
 
-from sparsebench import paths, preflight, resolve, torch_versions
-from sparsebench.config import run_id
+from sparsebench.storage import paths
+from sparsebench.training import preflight
+from sparsebench import resolve, torch_versions
+from sparsebench.config.schema import run_id
 
 from .conftest import REPO
 

@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from sparsebench import methods, paths, resolve
-from sparsebench.config import run_id
+from sparsebench import methods, resolve
+from sparsebench.storage import paths
+from sparsebench.config.schema import run_id
 from sparsebench.methods import InitContext, StepContext
 from sparsebench.sparsity import SparsityEngine
 from sparsebench.training import train

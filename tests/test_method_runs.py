@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sparsebench import paths, resolve
-from sparsebench.config import run_id
+from sparsebench.storage import paths
+from sparsebench import resolve
+from sparsebench.config.schema import run_id
 from sparsebench.training import Trainer, train
 
 from .conftest import REPO, needs_fmnist

@@ -61,7 +61,7 @@ def test_register_decorator_and_duplicate_name():
     finally:
         from sparsebench import models
 
-        models._REGISTRY.pop("_test_tiny", None)
+        models.registry._REGISTRY.pop("_test_tiny", None)
     assert "_test_tiny" not in available()
 
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from sparsebench import atomic, sweep_spec
-from sparsebench.config import to_dict
+from sparsebench.storage import atomic
+from sparsebench.launch import spec as sweep_spec
+from sparsebench.config.schema import to_dict
 from sparsebench.paper import mini
 from sparsebench.paper.artifacts import ARTIFACTS, paper_sweeps
 from sparsebench.paper.width import active_connections

@@ -8,13 +8,13 @@ import matplotlib
 import pandas as pd
 import pytest
 
-from sparsebench import sweep_spec
-from sparsebench.config import ConfigError
+from sparsebench.launch import spec as sweep_spec
+from sparsebench.config.schema import ConfigError
 from sparsebench.paper import published, report, tables
 from sparsebench.paper.artifacts import BY_ID
 from sparsebench.paper.names import Names
 from sparsebench.paper.runs import Library
-from sparsebench.results import method_label
+from sparsebench.reporting.results import method_label
 
 from .fake_results import write_config_run
 

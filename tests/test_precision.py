@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sparsebench import resolve
-from sparsebench.config import ConfigError
+from sparsebench.config.schema import ConfigError
 from sparsebench.training import train
 from sparsebench.training.precision import Precision
 

@@ -8,8 +8,10 @@ import json
 import pytest
 import yaml
 
-from sparsebench import methods, paths, resolve, sweep, sweep_spec
-from sparsebench.config import ConfigError
+from sparsebench import methods, resolve, sweep
+from sparsebench.storage import paths
+from sparsebench.launch import spec as sweep_spec
+from sparsebench.config.schema import ConfigError
 
 from .conftest import REPO, needs_fmnist
 
@@ -72,7 +74,7 @@ def test_the_config_wins_over_the_protocol_and_auto_defers_to_it():
 
 def test_the_resolved_config_is_a_fixed_point():
     """config.yaml holds the resolved values: resolving it again changes nothing (same run)."""
-    from sparsebench.config import run_id, to_dict
+    from sparsebench.config.schema import run_id, to_dict
 
     cfg = resolve.load(BASE, ["protocol=gse_paper", "method.name=set"])
     again = resolve.resolve(to_dict(cfg))

@@ -7,9 +7,12 @@ import math
 import pandas as pd
 import pytest
 
-from sparsebench import load_results, paths, report, tables
-from sparsebench.figures import FIGURES
-from sparsebench.results import ResultsWarning, write_summary
+from sparsebench import load_results, report
+from sparsebench.storage import paths
+from sparsebench.reporting import tables
+from sparsebench.reporting.figures import FIGURES
+from sparsebench.storage.run_files import ResultsWarning
+from sparsebench.reporting.results import write_summary
 
 from .fake_results import write_run
 

@@ -7,8 +7,9 @@ import re
 
 import pytest
 
-from sparsebench import paths, resolve
-from sparsebench.config import run_id
+from sparsebench.storage import paths
+from sparsebench import resolve
+from sparsebench.config.schema import run_id
 from sparsebench.training import result_header, train
 
 from .conftest import REPO, needs_fmnist

@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from sparsebench import atomic, locks, paths, resolve
-from sparsebench.config import run_id
+from sparsebench.storage import atomic, locks, paths
+from sparsebench import resolve
+from sparsebench.config.schema import run_id
 from sparsebench.train import main as train_main
 
 from .conftest import REPO, needs_fmnist

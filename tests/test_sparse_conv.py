@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from sparsebench import methods, resolve
-from sparsebench.config import ConfigError, OptimConfig
+from sparsebench.config.schema import ConfigError, OptimConfig
 from sparsebench.flops import FlopModel
 from sparsebench.methods import StepContext
 from sparsebench.models import build_model
-from sparsebench.schedules import build_optimizer
+from sparsebench.training.schedules import build_optimizer
 from sparsebench.sparsity.sparse_conv import SparseConv2d, _Im2colConvFunction
 from sparsebench.sparsity.sparse_linear import CsrStructure
 from sparsebench.sparsity import SparseLayer, build_engine

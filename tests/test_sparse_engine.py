@@ -11,11 +11,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from sparsebench import methods
-from sparsebench.config import OptimConfig
+from sparsebench.config.schema import OptimConfig
 from sparsebench.flops import FlopModel
 from sparsebench.methods import InitContext, StepContext
 from sparsebench.models import build_model
-from sparsebench.schedules import build_optimizer
+from sparsebench.training.schedules import build_optimizer
 from sparsebench.sparsity import MaskedLayer, SparseLayer, build_engine
 from sparsebench.sparsity.sparse_layer import sample_distinct
 from sparsebench.sparsity.sparse_linear import KERNELS, SparseLinear, _SparseLinearFunction
@@ -457,8 +457,9 @@ def test_meta_model_is_built_without_dense_weights():
 
 @needs_fmnist
 def test_trainer_runs_gse_alike_on_both_engines_and_resumes_on_the_sparse_one():
-    from sparsebench import paths, resolve
-    from sparsebench.config import run_id
+    from sparsebench.storage import paths
+    from sparsebench import resolve
+    from sparsebench.config.schema import run_id
     from sparsebench.training import train
 
     base = str(REPO / "configs" / "fmnist_mlp.yaml")

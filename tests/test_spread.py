@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from sparsebench import spread
+from sparsebench.reporting import spread
 
 
 def test_bootstrap_interval_holds_the_median_and_is_reproducible():

@@ -2,8 +2,10 @@
 a trainer that was interrupted or killed leaves a ``stopped`` run, and the tables say so."""
 from __future__ import annotations
 
-from sparsebench import load_results, locks, paths, resolve, tables
-from sparsebench.results import load_run
+from sparsebench import load_results, resolve
+from sparsebench.storage import locks, paths
+from sparsebench.reporting import tables
+from sparsebench.reporting.results import load_run
 from sparsebench.training import run_folder, train
 
 from .conftest import REPO, needs_fmnist

@@ -11,8 +11,9 @@ import sys
 import pandas as pd
 import pytest
 
-from sparsebench import paths, sweep_spec
-from sparsebench.config import ConfigError
+from sparsebench.storage import paths
+from sparsebench.launch import spec as sweep_spec
+from sparsebench.config.schema import ConfigError
 from sparsebench.sweep import main
 
 from .conftest import REPO, needs_fmnist
@@ -131,8 +132,8 @@ def test_report_of_two_sweeps_puts_their_methods_side_by_side(tmp_path, capsys):
 
 
 def test_epoch_lines_report_each_epoch_once_with_an_eta(write_sweep):
-    from sparsebench import atomic
-    from sparsebench.sweep_progress import EpochLines
+    from sparsebench.storage import atomic
+    from sparsebench.launch.progress import EpochLines
 
     path = write_sweep("lines", {"base": BASE, "overrides": {"epochs": 10},
                                  "grid": {"density": [0.1, 0.05]}})
@@ -164,7 +165,7 @@ def test_inline_sweep_writes_epoch_lines(write_sweep, capsys):
 
 
 def test_no_wait_submits_and_returns(write_sweep, monkeypatch, capsys):
-    from sparsebench import slurm
+    from sparsebench.launch import slurm
 
     path = write_sweep("nowait", {"base": BASE, "overrides": TINY,
                                   "grid": {"density": [0.1, 0.05]}})

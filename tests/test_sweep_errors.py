@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from sparsebench import paths
+from sparsebench.storage import paths
 from sparsebench.sweep import main
 
 from .conftest import REPO

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from sparsebench import config, models, resolve, sweep_spec
+from sparsebench.config.schema import schema as config
+from sparsebench import models, resolve
+from sparsebench.launch import spec as sweep_spec
 from sparsebench.sparsity.engine import SparsityEngine
 
 from .conftest import REPO

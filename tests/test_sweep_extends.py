@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from sparsebench import config, sweep_spec
+from sparsebench.config.schema import schema as config
+from sparsebench.launch import spec as sweep_spec
 from sparsebench.paper import width as paper_width
 
 PARENT = {

@@ -13,9 +13,10 @@ import time
 import pytest
 import torch
 
-from sparsebench import local_pool, paths, sweep_spec
-from sparsebench.executors import run_inline
-from sparsebench.local_pool import run_local
+from sparsebench.launch import local_pool, spec as sweep_spec
+from sparsebench.storage import paths
+from sparsebench.launch.executors import run_inline
+from sparsebench.launch.local_pool import run_local
 from sparsebench.sweep import main
 
 from .conftest import REPO, needs_fmnist

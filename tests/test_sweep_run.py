@@ -7,8 +7,9 @@ import os
 
 import pytest
 
-from sparsebench import atomic, executors, paths, sweep_spec
-from sparsebench.executors import Outcome
+from sparsebench.storage import atomic, paths
+from sparsebench.launch import executors, spec as sweep_spec
+from sparsebench.launch.executors import Outcome
 from sparsebench.sweep import Plan, Progress, main, timing_line
 
 from .conftest import needs_fmnist

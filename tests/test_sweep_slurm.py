@@ -18,8 +18,10 @@ import time
 import pytest
 import torch
 
-from sparsebench import atomic, paths, resolve, sweep_spec
-from sparsebench.slurm import is_active, read_records, squeue_states
+from sparsebench.storage import atomic, paths
+from sparsebench import resolve
+from sparsebench.launch import spec as sweep_spec
+from sparsebench.launch.slurm import is_active, read_records, squeue_states
 from sparsebench.sweep import main
 from sparsebench.training import train
 

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from sparsebench import methods, resolve
-from sparsebench.config import OptimConfig
+from sparsebench.config.schema import OptimConfig
 from sparsebench.flops import FlopModel
 from sparsebench.methods import InitContext, StepContext
-from sparsebench.schedules import build_optimizer
+from sparsebench.training.schedules import build_optimizer
 from sparsebench.sparsity import SparsityEngine
 from sparsebench.training import train, training_step
 

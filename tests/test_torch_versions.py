@@ -10,8 +10,9 @@ import sys
 import pytest
 import torch
 
-from sparsebench import preflight, resolve, torch_versions
-from sparsebench.config import ConfigError
+from sparsebench.training import preflight
+from sparsebench import resolve, torch_versions
+from sparsebench.config.schema import ConfigError
 
 from .conftest import REPO
 

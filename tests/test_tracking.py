@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from sparsebench import load_model, paths, resolve
-from sparsebench.config import ConfigError, run_id
-from sparsebench.results import read_metrics
+from sparsebench import load_model, resolve
+from sparsebench.storage import paths
+from sparsebench.config.schema import ConfigError, run_id
+from sparsebench.storage.run_files import read_metrics
 from sparsebench.sparsity.engine import SparsityEngine
 from sparsebench.training import Callback, Trainer, train
 from sparsebench.training.final import save_final
@@ -188,7 +189,8 @@ def test_resumed_run_drops_rows_after_its_checkpoint(tmp_path):
 
 
 def test_a_tracker_that_is_not_installed_is_a_config_error(monkeypatch):
-    from sparsebench import preflight, tracking
+    from sparsebench.training import preflight
+    from sparsebench.training import tracking
 
     cfg = resolve.load(BASE, ["tracking.mlflow.tracking_uri=/tmp/mlruns"])
     real = importlib.util.find_spec

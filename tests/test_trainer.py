@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from sparsebench import paths, resolve
-from sparsebench.config import ConfigError, run_id
+from sparsebench.storage import paths
+from sparsebench import resolve
+from sparsebench.config.schema import ConfigError, run_id
 from sparsebench.training import train
 
 from .conftest import REPO, needs_fmnist

@@ -8,7 +8,7 @@ import sys
 
 import yaml
 
-from sparsebench import paths
+from sparsebench.storage import paths
 
 from .conftest import REPO
 

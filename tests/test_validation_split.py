@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sparsebench import preflight, resolve
-from sparsebench.config import ConfigError
+from sparsebench.training import preflight
+from sparsebench import resolve
+from sparsebench.config.schema import ConfigError
 from sparsebench.data import build_data
 from sparsebench.data.validation import hold_out
-from sparsebench.results import read_metrics
+from sparsebench.storage.run_files import read_metrics
 from sparsebench.training import run_folder, train
 
 from .conftest import REPO, needs_fmnist

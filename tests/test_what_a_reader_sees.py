@@ -16,11 +16,13 @@ from matplotlib.colors import to_rgb
 from matplotlib.text import Text
 
 import sparsebench
-from sparsebench import (atomic, executors, locks, paths, plotting, report, results, slurm,
-                         sweep_spec)
-from sparsebench.config import ConfigError
-from sparsebench.config_files import load_yaml
-from sparsebench.figures import FIGURES, layer_sparsity, training_progress
+from sparsebench.storage import atomic, locks, paths
+from sparsebench.launch import executors, slurm, spec as sweep_spec
+from sparsebench.reporting import plotting, results
+from sparsebench import report
+from sparsebench.config.schema import ConfigError
+from sparsebench.config.files import load_yaml
+from sparsebench.reporting.figures import FIGURES, layer_sparsity, training_progress
 from sparsebench.paper import fig_curves
 from sparsebench.paper.names import METHODS, Names
 from sparsebench.paper.plotting import colors_for
@@ -121,7 +123,7 @@ def test_panel_titles_and_tables_say_width_and_sparsity(root):
     fig = FIGURES["accuracy_vs_density"](df)
     assert [ax.get_title() for ax in fig.axes] == ["fashion_mnist · mlp · width ×1",
                                                    "fashion_mnist · mlp · width ×2"]
-    from sparsebench import tables
+    from sparsebench.reporting import tables
 
     shown = tables.main_display(tables.main_table(df))
     assert "sparsity" in shown.columns and "density" not in shown.columns

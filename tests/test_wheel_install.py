@@ -79,7 +79,7 @@ def test_wheel_runs_a_sweep_and_its_report_from_an_empty_folder(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     env = clean_env(SPARSEBENCH_STRICT="0")
-    where = subprocess.run([str(python), "-c", "import sparsebench, sparsebench.paths as p; "
+    where = subprocess.run([str(python), "-c", "import sparsebench, sparsebench.storage.paths as p; "
                             "print(sparsebench.__file__); print(p.builtin_dir('sweeps'))"],
                            cwd=empty, env=env, capture_output=True, text=True, check=True)
     module, sweeps_folder = where.stdout.split()

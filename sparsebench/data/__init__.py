@@ -3,6 +3,9 @@
 Small data sets (the MNISTs, CIFAR) are decoded once per process, normalized once
 on the training device and batched by TensorLoader; ImageNet streams from an
 ImageFolder tree through torchvision (optional dependency).
+
+Imports only :mod:`sparsebench.torch_versions` of sparsebench (which torchvision fits the
+installed torch); training, scoring and the preflight checks import it.
 """
 
 from __future__ import annotations

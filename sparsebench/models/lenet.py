@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from . import image_shape, register, scaled
+from .registry import image_shape, register, scaled
 
 
 @register("lenet5")

@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn as nn
 
-from . import register, scaled
+from .registry import register, scaled
 
 
 @register("mlp")

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import image_shape, init_convs_and_batchnorm, register, scaled
+from .registry import image_shape, init_convs_and_batchnorm, register, scaled
 
 
 class PadShortcut(nn.Module):

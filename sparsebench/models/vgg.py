@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from . import image_shape, init_convs_and_batchnorm, register, scaled
+from .registry import image_shape, init_convs_and_batchnorm, register, scaled
 
 CFG_16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import image_shape, register, scaled
+from .registry import image_shape, register, scaled
 
 
 class Attention(nn.Module):

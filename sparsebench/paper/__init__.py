@@ -20,4 +20,7 @@ Modules, one per kind of artifact:
   mini.py          derives the miniature sweeps from the full ones and runs them
   fashion_cifar.py Fashion-MNIST in the CIFAR file format: the miniature's data (not CIFAR)
   width.py         densities that keep the active connections constant across widths (fig3)
+
+On top, beside the commands: may import launch (the sweeps it derives and runs), reporting,
+storage, config, data, models, sparsity and flops; nothing but the commands imports it.
 """

@@ -15,7 +15,7 @@ import argparse
 import functools
 import sys
 
-from .. import sweep_spec
+from ..launch import spec as sweep_spec
 from .artifacts import paper_sweeps
 
 TRAIN_EXAMPLES = {"cifar10": 50_000, "cifar100": 50_000, "imagenet": 1_281_167,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import atomic
+from ..storage import atomic
 from ..data.cifar import (CIFAR10_DIR, CIFAR10_TEST, CIFAR10_TRAIN, CIFAR100_DIR, CIFAR100_TEST,
                           CIFAR100_TRAIN)
 from ..data.idx import load_mnist_like

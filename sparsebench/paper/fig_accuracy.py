@@ -3,7 +3,7 @@ constant number of active connections (figure 3), the layer-wise distribution (f
 
 Each takes the completed runs of its artifact (``Evidence.completed()``) and the report's
 :class:`~sparsebench.paper.names.Names`, and returns a :class:`~sparsebench.paper.plotting.Drawn`
-or raises :class:`sparsebench.plotting.SkipFigure` saying what is lacking. Marks are the mean
+or raises :class:`sparsebench.reporting.plotting.SkipFigure` saying what is lacking. Marks are the mean
 over runs with ± one standard deviation.
 """
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from ..plotting import (ACCURACY, SkipFigure, figure, figure_legend, sparsity_text,
-                        spread_text, theme)
-from ..plotting import title as figure_title
+from ..reporting.plotting import (ACCURACY, SkipFigure, figure, figure_legend, sparsity_text,
+    spread_text, theme)
+from ..reporting.plotting import title as figure_title
 from .names import SAMPLERS
 from .plotting import Drawn, colors_for, runs_per_point, with_paper_names
 

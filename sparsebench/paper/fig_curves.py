@@ -5,9 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import seaborn as sns
 
-from ..plotting import SkipFigure, figure, figure_legend, sparsity_text, spread_text, theme
-from ..plotting import title as figure_title
-from ..results import load_metrics
+from ..reporting.plotting import (SkipFigure, figure, figure_legend, sparsity_text, spread_text,
+    theme)
+from ..reporting.plotting import title as figure_title
+from ..reporting.results import load_metrics
 from .plotting import Drawn, colors_for, runs_per_point, with_paper_names
 
 

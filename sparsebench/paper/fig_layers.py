@@ -10,10 +10,10 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import FixedLocator, FuncFormatter
 
-from ..plotting import (SkipFigure, figure, figure_legend, sparsity_text, sparsity_y_axis,
-                        spread_text, theme)
-from ..plotting import title as figure_title
-from ..results import layer_table
+from ..reporting.plotting import (SkipFigure, figure, figure_legend, sparsity_text,
+    sparsity_y_axis, spread_text, theme)
+from ..reporting.plotting import title as figure_title
+from ..reporting.results import layer_table
 from .plotting import Drawn, colors_for, runs_per_point, with_paper_names
 
 

@@ -27,7 +27,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..flops import forward_flops_by_module
-from ..plotting import METHOD_COLORS
+from ..reporting.plotting import METHOD_COLORS
 from .names import MODELS
 
 DELTA_T = 1000

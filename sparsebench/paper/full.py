@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .. import paths
+from ..storage import paths
 from .artifacts import paper_sweeps
 from .kernels import BENCHMARK_ARGS
 

@@ -63,7 +63,7 @@ def figure(data: pd.DataFrame) -> Figure:
     import seaborn as sns
     from matplotlib.ticker import FixedLocator, FuncFormatter
 
-    from ..plotting import log_axis
+    from ..reporting.plotting import log_axis
 
     data = data.assign(variant_name=data["variant"].map(lambda v: VARIANT_NAMES.get(v, v)),
                        time_ms=1000 * data["time_s"], density=1 - data["sparsity"])

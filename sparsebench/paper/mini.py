@@ -31,9 +31,10 @@ from pathlib import Path
 
 import yaml
 
-from .. import atomic, paths, sweep_spec
-from ..config import ConfigError, to_dict
-from ..config_files import load_yaml, set_dotted
+from ..storage import atomic, paths
+from ..launch import spec as sweep_spec
+from ..config.schema import ConfigError, flat_config, to_dict
+from ..config.files import load_yaml, set_dotted
 from . import fashion_cifar
 from .artifacts import paper_sweeps
 from .names import MODELS, Names
@@ -161,7 +162,7 @@ def derive(name: str, spec: MiniSpec) -> Derived:
     full = sweep_spec.expand(name)
     include, seen, changes = [], set(), defaultdict(set)
     for cell in full.cells:
-        flat = sweep_spec.flat_config(cell.config)
+        flat = flat_config(cell.config)
         if cell.config.seed not in spec.seeds or not _keep(flat, spec.keep_in.get(name, spec.keep)):
             continue
         cfg, changed = mini_config(to_dict(cell.config), spec)
@@ -236,7 +237,7 @@ def train_all(layout: Layout, names: list[str], workers: int) -> dict[str, int]:
     failed and diverged ones run again (a miniature is cheap to retry after a fix)."""
     from tqdm.auto import tqdm
 
-    from .. import executors, local_pool
+    from ..launch import executors, local_pool
 
     cells = []
     for name in names:
@@ -362,7 +363,7 @@ def run(root: Path | None = None, *, tiny: bool = False, workers: int | None = N
     names = paper_sweeps()
     derived = derive_all(layout, spec, names)
     t0 = time.perf_counter()
-    from .. import local_pool
+    from ..launch import local_pool
 
     # Runs read and write only the miniature's folders (and see only its data/ folder).
     with environment(SPARSEBENCH_RESULTS=str(layout.results.resolve()),

@@ -1,6 +1,6 @@
 """How the paper names things: methods, data sets, models, sparsities.
 
-Method labels are ours (:func:`sparsebench.results.method_label`: ``gse (grabo)``); the paper
+Method labels are ours (:func:`sparsebench.reporting.results.method_label`: ``gse (grabo)``); the paper
 writes them as below, in the order of its Table 1. A label the paper does not have is shown
 as it is, after the paper's. A miniature replaces data set names with its stand-ins (see
 ``sweeps/mini/common.yaml``), so that generated data is never called CIFAR.

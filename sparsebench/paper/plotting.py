@@ -1,4 +1,4 @@
-"""What the paper's figures share besides the plotting kit (:mod:`sparsebench.plotting`):
+"""What the paper's figures share besides the plotting kit (:mod:`sparsebench.reporting.plotting`):
 the paper's method names in legends, each in its method's colour from the kit's one palette
 (the same as in a sweep's report), and the caption's count of the runs behind each point."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..plotting import method_colors
+from ..reporting.plotting import method_colors
 from .names import METHODS, Names
 
 _LABEL_OF = {name: label for label, name in METHODS.items()}

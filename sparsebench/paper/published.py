@@ -6,7 +6,7 @@ One row per published number::
     table3,cifar100,resnet56,gse (uniform),0.98,300,1,56.4,0.3,"... supplementary Table 3",
 
 ``method`` is our method label (``gse (uniform)``, ``rigl``, ``dense``: see
-:func:`sparsebench.results.method_label`), ``sparsity`` a fraction (0 for dense), ``value`` and
+:func:`sparsebench.reporting.results.method_label`), ``sparsity`` a fraction (0 for dense), ``value`` and
 ``pm`` (±) in percent; ``epochs`` and ``width`` may be empty where they do not matter. Rows that
 no run of ours matches (other methods, e.g. Table 2's published ImageNet numbers) are shown as
 published rows, marked as such. More numbers (Table 1, Table 2) are added by adding rows: no
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import ConfigError
+from ..config.schema import ConfigError
 
 PUBLISHED_CSV = Path(__file__).with_name("published.csv")
 COLUMNS = ("artifact", "dataset", "model", "method", "sparsity", "epochs", "width", "value",

@@ -22,9 +22,9 @@ from typing import Callable
 
 import pandas as pd
 
-from .. import atomic, paths
-from ..plotting import SkipFigure, save_figure
-from ..tables import to_markdown
+from ..storage import atomic, paths
+from ..reporting.plotting import SkipFigure, save_figure
+from ..reporting.tables import to_markdown
 from . import flops_model, kernels, published
 from .artifacts import ARTIFACTS, Artifact
 from .names import Names

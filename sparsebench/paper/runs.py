@@ -2,10 +2,10 @@
 
 An artifact names its *sources*: a sweep and, optionally, a filter on the resolved config of
 its cells (``{"density": 0.02, "method.name": ["gse", "rigl"]}``, dotted names as
-:func:`sparsebench.sweep_spec.flat_config` spells them). The runs it needs are the cells of those
+:func:`sparsebench.config.schema.flat_config` spells them). The runs it needs are the cells of those
 sweeps that pass the filter (so a table can span sweeps, and an artifact can reuse another's
 runs instead of training them twice); each is ``completed``, ``failed``, ``diverged``,
-``stopped`` or ``running`` (a folder without result.json yet: :mod:`sparsebench.results`)
+``stopped`` or ``running`` (a folder without result.json yet: :mod:`sparsebench.reporting.results`)
 or ``missing`` (no folder at all). Only the expected runs are drawn: a stale run of an older
 sweep definition in the same folder is not.
 
@@ -22,10 +22,11 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from .. import sweep_spec
-from ..config import ConfigError
-from ..plotting import sparsity_text
-from ..results import COMPLETED, DIVERGED, FAILED, RUNNING, STOPPED, load_results, method_label
+from ..launch import spec as sweep_spec
+from ..config.schema import ConfigError, flat_config
+from ..reporting.plotting import sparsity_text
+from ..storage.run_files import COMPLETED, DIVERGED, FAILED, RUNNING, STOPPED
+from ..reporting.results import load_results, method_label
 
 MISSING = "missing"
 STATUS_ORDER = (COMPLETED, FAILED, DIVERGED, STOPPED, RUNNING, MISSING)
@@ -92,7 +93,7 @@ class Library:
             else:
                 rows = []
                 for cell in expanded.cells:
-                    flat = sweep_spec.flat_config(cell.config)
+                    flat = flat_config(cell.config)
                     flat.update(sweep=sweep, run_id=cell.run_id,
                                 method_label=method_label(flat.get("method.name"),
                                                           flat.get("method.sampler")))

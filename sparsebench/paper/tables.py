@@ -12,7 +12,7 @@ table4   dense ViT at width 1–4× on CIFAR-100, ours beside the paper's
 Every builder takes an :class:`~sparsebench.paper.runs.Evidence` and the report's context and
 returns a :class:`Table`: the same table as Markdown and LaTeX text, its numbers as CSV rows,
 and the lines "ours vs paper" for the index. Cells average completed runs only; a cell with
-failed, diverged or running runs carries a dagger (as :mod:`sparsebench.tables`).
+failed, diverged or running runs carries a dagger (as :mod:`sparsebench.reporting.tables`).
 """
 from __future__ import annotations
 
@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .. import tables as base
-from ..tables import LATEX, MARKDOWN, Style, accuracy_text, latex_escape, to_latex, to_markdown
+from ..reporting import tables as base
+from ..reporting.tables import (LATEX, MARKDOWN, Style, accuracy_text, latex_escape, to_latex,
+    to_markdown)
 from . import published as pub
-from ..plotting import sparsity_text
+from ..reporting.plotting import sparsity_text
 from .names import METHODS, method_rank
 
 KEYS = ["dataset", "model", "method_label", "density"]
@@ -39,7 +40,7 @@ class Table:
 
 
 def cells(runs: pd.DataFrame, extra: list[str] = ()) -> pd.DataFrame:
-    """Mean ± std per cell (:func:`sparsebench.tables.main_table`) keyed by KEYS + ``extra``."""
+    """Mean ± std per cell (:func:`sparsebench.reporting.tables.main_table`) keyed by KEYS + ``extra``."""
     if runs.empty:
         return pd.DataFrame(columns=KEYS + list(extra) + ["acc_mean", "acc_std", "n",
                                                           *base.NOT_IN_MEAN])

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import torch
 
-from ..config import ConfigError, checked, choice, fraction
+from ..config.schema import ConfigError, checked, choice, fraction
 from .engine import SparsityEngine
 from .protocol import PrunableLayer
 

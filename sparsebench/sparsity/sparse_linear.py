@@ -314,7 +314,7 @@ class SparseLinear(nn.Module):
 
 def sparse_values(values: Tensor) -> nn.Parameter:
     """A layer's active values as a Parameter, marked as a weight: weight decay applies to it
-    although it is 1-D (:func:`sparsebench.schedules.build_optimizer`)."""
+    although it is 1-D (:func:`sparsebench.training.schedules.build_optimizer`)."""
     param = nn.Parameter(values.detach().clone())
     param.sparse_weight = True
     return param

@@ -10,7 +10,16 @@
 ``device``         which device a run trains on
 ``precision``      autocast, TF32, cuDNN autotuning and memory format: run settings, recorded
 ``timing``         step and hook times (CUDA events on a GPU), read once per epoch
+``schedules``      the optimizer and its learning-rate schedule (warm-up, cosine, steps)
+``preflight``      what a resolved config must pass on this machine before a run starts
+``tracking``       the trackers a run writes to: TensorBoard, W&B, MLflow
+``topology``       how the masks move: the in-time over-parameterization rate
+``tracking_callbacks`` the callbacks that write steps.jsonl, topology.jsonl and the trackers
+``final``          ``final.pt`` and :func:`load_model`
 =================  ==========================================================================
+
+May import config, storage, data, models, sparsity, methods, scoring, flops and distributed;
+launch, reporting and the commands import it, never the reverse.
 """
 from .callbacks import Callback, StepEnd
 from .device import resolve_device

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .. import atomic, paths
-from ..config import from_dict, to_dict
+from ..storage import atomic, paths
+from ..config.schema import from_dict, to_dict
 from ..models import build_model
 from ..sparsity.engine import build_engine
 

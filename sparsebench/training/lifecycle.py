@@ -13,8 +13,10 @@ import contextlib
 import traceback
 from pathlib import Path
 
-from .. import atomic, checkpoints, distributed, locks, paths, preflight
-from ..config import ConfigError, RunConfig, run_id, to_dict
+from ..storage import atomic, checkpoints, locks, paths
+from .. import distributed
+from . import preflight
+from ..config.schema import ConfigError, RunConfig, run_id, to_dict
 from .device import resolve_device
 from .final import save_final
 from .loop import Diverged, RunLog, Trainer
@@ -31,7 +33,7 @@ def train(cfg: RunConfig, *, stop_after_epochs: int | None = None, force: bool =
 
     Returns the result dict. A completed run is not repeated unless ``force``. A run that
     raises is recorded with status ``failed`` and its error, then the error propagates.
-    One process trains a run at a time: a second raises :class:`sparsebench.locks.Busy`
+    One process trains a run at a time: a second raises :class:`sparsebench.storage.locks.Busy`
     without touching the run's files.
     Launched as one rank of several (torchrun, SLURM tasks), it joins the run's process group
     and trains data-parallel; rank 0 alone writes (see sparsebench.distributed).
@@ -44,12 +46,12 @@ def train(cfg: RunConfig, *, stop_after_epochs: int | None = None, force: bool =
 
 
 def run_lock(cfg: RunConfig, run_dir: Path, world):
-    """The run's one-writer lock (sparsebench.locks). Of a data-parallel run only rank 0 takes
+    """The run's one-writer lock (sparsebench.storage.locks). Of a data-parallel run only rank 0 takes
     it: the other ranks of the same run are not a second writer."""
     if not world.is_main:
         return contextlib.nullcontext()
     log = RunLog(run_dir / paths.LOG)
-    # wait_s: a reader that asks whether the run is live (sparsebench.results, a sweep's plan)
+    # wait_s: a reader that asks whether the run is live (sparsebench.reporting.results, a sweep's plan)
     # holds the lock for microseconds; a second trainer still gets Busy a second later.
     return locks.hold(
         run_dir / paths.RUN_LOCK,

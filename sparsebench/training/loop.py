@@ -22,12 +22,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import atomic, checkpoints, distributed, methods, paths
-from ..config import RunConfig
+from ..storage import atomic, checkpoints, paths
+from .. import distributed, methods
+from ..config.schema import RunConfig
 from ..data import build_data
 from ..flops import FlopModel
 from ..models import build_model
-from ..schedules import build_optimizer, build_scheduler
+from .schedules import build_optimizer, build_scheduler
 from ..scoring import ScoreBatches
 from ..sparsity.init import apply_init
 from ..sparsity.engine import build_engine
@@ -35,7 +36,7 @@ from .callbacks import Callback, ProgressBar, StepEnd
 from .device import resolve_device
 from .precision import Precision
 from .result import now_iso
-from .state import Progress, apply_checkpoint, checkpoint_state
+from .state import Progress, apply_checkpoint, checkpoint_state, resume_checkpoint
 from .step import training_step
 from .timing import Stopwatch
 
@@ -254,9 +255,9 @@ class Trainer:
             checkpoints.save(self.checkpoint_path, state)
 
     def load_checkpoint(self) -> bool:
-        """Resume from the newest good checkpoint generation (see sparsebench.checkpoints);
+        """Resume from the newest good checkpoint generation (see sparsebench.storage.checkpoints);
         with several ranks, rank 0 chooses it and the others wait."""
-        if not checkpoints.resume(self.checkpoint_path, lambda: checkpoint_state(self, all_ranks=False),
+        if not resume_checkpoint(self.checkpoint_path, lambda: checkpoint_state(self, all_ranks=False),
                                   lambda state: apply_checkpoint(self, state),
                                   map_location=self.device, log=self.log):
             return False

@@ -1,7 +1,7 @@
 """How a run computes on its device: autocast, TF32, cuDNN autotuning, memory format.
 
 Each is a run setting (``amp``, ``tf32``, ``cudnn_benchmark``, ``channels_last`` in
-:class:`sparsebench.config.RunConfig`) that also takes effect on the CPU wherever torch has a
+:class:`sparsebench.config.schema.RunConfig`) that also takes effect on the CPU wherever torch has a
 CPU counterpart, so that tests reach every branch a GPU run takes:
 
 =====================  ===================================================================

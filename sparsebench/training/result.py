@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .. import distributed, paths
-from ..config import RunConfig, run_id, to_dict
+from .. import distributed
+from ..storage import paths
+from ..config.schema import RunConfig, run_id, to_dict
 
 if TYPE_CHECKING:
     from .loop import Trainer

@@ -3,7 +3,7 @@
 A restarted run resumes from its last epoch checkpoint and ends with exactly the result an
 uninterrupted run gets (on CPU): the data order and augmentation of an epoch depend only on the
 seed and the epoch; everything else (model, optimizer, schedule, engine, method, RNG, progress)
-is in the checkpoint. Files and their damage handling: :mod:`sparsebench.checkpoints`.
+is in the checkpoint. Files and their damage handling: :mod:`sparsebench.storage.checkpoints`.
 
 A data-parallel run's ranks hold the same model, optimizer, engine and progress, but each its
 own random-number generators (a rank's CUDA generator drives its own dropout, say): the
@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
 from .. import distributed
+from ..storage import checkpoints
 
 if TYPE_CHECKING:
     from .loop import Trainer
@@ -86,3 +88,22 @@ def apply_checkpoint(trainer: "Trainer", state: dict) -> None:
     for cb in trainer.callbacks:
         if type(cb).__name__ in saved:
             cb.load_state_dict(saved[type(cb).__name__])
+
+
+def resume_checkpoint(path: Path, current: Callable[[], dict], apply: Callable[[dict], None], *,
+           map_location: Any = None, log: Callable[[str], None] = lambda message: None) -> bool:
+    """:func:`~sparsebench.storage.checkpoints.load` on one rank or several; returns whether a checkpoint was applied.
+
+    With several ranks, only rank 0 looks at the files (so one process renames a damaged one,
+    and says so once); the others wait for its choice, then read that same generation. Rank 0
+    writes no checkpoint before the next epoch ends, which needs every rank, so the chosen
+    file stays in place while they read it.
+    """
+    world = distributed.current()
+    chosen = checkpoints.load(path, current, apply, map_location=map_location, log=log) if world.is_main else None
+    chosen = distributed.broadcast_object(None if chosen is None else str(chosen))
+    if chosen is None:
+        return False
+    if not world.is_main:
+        apply(checkpoints.read(Path(chosen), map_location))
+    return True

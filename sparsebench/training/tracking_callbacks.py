@@ -11,7 +11,7 @@
   in-time over-parameterization rate (:mod:`.topology`);
 
 and sends the same scalars, the epoch rows and the per-layer densities to the trackers
-(:mod:`sparsebench.tracking`: TensorBoard by default, W&B, MLflow). Rank 0 alone tracks.
+(:mod:`sparsebench.training.tracking`: TensorBoard by default, W&B, MLflow). Rank 0 alone tracks.
 A resumed run first drops the rows it wrote after its checkpoint.
 """
 from __future__ import annotations
@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .. import atomic, paths
-from ..config import RunConfig
-from ..results import read_metrics
-from ..tracking import open_sinks
+from ..storage import atomic, paths
+from ..config.schema import RunConfig
+from ..storage.run_files import read_metrics
+from .tracking import open_sinks
 from .callbacks import Callback, StepEnd
 from .topology import TopologyTracker
 

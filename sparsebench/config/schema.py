@@ -6,7 +6,7 @@ error for a bad value names the field and what is allowed. Invalid input raises
 
 Method parameters are not known here (methods are plug-ins): ``method`` holds the name and a
 raw dict, and :mod:`sparsebench.resolve` checks them against the method's own dataclass.
-Reading the YAML files and the ``key=value`` overrides is :mod:`sparsebench.config_files`.
+Reading the YAML files and the ``key=value`` overrides is :mod:`sparsebench.config.files`.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .paths import NAME_RULE, is_safe_name
+from ..storage.paths import NAME_RULE, is_safe_name
 
 
 class ConfigError(ValueError):
@@ -300,6 +300,21 @@ def to_dict(cfg: Any) -> dict:
         method = out.pop("method")
         out["method"] = {"name": method["name"], **method["params"]}
     return json.loads(json.dumps(out))  # tuples -> lists, a canonical plain structure
+
+
+def flat_config(cfg: RunConfig) -> dict:
+    """Dotted field -> value of a resolved config (method parameters as method.<param>)."""
+    out: dict = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}{k}.", v)
+        else:
+            out[prefix[:-1]] = tuple(node) if isinstance(node, list) else node
+
+    walk("", {k: v for k, v in to_dict(cfg).items() if k not in UNHASHED_FIELDS})
+    return out
 
 
 def from_dict(data: dict) -> RunConfig:

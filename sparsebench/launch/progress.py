@@ -17,8 +17,8 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-from . import paths
-from .results import read_metrics
+from ..storage import paths
+from ..storage.run_files import read_metrics
 
 
 def _duration(seconds: float) -> str:

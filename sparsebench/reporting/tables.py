@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import atomic, paths
+from ..storage import atomic, paths
 from .plotting import sparsity_text
-from .results import COMPLETED, DIVERGED, FAILED, RUNNING, STOPPED
+from ..storage.run_files import COMPLETED, DIVERGED, FAILED, RUNNING, STOPPED
 
 BASE_KEYS = ["dataset", "model", "method_label", "density"]
 # Config fields that are the base keys themselves, or that never define a cell.

@@ -1,7 +1,7 @@
 """Config and sweep files read strictly as YAML, and dotted ``key=value`` overrides.
 
 A file that is missing, not UTF-8, empty, not a mapping, not valid YAML or that gives a key
-twice is a :class:`~sparsebench.config.ConfigError` naming the file and the place (line and
+twice is a :class:`~sparsebench.config.schema.ConfigError` naming the file and the place (line and
 column counted from 1); so is an override without ``=`` or one given twice on a command line.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from .config import ConfigError
+from .schema import ConfigError
 
 
 class _DuplicateKey(Exception):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import executors, locks, paths, protocols, slurm, sweep_spec
+from . import executors, slurm, spec as sweep_spec
+from ..storage import locks, paths
+from .. import protocols
 
 
 def display_path(path: Path) -> str:

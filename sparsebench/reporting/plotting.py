@@ -1,5 +1,5 @@
 """The plotting kit every figure of sparsebench is drawn with: the sweep report's
-(:mod:`sparsebench.figures`) and the GSE paper's (:mod:`sparsebench.paper`).
+(:mod:`sparsebench.reporting.figures`) and the GSE paper's (:mod:`sparsebench.paper`).
 
 One theme, one figure layout (panels plus a title and a legend that never cover data), one
 palette (a method has the same colour in every figure of every report), and the axes the

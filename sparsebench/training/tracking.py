@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Mapping, Protocol
 
-from .config import ConfigError, RunConfig, run_id, to_dict
+from ..config.schema import ConfigError, RunConfig, run_id, to_dict
 
 
 class Sink(Protocol):
@@ -90,7 +90,7 @@ class MlflowSink:
             run = self.client.create_run(experiment_id, run_name=rid,
                                          tags={"sparsebench_run_id": rid, "sweep": cfg.sweep})
             self.run_id = run.info.run_id
-            from .sweep_spec import flat_config
+            from ..config.schema import flat_config
 
             for key, value in flat_config(cfg).items():
                 self.client.log_param(self.run_id, key, str(value)[:500])

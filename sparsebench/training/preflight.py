@@ -15,7 +15,7 @@ line instead of recording a ``failed`` run:
 * ``model.width`` leaves every layer at least one unit: models round each layer's size and
   keep at least one unit, so a tiny width would quietly train e.g. a 784-1-1-10 MLP.
 
-Every failure is a :class:`~sparsebench.config.ConfigError` naming the field. Where a
+Every failure is a :class:`~sparsebench.config.schema.ConfigError` naming the field. Where a
 cluster's data is visible only on its compute nodes, ``data=False`` (``sweep
 --skip-data-check``) leaves the data checks to the job, which runs them again and fails the
 run with the same one-line message.
@@ -30,9 +30,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import torch_versions, tracking
-from .config import ConfigError, RunConfig
-from .data import dataset_spec, find_root, idx, search_paths
+from .. import torch_versions
+from . import tracking
+from ..config.schema import ConfigError, RunConfig
+from ..data import dataset_spec, find_root, idx, search_paths
 
 # Training-set sizes of the pickle data sets (fixed by their archives); IDX files carry theirs
 # in the header, and an ImageFolder tree is not counted (a walk over a million files).
@@ -128,7 +129,7 @@ def check_batch(cfg: RunConfig, size: int | None) -> None:
 @functools.lru_cache(maxsize=32)  # a sweep checks many cells of the same few models
 def _layer_sizes(model_name: str, width: float, num_classes: int,
                  in_shape: tuple[int, ...]) -> tuple[tuple[str, int], ...]:
-    from .models import build_model
+    from ..models import build_model
 
     with torch.device("meta"):  # shapes only: no memory, no initialization cost
         model = build_model(model_name, num_classes=num_classes, in_shape=in_shape, width=width)

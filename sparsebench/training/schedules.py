@@ -7,7 +7,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from .config import OptimConfig
+from ..config.schema import OptimConfig
 
 
 def build_optimizer(cfg: OptimConfig, model: nn.Module,

@@ -1,6 +1,6 @@
 """A sweep's runs on SLURM: one array job through submitit, recorded so a relaunch reattaches.
 
-The jobs run :class:`~sparsebench.executors.RunJob`, whose ``checkpoint()`` requeues a run
+The jobs run :class:`~sparsebench.launch.executors.RunJob`, whose ``checkpoint()`` requeues a run
 stopped by its time limit or preemption; :class:`SlurmWatch` reports each run as its
 ``result.json`` appears, and ``squeue``/``sacct`` say which jobs still hold or wait for
 resources.
@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Iterable
 
 import submitit
 
-from . import atomic, paths
+from ..storage import atomic, paths
 from .executors import TERMINAL, Outcome, RunJob, result_path
 
 if TYPE_CHECKING:
     from .slurm_spec import SlurmSpec
-    from .sweep_spec import Cell
+    from .spec import Cell
 
 # SLURM job states in which a job still holds or waits for resources; any other state, or no
 # longer being listed by squeue, means the job has ended (COMPLETING and REQUEUED are the

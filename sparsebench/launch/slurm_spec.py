@@ -9,8 +9,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import ConfigError, checked, non_negative, parse_dataclass, positive
-from .config_files import set_dotted
+from ..config.schema import ConfigError, checked, non_negative, parse_dataclass, positive
+from ..config.files import set_dotted
 
 # sbatch options that a dedicated SlurmSpec field (or submitit itself) sets; giving them again
 # under `additional` would silently override one of the two.

@@ -1,7 +1,7 @@
 """A sweep's runs on this machine: a pool of worker processes, one torch thread each.
 
-Each worker trains one run at a time through :class:`~sparsebench.executors.RunJob` and sends
-its :class:`~sparsebench.executors.Outcome` back. Ctrl-C is the launcher's: it stops the
+Each worker trains one run at a time through :class:`~sparsebench.launch.executors.RunJob` and sends
+its :class:`~sparsebench.launch.executors.Outcome` back. Ctrl-C is the launcher's: it stops the
 workers, which unwind the run in progress (its last epoch checkpoint stays), and a worker whose
 launcher dies (even by SIGKILL) is stopped by the kernel.
 """
@@ -13,11 +13,11 @@ import signal
 import time
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from . import paths
+from ..storage import paths
 from .executors import Outcome, RunJob, first_line
 
 if TYPE_CHECKING:
-    from .sweep_spec import Cell
+    from .spec import Cell
 
 
 def default_workers() -> int:

@@ -1,13 +1,13 @@
 """The report's figures, drawn with seaborn on plain matplotlib ``Figure`` objects.
 
-Every function takes the DataFrame of :func:`sparsebench.results.load_results` and returns a
+Every function takes the DataFrame of :func:`sparsebench.reporting.results.load_results` and returns a
 Figure, or raises :class:`SkipFigure` saying why the data cannot support it (one method only,
 one density only, no sampler comparison in this sweep, ...). Only completed runs are drawn.
 Figures are built without pyplot, so nothing here depends on (or changes) the backend; the
 report's command line selects the non-interactive Agg backend.
 
 Panels: one per data set and model (and per extra swept config field, see
-:func:`sparsebench.tables.extra_keys`). Error bars and bands are ± one standard deviation over
+:func:`sparsebench.reporting.tables.extra_keys`). Error bars and bands are ± one standard deviation over
 seeds.
 """
 from __future__ import annotations
@@ -22,10 +22,9 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from . import paths
-from .plotting import (ACCURACY, DENSE, SkipFigure, figure, figure_legend, log_axis,
-                       method_colors, save_figure, sparsity_text, sparsity_x_axis,
-                       sparsity_y_axis, spread_text, theme)
+from ..storage import paths
+from .plotting import (ACCURACY, DENSE, SkipFigure, figure, figure_legend, log_axis, method_colors,
+    save_figure, sparsity_text, sparsity_x_axis, sparsity_y_axis, spread_text, theme)
 from .plotting import title as figure_title
 from .results import completed, layer_table, load_metrics
 from .tables import extra_keys, panel_label

@@ -7,7 +7,7 @@ flattened with dotted names: the resolved config as ``config.optim.lr``, ``confi
 
 A sweep in progress is readable at any moment: a folder that has its ``config.yaml`` but no
 ``result.json`` yet is a row with status ``running`` while a live process holds the run's lock
-(``train.lock``, :mod:`sparsebench.locks`), and ``stopped`` when none does: the process was
+(``train.lock``, :mod:`sparsebench.storage.locks`), and ``stopped`` when none does: the process was
 interrupted or killed (out of memory, a SLURM time limit or preemption) and the same launch
 resumes the run from its last epoch checkpoint. Either row carries the epochs finished so far,
 from ``metrics.jsonl``. Only ``completed`` runs carry accuracies that tables and figures
@@ -30,69 +30,12 @@ from typing import Any, Iterable
 import pandas as pd
 import yaml
 
-from . import atomic, locks, paths
+from ..storage import atomic, locks, paths
+from ..storage.run_files import (COMPLETED, RUNNING, STATUSES, STOPPED, UNREADABLE,
+                                 ResultsWarning, read_metrics, read_result, read_text, warn_file)
 
 __all__ = ["load_results", "load_metrics", "load_run", "layer_table", "completed",
            "write_summary", "available_sweeps", "ResultsWarning", "STATUSES"]
-
-COMPLETED, FAILED, DIVERGED, RUNNING = "completed", "failed", "diverged", "running"
-STOPPED, UNREADABLE = "stopped", "unreadable"
-STATUSES = (COMPLETED, FAILED, DIVERGED, STOPPED, RUNNING, UNREADABLE)
-
-
-class ResultsWarning(UserWarning):
-    """A run file that cannot be read (or read only in part); the message names the file."""
-
-
-def _warn(path: Path, problem: str) -> None:
-    warnings.warn(f"{path}: {problem}", ResultsWarning, stacklevel=2)
-
-
-_NUMBER = (int, float)
-# The types result.json fields must have where present and not null: a row with anything else
-# would be averaged as garbage (or crash a table), so its run counts as unreadable instead.
-RESULT_TYPES: dict[str, tuple[type, ...]] = {
-    **{key: (str,) for key in ("run_id", "sweep", "status", "method", "model", "dataset",
-                               "error", "distribution", "engine")},
-    **{key: _NUMBER for key in ("density", "actual_density", "width", "final_test_acc",
-                                "best_test_acc", "final_train_loss", "train_flops",
-                                "train_flops_rel_dense", "inference_flops",
-                                "inference_flops_rel_dense", "dense_forward_flops",
-                                "wall_clock_s", "step_time_ms", "update_time_s")},
-    **{key: (int,) for key in ("seed", "epochs", "epochs_completed", "steps")},
-    **{key: (dict,) for key in ("config", "method_params", "layer_densities", "layer_sizes",
-                                "step_time_quantiles_ms")},
-}
-FINISHED = (COMPLETED, FAILED, DIVERGED)
-
-
-def result_problem(result: Any) -> str | None:
-    """What is wrong with a parsed result.json, or None when every field has its type."""
-    if not isinstance(result, dict):
-        return f"expected a JSON object, got {type(result).__name__}"
-    if result.get("status") not in FINISHED:
-        return f"status {result.get('status')!r} is not one of {', '.join(FINISHED)}"
-    for key, types in RESULT_TYPES.items():
-        value = result.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, types):
-            want = "a number" if types is _NUMBER else f"a {types[0].__name__}"
-            return f"field {key} is {value!r} ({type(value).__name__}), expected {want}"
-    return None
-
-
-def read_text(path: Path) -> tuple[str | None, str | None]:
-    """(text, None), or (None, what is wrong) for a file that is missing, unreadable or not
-    UTF-8 (bytes that are not UTF-8 never raise)."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as err:
-        return None, f"cannot read ({err.strerror or err})"
-    try:
-        return raw.decode("utf-8"), None
-    except UnicodeDecodeError as err:
-        return None, f"not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start})"
 
 # Per-layer maps keyed by layer name: kept as dicts, not flattened into columns.
 PER_LAYER_KEYS = ("layer_densities", "layer_sizes")
@@ -154,54 +97,15 @@ def row_from_result(result: dict) -> dict:
 def _running_header(config: dict) -> dict:
     """The result.json keys known before training ends, from a run's config.yaml."""
     # The trainer defines these keys once (result_header); reuse it so both stay the same.
-    from .config import from_dict
+    from ..config.schema import from_dict
 
     with warnings.catch_warnings():  # tqdm.auto warns in Jupyter without ipywidgets: not ours
         warnings.simplefilter("ignore")
-        from .training import result_header
+        from ..training import result_header
 
     header = result_header(from_dict(config), RUNNING, None, None)
     header.update(finished_at=None, git_sha=None, hostname=None)
     return header
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """The parsed lines of a metrics.jsonl (none for a missing file); lines that are not JSON
-    objects (cut short, not UTF-8) are left out with one warning naming the file."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    except OSError as err:
-        _warn(path, f"cannot read ({err.strerror or err}); its epochs are left out")
-        return []
-    rows, bad = [], []
-    for number, line in enumerate(raw.splitlines(), 1):
-        try:
-            row = json.loads(line.decode("utf-8"))
-        except ValueError:  # UnicodeDecodeError is one too
-            row = None
-        if isinstance(row, dict):
-            rows.append(row)
-        elif line.strip():
-            bad.append(number)
-    if bad:
-        _warn(path, f"{len(bad)} line{'s' * (len(bad) > 1)} not a JSON object (first: line "
-                    f"{bad[0]}); {'they are' if len(bad) > 1 else 'it is'} left out")
-    return rows
-
-
-def _read_result(path: Path) -> tuple[dict | None, str | None]:
-    text, problem = read_text(path)
-    if problem is not None:
-        return None, problem
-    try:
-        result = json.loads(text)
-    except ValueError as err:
-        return None, f"not valid JSON ({err})"
-    problem = result_problem(result)
-    return (result, None) if problem is None else (None, problem)
 
 
 def _read_config_header(path: Path) -> tuple[dict | None, str | None]:
@@ -223,18 +127,18 @@ def load_run(run_dir: Path) -> dict | None:
     if not has_result and not has_config:
         return None
     if has_result:
-        result, problem = _read_result(result_path)
+        result, problem = read_result(result_path)
         if result is not None:
             row = row_from_result(result)
             row.setdefault("run_id", run_dir.name)
             row["run_dir"] = str(run_dir)
             return row
         # result.json is written atomically, so an unreadable one was damaged afterwards.
-        _warn(result_path, f"{problem}; the run counts as unreadable")
+        warn_file(result_path, f"{problem}; the run counts as unreadable")
         error = f"{paths.RESULT}: {problem}"
     header, config_problem = _read_config_header(config_path) if has_config else (None, None)
     if config_problem is not None:
-        _warn(config_path, f"{config_problem}; the run counts as unreadable")
+        warn_file(config_path, f"{config_problem}; the run counts as unreadable")
         error = f"{paths.CONFIG}: {config_problem}"
     if header is None:
         row = {"status": UNREADABLE, "error": error}

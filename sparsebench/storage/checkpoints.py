@@ -4,14 +4,14 @@
   numbers only, plus the few types in :data:`ALLOWED_GLOBALS`. A checkpoint file planted in a
   shared scratch folder therefore cannot run code when a run resumes from it.
 * **Two generations.** Saving keeps the current ``checkpoint.pt`` as ``checkpoint.prev.pt``
-  only once the new one is completely on disk (:mod:`sparsebench.atomic`), so one bad write (a
+  only once the new one is completely on disk (:mod:`sparsebench.storage.atomic`), so one bad write (a
   full disk, a crash mid-write) loses at most one epoch, and ``checkpoint.pt`` is never absent
   in between: a run stopped mid-save keeps the older one under its usual name.
 * **A damaged checkpoint is moved aside.** One that cannot be read or does not fit the run
   (truncated, empty, from another config) is renamed ``checkpoint.pt.corrupt-<UTC time>``, the
   run's log and the console say so naming both files, and the run resumes from the previous
   generation if that one is good, else from scratch, exactly as if there had been no file.
-* **One chooser in a data-parallel run.** :func:`resume`: rank 0 alone reads, chooses and moves
+* **One chooser in a data-parallel run.** (:func:`sparsebench.training.state.resume_checkpoint`): rank 0 alone reads, chooses and moves
   damaged generations aside while the other ranks wait; they then load the generation rank 0
   applied (or all start from scratch).
 """
@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import torch
 
-from . import atomic, distributed, paths
+from . import atomic, paths
 
 # Non-tensor types a checkpoint may hold beyond what weights_only allows anyway (dicts, lists,
 # tuples, numbers, strings, None, tensors, torch.Size/dtype/device). The trainer's state is all
@@ -74,25 +74,6 @@ def move_aside(path: Path) -> Path:
 def _reason(err: BaseException) -> str:
     text = " ".join(line.strip() for line in str(err).strip().splitlines())
     return f"{type(err).__name__}: {text[:200]}"
-
-
-def resume(path: Path, current: Callable[[], dict], apply: Callable[[dict], None], *,
-           map_location: Any = None, log: Callable[[str], None] = lambda message: None) -> bool:
-    """:func:`load` on one rank or several; returns whether a checkpoint was applied.
-
-    With several ranks, only rank 0 looks at the files (so one process renames a damaged one,
-    and says so once); the others wait for its choice, then read that same generation. Rank 0
-    writes no checkpoint before the next epoch ends, which needs every rank, so the chosen
-    file stays in place while they read it.
-    """
-    world = distributed.current()
-    chosen = load(path, current, apply, map_location=map_location, log=log) if world.is_main else None
-    chosen = distributed.broadcast_object(None if chosen is None else str(chosen))
-    if chosen is None:
-        return False
-    if not world.is_main:
-        apply(read(Path(chosen), map_location))
-    return True
 
 
 def load(path: Path, current: Callable[[], dict], apply: Callable[[dict], None], *,

@@ -44,10 +44,11 @@ from typing import Any
 
 import yaml
 
-from . import distributed, paths
-from .config import ConfigError, RunConfig, UNHASHED_FIELDS, parse_dataclass, run_id
-from .config_files import load_yaml, parse_override, set_dotted
-from .resolve import resolve
+from .. import distributed
+from ..storage import paths
+from ..config.schema import ConfigError, RunConfig, flat_config, parse_dataclass, run_id
+from ..config.files import load_yaml, parse_override, set_dotted
+from ..resolve import resolve
 from .slurm_spec import SlurmSpec
 
 @dataclass
@@ -129,7 +130,7 @@ def available() -> list[str]:
 
 def find(name_or_path: str) -> Path:
     """``fmnist_smoke`` -> sweeps/fmnist_smoke.yaml (the user's folders first, then the built-in
-    one: :func:`sparsebench.paths.find_resource`); a path to a YAML file is taken as it is."""
+    one: :func:`sparsebench.storage.paths.find_resource`); a path to a YAML file is taken as it is."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
@@ -398,23 +399,6 @@ def expand(name_or_path: str, overrides: list[str] = ()) -> Sweep:
 
 # ---------------------------------------------------------------------------------------------
 # describing cells in tables
-
-def flat_config(cfg: RunConfig) -> dict:
-    """Dotted field -> value of a resolved config (method parameters as method.<param>)."""
-    from .config import to_dict
-
-    out: dict = {}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(f"{prefix}{k}.", v)
-        else:
-            out[prefix[:-1]] = tuple(node) if isinstance(node, list) else node
-
-    walk("", {k: v for k, v in to_dict(cfg).items() if k not in UNHASHED_FIELDS})
-    return out
-
 
 def row_labels(cells: list[Cell]) -> dict[str, str]:
     """A short row name per run for method x density tables: other fields that vary across the

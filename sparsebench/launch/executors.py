@@ -1,7 +1,7 @@
 """What every executor shares: the job a run is, its outcome, and running cells inline.
 
-A sweep's runs execute as one SLURM array job (:mod:`sparsebench.slurm`), in a pool of local
-processes (:mod:`sparsebench.local_pool`), or inline here (tests, debugging).
+A sweep's runs execute as one SLURM array job (:mod:`sparsebench.launch.slurm`), in a pool of local
+processes (:mod:`sparsebench.launch.local_pool`), or inline here (tests, debugging).
 
 Every executor runs the same job object, :class:`RunJob`: a submitit ``Checkpointable`` whose
 call trains one run (``sparsebench.training.train``, which resumes from the run's last epoch
@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Iterator
 
 import submitit
 
-from . import atomic, paths
-from .config import RunConfig
+from ..storage import atomic, paths
+from ..config.schema import RunConfig
 
 if TYPE_CHECKING:  # not imported at run time: a SLURM job unpickles RunJob from this module
     # before submitit installs its signal handlers, and should get there without torch
-    from .sweep_spec import Cell
+    from .spec import Cell
 
 TERMINAL = ("completed", "failed", "diverged")
 
@@ -74,8 +74,8 @@ class RunJob(submitit.helpers.Checkpointable):
     def __call__(self, cfg: RunConfig) -> dict:
         import torch
 
-        from .distributed import teardown
-        from .training import train
+        from ..distributed import teardown
+        from ..training import train
 
         if self.results_root is not None:
             os.environ["SPARSEBENCH_RESULTS"] = self.results_root
@@ -87,7 +87,7 @@ class RunJob(submitit.helpers.Checkpointable):
                 "error": result.get("error"), "threads": torch.get_num_threads()}
 
     def checkpoint(self, cfg: RunConfig) -> submitit.helpers.DelayedSubmission:
-        from .training import RunLog, run_folder
+        from ..training import RunLog, run_folder
 
         if self.results_root is not None:
             os.environ["SPARSEBENCH_RESULTS"] = self.results_root

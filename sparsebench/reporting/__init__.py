@@ -1,0 +1,10 @@
+"""Reporting: a sweep's run folders turned into data, tables and figures.
+
+``results`` reads every run folder of a sweep into one pandas row per run (``summary.csv``);
+``tables`` and ``figures`` make the report's tables and figures from those rows; ``plotting``
+is the one plotting kit and palette every figure (the paper's too) is drawn with; ``spread``
+says how sure a benchmark number is (spreads of repeated ratios and fitted slopes).
+
+May import storage (run files), config and training (the result header of a run still
+training); never launch. Imported by the ``report`` command and by :mod:`sparsebench.paper`.
+"""
