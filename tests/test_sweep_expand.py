@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from sparsebench.config.schema import schema as config
+from sparsebench.config import schema as config
 from sparsebench import models, resolve
 from sparsebench.launch import spec as sweep_spec
 from sparsebench.sparsity.engine import SparsityEngine

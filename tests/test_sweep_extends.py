@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from sparsebench.config.schema import schema as config
+from sparsebench.config import schema as config
 from sparsebench.launch import spec as sweep_spec
 from sparsebench.paper import width as paper_width
 
