@@ -6,7 +6,14 @@ and failed runs are counted, never averaged in) and writes
     results/NAME/summary.csv                       one row per run (sparsebench.load_results)
     results/NAME/tables/main.{md,tex,csv}          accuracy mean ± std, seeds, FLOPs, time
     results/NAME/tables/accuracy_pivot.{md,tex,csv}  method × density accuracy
-    results/NAME/figures/*.{png,pdf}               every figure the data supports
+    results/NAME/tables/ranks.{md,csv}, improvement.csv  methods across the sweep's columns
+    results/NAME/figures/*.{png,pdf}               every figure the data supports (ranks.png:
+                                                   average ranks, improvement.png: P(A beats B))
+
+Every table gives the 95 % t-interval of each cell's mean and bolds every method not
+significantly below its column's best (Welch, Holm-corrected, α 0.05); its first lines say
+which config fields differ between the runs (each is a column: runs of different budgets are
+never averaged or compared); docs/results.md explains every column.
 
 ``--sparsity PCT`` chooses the sparsity the per-epoch and per-layer figures are drawn at
 (default: the sweep's highest). Given several names it also writes their comparison, methods
@@ -52,20 +59,26 @@ def report(sweep: str, root: Path | None = None, *, figures: bool = True, out=No
     status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no runs yet"
     print(f"== {sweep}: {len(df)} runs ({status})", file=out)
     if len(df):
+        for line in tables.header_lines(df):
+            print(line, file=out)
         table = tables.main_table(df)
         print(tables.to_markdown(tables.pivot_display(table)), file=out)
-        if tables.not_in_mean(table).any():
-            print(tables.FOOTNOTE, file=out)
+        for line in tables.notes(table, sweep, tables.column_text(df)):
+            print(line, file=out)
     written: list[Path] = []
     try:
+        from .reporting import comparisons
+
         written.append(write_summary(sweep, write_root, df))
         written += tables.write_tables(df, sweep, write_root)
+        more, skipped = comparisons.write(df, sweep, write_root, figures=figures)
+        written += more
         if figures:
             from .reporting.figures import write_figures
 
-            figs, skipped = write_figures(df, sweep, write_root, density=density)
+            figs, skipped_too = write_figures(df, sweep, write_root, density=density)
             written += figs
-            for name, why in skipped.items():
+            for name, why in {**skipped_too, **skipped}.items():
                 print(f"note: figure {name} skipped: {why}", file=out)
     except OSError as err:  # read-only or full: the tables above are the report
         print(f"warning: {sweep}: report files not written ({_storage_reason(err)}); the "

@@ -14,7 +14,8 @@ Each number comes from a well-kept library, not from hand-written formulas:
   the column's k − 1 comparisons keeps the family-wise rate of a false "below the best" near
   ``ALPHA`` (tests/test_report_statistics.py simulates it);
 - the seeds needed to tell a method tied with the best from it at 80 % power are those of a
-  two-sided two-sample t-test at ``ALPHA`` (not Holm-corrected) whose effect size is the
+  two-sided two-sample t-test at ``ALPHA`` / m for the column's m comparisons (Holm's first,
+  strictest step, so that the number suffices for the corrected test) whose effect size is the
   observed difference over the pooled standard deviation
   (``statsmodels.stats.power.TTestIndPower``), per method;
 - across a sweep's columns, each method's average rank (1 = best) with Friedman's test
@@ -118,7 +119,8 @@ def against_best(samples: list) -> list[Comparison]:
         if i != best and len(s) >= 2 and len(top) >= 2:
             raw[i] = stats.ttest_ind(top, s, equal_var=False).pvalue  # nan: neither has spread
     corrected = holm(raw)
-    best_testable = bool((~np.isnan(corrected)).any())  # a lone cell is not bold either
+    tests = int((~np.isnan(corrected)).sum())
+    best_testable = tests > 0  # a lone cell is not bold either
     out = []
     for i, s in enumerate(samples):
         if i == best:
@@ -126,7 +128,7 @@ def against_best(samples: list) -> list[Comparison]:
         elif not np.isnan(corrected[i]):
             is_tied = tied(corrected[i])  # seeds are worth knowing only where no difference
             out.append(Comparison(False, float(corrected[i]), is_tied,   # was found
-                                  seeds_needed(top, s) if is_tied else math.nan))
+                                  seeds_needed(top, s, ALPHA / tests) if is_tied else math.nan))
         else:
             out.append(Comparison(False, math.nan, None, math.nan))
     return out
@@ -137,8 +139,8 @@ def tied(p_corrected: float) -> bool:
     return bool(p_corrected >= ALPHA)
 
 
-def seeds_needed(a, b) -> float:
-    """Seeds per method for a two-sided t-test at ALPHA to find the difference of the means of
+def seeds_needed(a, b, alpha: float = ALPHA) -> float:
+    """Seeds per method for a two-sided t-test at ``alpha`` to find the difference of the means of
     ``a`` and ``b`` with 80 % power, at their pooled spread; ``inf`` for no difference."""
     from statsmodels.stats.power import TTestIndPower
     from statsmodels.tools import sm_exceptions  # noqa: F401 (its import sets warning filters)
@@ -155,7 +157,7 @@ def seeds_needed(a, b) -> float:
         warnings.simplefilter("ignore")
         try:
             n = float(np.ravel(TTestIndPower().solve_power(
-                effect_size=effect, alpha=ALPHA, power=POWER, ratio=1.0,
+                effect_size=effect, alpha=alpha, power=POWER, ratio=1.0,
                 alternative="two-sided"))[0])
         except (ValueError, RuntimeError):
             n = math.nan

@@ -223,7 +223,8 @@ def main_display(table: pd.DataFrame, style: Style = MARKDOWN) -> pd.DataFrame:
     shown["95% CI"] = [interval_text(lo, hi, style) for lo, hi in
                        zip(table["acc_ci_low"], table["acc_ci_high"])]
     shown["seeds"] = table["n"].astype(int).astype(str).tolist()
-    shown["p vs best (Holm)"] = [p_text(p, style) for p in table["p_vs_best"]]
+    shown["p vs best (Holm)"] = ["best" if pd.isna(p) and tied is True else p_text(p, style)
+                                 for p, tied in zip(table["p_vs_best"], table["tied_with_best"])]
     shown["seeds for 80% power"] = [statistics.seeds_text(x, n) for x, n in
                                     zip(table["seeds_needed"], table["n"])]
     shown["train FLOPs (× dense)"] = [_number(v, ".3g", style)
@@ -319,13 +320,15 @@ def seeds_note(table: pd.DataFrame, sweep: str = "NAME") -> str | None:
     if not needed:
         return None
     settle = [int(x) for x in needed if x <= statistics.MAX_SEEDS]
-    line = ("n≥K: seeds per method that a two-sided t-test (α = 0.05) needs for 80% power to "
-            "tell this method from its column's best at the observed difference and spread; "
+    line = ("n≥K: seeds per method that a two-sided t-test needs for 80% power to tell this "
+            "method from its column's best at the observed difference and spread (at α = 0.05 "
+            "over the column's comparisons, Bonferroni: enough for Holm); "
             f">{statistics.MAX_SEEDS}: too small a difference to settle by seeds.")
     if settle:
         k = max(settle)
-        line += (f" To settle every difference shown: `sparsebench sweep {sweep} "
-                 f"seed={','.join(str(i) for i in range(k))}`.")
+        seeds = ",".join(map(str, range(k))) if k <= 10 else f"0,1,…,{k - 1}"
+        line += (f" Every difference shown needs {k} seeds: `sparsebench sweep {sweep} "
+                 f"seed={seeds}`.")
     return line
 
 

@@ -35,7 +35,8 @@ RESULT_TYPES: dict[str, tuple[type, ...]] = {
                                 "train_flops_rel_dense", "inference_flops",
                                 "inference_flops_rel_dense", "dense_forward_flops",
                                 "wall_clock_s", "step_time_ms", "update_time_s")},
-    **{key: (int,) for key in ("seed", "epochs", "epochs_completed", "steps")},
+    **{key: (int,) for key in ("seed", "epochs", "epochs_completed", "steps", "mask_updates")},
+    "dynamic": (bool,),  # whether the method's schedule changes the topology during training
     **{key: (dict,) for key in ("config", "method_params", "layer_densities", "layer_sizes",
                                 "step_time_quantiles_ms")},
 }
@@ -52,7 +53,8 @@ def result_problem(result: Any) -> str | None:
         value = result.get(key)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, types):
+        # bool is an int to Python: only a field that wants a bool may hold one
+        if isinstance(value, bool) != (bool in types) or not isinstance(value, types):
             want = "a number" if types is _NUMBER else f"a {types[0].__name__}"
             return f"field {key} is {value!r} ({type(value).__name__}), expected {want}"
     return None
