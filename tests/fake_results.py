@@ -40,22 +40,26 @@ def write_run(root: Path, sweep: str, method: str, density: float, seed: int, *,
               acc: float | None = None, status: str = "completed", curve: list[float] | None = None,
               layer_densities: dict[str, float] | None = None, wall_clock_s: float = 10.0,
               step_time_ms: float = 2.0, update_time_s: float = 0.1,
-              train_flops_rel_dense: float | None = None, **config_kw) -> Path:
-    """One run folder. ``status="running"`` writes config.yaml (and metrics so far) only and
+              train_flops_rel_dense: float | None = None, mask_updates: int | None = None,
+              dynamic: bool | None = None, **config_kw) -> Path:
+    """One run folder (``mask_updates``/``dynamic`` left out of result.json where None, as in
+    results written before runs recorded them). ``status="running"`` writes config.yaml (and metrics so far) only and
     holds the run's lock as its trainer would; ``status="stopped"`` is the same without the lock
     (a trainer that was killed)."""
     cfg = config_for(sweep, method, density, seed, **config_kw)
     return write_config_run(root, cfg, acc=acc, status=status, curve=curve,
                             layer_densities=layer_densities, wall_clock_s=wall_clock_s,
                             step_time_ms=step_time_ms, update_time_s=update_time_s,
-                            train_flops_rel_dense=train_flops_rel_dense)
+                            train_flops_rel_dense=train_flops_rel_dense,
+                            mask_updates=mask_updates, dynamic=dynamic)
 
 
 def write_config_run(root: Path, cfg, *, acc: float | None = None, status: str = "completed",
                      curve: list[float] | None = None,
                      layer_densities: dict[str, float] | None = None, wall_clock_s: float = 10.0,
                      step_time_ms: float = 2.0, update_time_s: float = 0.1,
-                     train_flops_rel_dense: float | None = None) -> Path:
+                     train_flops_rel_dense: float | None = None, mask_updates: int | None = None,
+                     dynamic: bool | None = None) -> Path:
     """The run folder of a given (e.g. a sweep cell's resolved) config, as :func:`write_run`."""
     run = paths.run_dir(cfg.sweep, run_id(cfg), root)
     atomic.write_yaml(run / paths.CONFIG, to_dict(cfg))
@@ -83,5 +87,7 @@ def write_config_run(root: Path, cfg, *, acc: float | None = None, status: str =
         "inference_flops": cfg.density * dense_forward, "inference_flops_rel_dense": cfg.density,
         "dense_forward_flops": dense_forward,
     })
+    result.update({key: value for key, value in (("mask_updates", mask_updates),
+                                                 ("dynamic", dynamic)) if value is not None})
     atomic.write_json(run / paths.RESULT, result)
     return run

@@ -116,8 +116,9 @@ def against_best(samples: list) -> list[Comparison]:
     top = samples[best]
     raw = np.full(len(samples), np.nan)
     for i, s in enumerate(samples):
-        if i != best and len(s) >= 2 and len(top) >= 2:
-            raw[i] = stats.ttest_ind(top, s, equal_var=False).pvalue  # nan: neither has spread
+        # No spread in either cell (every seed the same number): no noise to test against.
+        if i != best and len(s) >= 2 and len(top) >= 2 and (np.ptp(s) > 0 or np.ptp(top) > 0):
+            raw[i] = stats.ttest_ind(top, s, equal_var=False).pvalue
     corrected = holm(raw)
     tests = int((~np.isnan(corrected)).sum())
     best_testable = tests > 0  # a lone cell is not bold either
