@@ -2,7 +2,8 @@
 
 =======  ==========================================================================================
 table1   final test accuracy, mean ± std over seeds: rows Dense and the 12 methods in the paper's
-         order, columns data set × model × sparsity; the best sparse method per column in bold
+         order, columns data set × model × sparsity; in bold every sparse method not
+         significantly below the column's best (Welch, Holm-corrected, α 0.05)
 table2   ImageNet ResNet-50 top-1 at 80 / 90 % sparsity: our runs, then the published rows of
          ``published.csv`` marked as published
 table3   GSE (uniform) at 98 % on CIFAR-100 after 200 / 300 / 400 epochs, ours beside the paper's
@@ -13,6 +14,9 @@ Every builder takes an :class:`~sparsebench.paper.runs.Evidence` and the report'
 returns a :class:`Table`: the same table as Markdown and LaTeX text, its numbers as CSV rows,
 and the lines "ours vs paper" for the index. Cells average completed runs only; a cell with
 failed, diverged or running runs carries a dagger (as :mod:`sparsebench.reporting.tables`).
+Every CSV gives each cell's 95 % t-interval (``acc_ci_low``, ``acc_ci_high``), table1's also
+the test against its column's best (``p_vs_best``, ``tied_with_best``); a config field that
+differs between a table's runs is named in its notes and its Markdown.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..reporting import tables as base
+from ..reporting.cells import differences
 from ..reporting.tables import (LATEX, MARKDOWN, Style, accuracy_text, latex_escape, to_latex,
     to_markdown)
 from . import published as pub
@@ -42,8 +47,7 @@ class Table:
 def cells(runs: pd.DataFrame, extra: list[str] = ()) -> pd.DataFrame:
     """Mean ± std per cell (:func:`sparsebench.reporting.tables.main_table`) keyed by KEYS + ``extra``."""
     if runs.empty:
-        return pd.DataFrame(columns=KEYS + list(extra) + ["acc_mean", "acc_std", "n",
-                                                          *base.NOT_IN_MEAN])
+        return pd.DataFrame(columns=KEYS + list(extra) + list(base.MAIN_NUMBERS))
     return base.main_table(runs, KEYS + list(extra))
 
 
@@ -51,10 +55,27 @@ def _text(row, style: Style, bold: bool = False) -> str:
     if row is None:
         return style.missing
     excluded = int(base.not_in_mean(row))
-    text = accuracy_text(row["acc_mean"], row["acc_std"], int(row["n"]), excluded, style)
-    if bold and text != style.missing:
-        return f"\\textbf{{{text}}}" if style.escape else f"**{text}**"
-    return text
+    return accuracy_text(row["acc_mean"], row["acc_std"], int(row["n"]), excluded, style,
+                         bold=bold, few_updates=int(row.get("few_mask_updates", 0) or 0))
+
+
+def _differ_lines(runs: pd.DataFrame, axes: tuple[str, ...] = ()) -> list[str]:
+    """The config fields that differ between a table's runs besides the table's own ``axes``
+    (e.g. ``epochs``): its cells may mix them."""
+    lines = [line for line in (differences(runs) if len(runs) else [])
+             if line.split(":")[0] not in axes]
+    return [f"config fields that differ between this table's runs: {'; '.join(lines)}"] \
+        if lines else []
+
+
+def _footer(table: pd.DataFrame, tests: bool = False) -> str:
+    lines = base.notes(table) if tests else [
+        "95% CI (acc_ci_low, acc_ci_high in the CSV): Student's t-interval of the mean."]
+    if not tests and len(table) and base.not_in_mean(table).any():
+        lines.append(base.FOOTNOTE)
+    if not tests and len(table) and table["few_mask_updates"].fillna(0).astype(int).any():
+        lines.append(base.FEW_UPDATES_NOTE)
+    return "".join(f"\n{line}\n" for line in lines)
 
 
 def _lookup(table: pd.DataFrame, **keys):
@@ -108,11 +129,9 @@ def table1(ev, ctx) -> Table:
         d = 1.0 if label == "dense" else density
         return _lookup(table, method_label=label, dataset=dataset, model=model, density=d)
 
-    best = {}
-    for col in columns:
-        scores = {m: r["acc_mean"] for m in labels if m != "dense"
-                  if (r := cell(m, *col)) is not None and r["n"] > 0}
-        best[col] = max(scores, key=scores.get) if scores else None
+    def tied(label, col) -> bool:  # not significantly below the column's best sparse method
+        row = cell(label, *col)
+        return label != "dense" and row is not None and row["tied_with_best"] is True
 
     def header(col, style):
         dataset, model, density = col
@@ -122,14 +141,15 @@ def table1(ev, ctx) -> Table:
         data = {("", "", "method") if multi else "method": [names.method(m) for m in labels]}
         for col in columns:
             key = header(col, style) if multi else " · ".join(header(col, style))
-            data[key] = [_text(cell(m, *col), style, bold=(best[col] == m)) for m in labels]
+            data[key] = [_text(cell(m, *col), style, bold=tied(m, col)) for m in labels]
         out = pd.DataFrame(data)
         if multi:
             out.columns = pd.MultiIndex.from_tuples(list(data))
         return out
 
-    caption = ("Final test accuracy (%), mean ± std over seeds; best sparse method per column "
-               "in bold; Dense repeated in every sparsity column of its model")
+    caption = ("Final test accuracy (%), mean ± std over seeds; in bold every sparse method not "
+               "significantly below the column's best; Dense repeated in every sparsity column "
+               "of its model")
     csv_rows, beside = [], []
     for col in columns:
         for m in labels:
@@ -144,21 +164,26 @@ def table1(ev, ctx) -> Table:
             if paper:
                 beside.append(_beside(f"{names.method(m)}, " + ", ".join(header(col, MARKDOWN)),
                                       row, paper, ctx.comparable))
-    notes = []
+    notes = _differ_lines(ev.runs)
     if not_in_sweeps:
         notes.append("methods in the paper's table but in none of these sweeps: "
                      + ", ".join(not_in_sweeps))
-    md = (f"# Table 1: {caption}\n\n" + (to_markdown(frame(MARKDOWN, False)) if columns else
-                                         "(no sweep cells to lay out)\n")
-          + f"\n{base.FOOTNOTE}\n")
+    md = (f"# Table 1: {caption}\n\n" + "".join(f"{line}\n\n" for line in _differ_lines(ev.runs))
+          + (to_markdown(frame(MARKDOWN, False)) if columns else "(no sweep cells to lay out)\n")
+          + _footer(table, tests=True))
     tex = _latex_table(frame(LATEX, True), caption) if columns else f"% {caption}: no cells\n"
     return Table(md, tex, pd.DataFrame(csv_rows), beside, notes)
 
 
+NUMBERS = ("acc_mean", "acc_std", "n", "acc_ci_low", "acc_ci_high", "p_vs_best", "tied_with_best",
+           *base.NOT_IN_MEAN, "few_mask_updates")
+
+
 def _numbers(row) -> dict:
     if row is None:
-        return {"acc_mean": None, "acc_std": None, "n": 0, **dict.fromkeys(base.NOT_IN_MEAN, 0)}
-    return {k: row[k] for k in ("acc_mean", "acc_std", "n", *base.NOT_IN_MEAN)}
+        return {**dict.fromkeys(NUMBERS), "n": 0, **dict.fromkeys(base.NOT_IN_MEAN, 0),
+                "few_mask_updates": 0}
+    return {k: row[k] for k in NUMBERS}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,7 +228,9 @@ def table2(ev, ctx) -> Table:
                "mean ± std over seeds; rows marked (published) are entered from published.csv")
     notes = [] if len(published) else [
         "no published rows for table2 in published.csv yet (add them: artifact table2)"]
-    md = f"# Table 2: {caption}\n\n" + to_markdown(pd.DataFrame(rows_md)) + f"\n{base.FOOTNOTE}\n"
+    notes += _differ_lines(ev.runs)
+    md = (f"# Table 2: {caption}\n\n" + "".join(f"{line}\n\n" for line in _differ_lines(ev.runs))
+          + to_markdown(pd.DataFrame(rows_md)) + _footer(table))
     tex_frame = pd.DataFrame(rows_tex)
     tex_frame["method"] = [latex_escape(v) if "published" not in v else v for v in tex_frame["method"]] \
         if len(tex_frame) else []
@@ -255,11 +282,15 @@ def _versus_table(ev, ctx, artifact, row_key, col_key, row_name, col_name, capti
         tex_rows.append(tex)
     full = f"{caption}; Δ = ours − paper, in points" if ctx.comparable else (
         f"{caption}; the paper's full-size numbers are shown for orientation only")
-    md_text = (f"# Table {artifact[-1]}: {full}\n\n" + to_markdown(pd.DataFrame(md_rows))
-               + f"\n{base.FOOTNOTE}\n")
+    axes = tuple({"epochs": "epochs", "width": "model.width", "model": "model.name"}[k]
+                 for k in (row_key, col_key))
+    md_text = (f"# Table {artifact[-1]}: {full}\n\n"
+               + "".join(f"{line}\n\n" for line in _differ_lines(ev.runs, axes))
+               + to_markdown(pd.DataFrame(md_rows)) + _footer(table))
     tex_frame = pd.DataFrame(tex_rows)
     tex_frame.columns = [latex_escape(c).replace("Δ", r"$\Delta$") for c in tex_frame.columns]
-    return Table(md_text, to_latex(tex_frame, full), pd.DataFrame(csv_rows), beside, [])
+    return Table(md_text, to_latex(tex_frame, full), pd.DataFrame(csv_rows), beside,
+                 _differ_lines(ev.runs, axes))
 
 
 def table3(ev, ctx) -> Table:
