@@ -168,6 +168,20 @@ def test_a_recipe_field_set_per_method_is_shown_but_compared_across(root):
     assert "sparsity.distribution" in table.columns
     assert table["tied_with_best"].notna().all()  # one column: compared
 
+    # two protocols (each method's own distribution under `own`, er_flat under the paper's):
+    # the protocol splits, the distribution does not
+    both = pd.concat([df.assign(**{"config.protocol": "own"}),
+                      df.assign(**{"config.protocol": "gse_paper",
+                                   "config.sparsity.distribution": "er_flat",
+                                   "run_id": df["run_id"] + "p"})], ignore_index=True)
+    assert cells.extra_keys(both) == ["config.protocol"]
+    table = tables.main_table(both)
+    assert len(table) == 4 and table["tied_with_best"].notna().all()
+    # swept as a grid axis within one method and protocol, it splits
+    swept = pd.concat([df, df.assign(**{"config.sparsity.distribution": "uniform",
+                                        "run_id": df["run_id"] + "u"})], ignore_index=True)
+    assert "config.sparsity.distribution" in cells.extra_keys(swept)
+
 
 def test_every_field_a_protocol_sets_per_method_is_a_recipe_field():
     from sparsebench import protocols

@@ -45,9 +45,10 @@ def _candidates(df: pd.DataFrame) -> list[str]:
             and not c.startswith(NOT_CELL_PREFIXES)]
 
 
-def _varies_within_a_method(df: pd.DataFrame, column: str) -> bool:
-    values = df[[column, "method_label"]].dropna()
-    return bool(len(values)) and values.groupby("method_label")[column].nunique().max() > 1
+def _varies_within(df: pd.DataFrame, column: str, by: list[str]) -> bool:
+    values = df[[column] + by].dropna(subset=[column])
+    return bool(len(values)) and \
+        values.groupby(by, dropna=False)[column].nunique().max() > 1
 
 
 def _differs(df: pd.DataFrame, column: str) -> bool:
@@ -56,14 +57,20 @@ def _differs(df: pd.DataFrame, column: str) -> bool:
 
 def extra_keys(df: pd.DataFrame) -> list[str]:
     """Config fields that split comparisons (and a figure's panels): run-level fields that
-    differ between the runs (recipe fields only where they vary within a method), and method
-    parameters that vary within a method."""
-    keys = []
+    differ between the runs, method parameters that vary within a method, and recipe fields
+    that vary within a method at equal values of everything else (``sparsity.distribution``
+    swept as a grid axis, not each method's own default under two protocols)."""
+    keys, recipe = [], []
     for column in _candidates(df):
-        within = column.startswith(METHOD_PARAMS) or column in RECIPE_FIELDS
-        if _varies_within_a_method(df, column) if within else _differs(df, column):
+        if column in RECIPE_FIELDS:
+            recipe.append(column)
+        elif column.startswith(METHOD_PARAMS):
+            if _varies_within(df, column, ["method_label"]):
+                keys.append(column)
+        elif _differs(df, column):
             keys.append(column)
-    return keys
+    by = ["method_label", "dataset", "model", "density"] + keys
+    return keys + [c for c in recipe if _varies_within(df, c, by)]
 
 
 def recipe_differences(df: pd.DataFrame) -> list[str]:
