@@ -156,6 +156,12 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIALS.get(ch, ch) for ch in str(text))
 
 
+def _latex_math(text: str) -> str:
+    """``n≥7``, ``<0.001``, ``>100`` as LaTeX (≥, < and > are not text-mode characters)."""
+    return (latex_escape(text).replace("≥", r"$\geq$").replace("<", r"$<$")
+            .replace(">", r"$>$"))
+
+
 def accuracy_text(mean: float, std: float, n: int, excluded: int, style: Style, *,
                   bold: bool = False, few_updates: int = 0) -> str:
     """``mean ± std`` (bold where tied with its column's best), then the cell's marks."""
@@ -240,7 +246,7 @@ def main_display(table: pd.DataFrame, style: Style = MARKDOWN) -> pd.DataFrame:
         out.columns = [latex_escape(c).replace("×", r"$\times$") for c in out.columns]
         for column in ("95\\% CI", "seeds for 80\\% power", "p vs best (Holm)"):
             if column in out:
-                out[column] = [latex_escape(v) if v != style.missing else v for v in out[column]]
+                out[column] = [_latex_math(v) if v != style.missing else v for v in out[column]]
     return out
 
 
