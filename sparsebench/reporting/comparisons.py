@@ -78,7 +78,8 @@ def rank_figure(samples: dict) -> Figure:
 
     result = ranks(samples)
     if result is None or result.nemenyi is None:
-        raise SkipFigure("needs 3 or more methods in 2 or more columns (sparsities) to rank")
+        raise SkipFigure("needs 3 or more methods in 2 or more columns (sparsities), not all "
+                         "tied, to rank")
     colors = method_colors(result.average.index)
     style, context = theme()
     with style, context:
@@ -149,7 +150,7 @@ def ranks_table(samples: dict) -> tuple[pd.DataFrame, str]:
             f"p = {result.friedman_p:.3g}; Nemenyi's critical difference at α = "
             f"{statistics.ALPHA:g}: {critical_difference(result):.2f} ranks"
             if not math.isnan(result.friedman_p) else
-            f"no Friedman test (needs 3 or more methods in 2 or more columns; "
+            f"no Friedman test (it needs 3 or more methods in 2 or more columns, not all tied; "
             f"{len(result.average)} methods in {result.blocks} columns)")
     if result.left_out:
         line += f". Left out (in half of the columns or fewer): {', '.join(result.left_out)}"

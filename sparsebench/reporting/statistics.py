@@ -209,12 +209,16 @@ def rank_methods(means: pd.DataFrame) -> Ranks | None:
     average = ranks.mean().sort_values()
     p = stat = math.nan
     nemenyi = None
-    if len(keep) >= 3 and len(blocks) >= 2:
+    # Every column a tie of all methods: nothing to rank, no test (scipy divides by zero).
+    untied = (blocks.nunique(axis=1) > 1).any()
+    if len(keep) >= 3 and len(blocks) >= 2 and untied:
         result = stats.friedmanchisquare(*[blocks[m].to_numpy() for m in keep])
         stat, p = float(result.statistic), float(result.pvalue)
         import scikit_posthocs as sp
 
-        nemenyi = sp.posthoc_nemenyi_friedman(blocks.reset_index(drop=True))
+        with warnings.catch_warnings():  # ties in some columns: its variance terms warn
+            warnings.simplefilter("ignore", RuntimeWarning)
+            nemenyi = sp.posthoc_nemenyi_friedman(blocks.reset_index(drop=True))
     return Ranks(average, len(blocks), left_out, p, stat, nemenyi)
 
 
