@@ -310,7 +310,8 @@ def tests_note(table: pd.DataFrame, column: str = "data set × model × sparsity
     """What bold, the CI and the p-values mean, with the table's seeds per cell."""
     counts = sorted({int(n) for n in table["n"] if n}) if len(table) else []
     n = ("n = " + (f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}")
-         + " seeds per cell") if counts else "no completed runs"
+         + (" seed" if counts == [1] else " seeds") + " per cell") if counts else \
+        "no completed runs"
     return (f"**Bold**: not significantly below the best mean of its column ({column}), the best "
             "included: Welch's two-sided t-test against the column's best, Holm-corrected over "
             f"the column's comparisons, α = {statistics.ALPHA:g}; {n}. 95% CI: Student's "
@@ -323,6 +324,9 @@ def seeds_note(table: pd.DataFrame, sweep: str = "NAME") -> str | None:
     """How many seeds the untold differences need, and the sweep line that runs them."""
     needed = [x for x, n in zip(table["seeds_needed"], table["n"])
               if statistics.seeds_text(x, n)] if len(table) else []
+    if len(table) and table["n"].max() == 1:
+        return ("One seed per cell: no interval and no test is possible, so nothing is bold; "
+                f"`sparsebench sweep {sweep} seed=0,1,2` runs 3.")
     if not needed:
         return None
     settle = [int(x) for x in needed if x <= statistics.MAX_SEEDS]
