@@ -105,7 +105,12 @@ def compare(sweeps: list[str], root: Path | None = None, *, out=None,
     name = comparison_name(sweeps)
     print(f"== {' vs '.join(sweeps)}: {len(df)} runs", file=out)
     if len(df):
-        print(tables.to_markdown(tables.pivot_display(tables.main_table(df))), file=out)
+        for line in tables.header_lines(df):
+            print(line, file=out)
+        table = tables.main_table(df)
+        print(tables.to_markdown(tables.pivot_display(table)), file=out)
+        for line in tables.notes(table, "NAME", tables.column_text(df)):
+            print(line, file=out)
     base = (write_root if write_root is not None else root) or paths.results_root()
     written: list[Path] = []
     try:
