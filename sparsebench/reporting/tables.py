@@ -141,9 +141,11 @@ class Style:
     missing: str = "—"
     escape: bool = False
     few_updates: str = FEW_UPDATES_MARK
+    bold: bool = True   # False for CSV text (main.csv's tied_with_best says it)
 
 
 MARKDOWN = Style()
+PLAIN = Style(bold=False)
 LATEX = Style(pm=r"$\pm$", mark=r"$^\dagger$", missing="--", escape=True,
               few_updates=r"$^\ddagger$")
 
@@ -171,7 +173,7 @@ def accuracy_text(mean: float, std: float, n: int, excluded: int, style: Style, 
         text = f"{mean:.2f}"
     else:
         text = f"{mean:.2f} {style.pm} {std:.2f}"
-    if bold and text != style.missing:
+    if bold and style.bold and text != style.missing:
         text = f"\\textbf{{{text}}}" if style.escape else f"**{text}**"
     marks = (style.mark if excluded else "") + (style.few_updates if few_updates else "")
     return text + (f" {marks}" if marks else "")
@@ -396,5 +398,5 @@ def write_tables(df: pd.DataFrame, sweep: str, root: Path | None = None) -> list
         + head + to_markdown(pivot_md) + footnote)
     put("accuracy_pivot.tex", to_latex(pivot_display(table, LATEX),
                                        f"{sweep}: final test accuracy (%), mean $\\pm$ std"))
-    put("accuracy_pivot.csv", pivot_md.to_csv(index=False))
+    put("accuracy_pivot.csv", pivot_display(table, PLAIN).to_csv(index=False))
     return written
