@@ -282,6 +282,18 @@ def problems() -> dict[str, str]:
     return dict(_BROKEN)
 
 
+def claimed_twice() -> dict[str, list[str]]:
+    """Method names registered by more than one file -> every file that registers it."""
+    discover()
+    return {name: [_SOURCE[name], *others] for name, others in _CLAIMED_TWICE.items()}
+
+
+def source(name: str) -> str:
+    """The file (or module) that registers method ``name``."""
+    discover()
+    return _SOURCE[name]
+
+
 def available() -> list[str]:
     """Every name that resolves to one method (a name claimed by two files is left out)."""
     discover()

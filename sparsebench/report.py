@@ -40,6 +40,7 @@ from pathlib import Path
 
 from .storage import paths
 from .storage.run_files import ResultsWarning
+from .cli import prog
 from .reporting.results import available_sweeps, load_results, sweep_exists, write_summary
 
 
@@ -152,7 +153,7 @@ def warnings_as_lines(stream=None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sparsebench.report", description=__doc__,
+    parser = argparse.ArgumentParser(prog=prog("report"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweeps", nargs="*", metavar="NAME",
                         help="sweep(s) to report; default: every sweep under the results folder")

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import shlex
 import signal
 import sys
 import time
@@ -43,23 +42,30 @@ from contextlib import contextmanager
 
 from .storage import atomic, locks, paths
 from .launch import executors, local_pool, slurm, spec as sweep_spec
-from .cli import config_errors_exit
+from .cli import again as again_command, config_errors_exit, prog, warn_method_problems
 from .config.schema import ConfigError
 from .config.files import check_unique_overrides
 from .launch.executors import Outcome
 from .launch.plan import Plan, display_path, print_plan
-from .launch.progress import EpochLines, EpochReporter
+from .launch.progress import EpochLines, EpochReporter, RunLines, read_result, run_labels
 
 EXECUTORS = ("auto", "slurm", "local", "inline")
 
 
 class Progress:
-    """A bar over the sweep's runs: done / running / failed."""
+    """A bar over the sweep's runs (done / running / failed) on a terminal, and a line per run
+    that ends, everywhere (:class:`~sparsebench.launch.progress.RunLines`: done/total, failures
+    so far, the sweep's ETA)."""
 
     def __init__(self, plan: Plan, file=None, disable: bool | None = None):
         from tqdm.auto import tqdm
 
         self.outcomes: dict[str, Outcome] = {}
+        self.file = file
+        self.cells = {c.run_id: c for c in plan.sweep.cells}
+        self.lines = RunLines(len(plan.sweep.cells), run_labels(plan.sweep.cells),
+                              done=len(plan.completed) + len(plan.failed_skipped),
+                              failed=len(plan.failed_skipped))
         self.bar = tqdm(total=len(plan.sweep.cells), initial=len(plan.completed) + len(plan.failed_skipped),
                         desc=plan.sweep.name, unit="run", dynamic_ncols=True, file=file,
                         disable=disable)  # None: no bar when the output is not a terminal
@@ -72,8 +78,14 @@ class Progress:
     def done(self, outcome: Outcome, **counts) -> None:
         self.outcomes[outcome.run_id] = outcome
         self.failed += outcome.status != "completed"
+        cell = self.cells.get(outcome.run_id)
+        self.write(self.lines.line(outcome, read_result(cell) if cell is not None else None))
         self.bar.update(1)
         self.set(**counts)
+
+    def write(self, line: str) -> None:
+        """A line above the bar (a plain line where there is no bar)."""
+        self.bar.write(line, file=self.file)
 
     def close(self) -> None:
         self.bar.close()
@@ -88,8 +100,8 @@ def execute(plan: Plan, executor: str, workers: int, poll_s: float, command: str
     progress = Progress(plan)
     cells = {c.run_id: c for c in sweep.cells}
     watched = plan.to_run + [c for c in sweep.cells if c.run_id in plan.attached]
-    reporter = EpochReporter(EpochLines(watched, sweep_spec.row_labels(sweep.cells)),
-                             progress.bar.write, lines_every_s)
+    reporter = EpochReporter(EpochLines(watched, run_labels(sweep.cells)),
+                             progress.write, lines_every_s)
     try:
         with reporter if watched and not no_wait else contextlib.nullcontext():
             if executor == "inline":
@@ -107,7 +119,7 @@ def execute(plan: Plan, executor: str, workers: int, poll_s: float, command: str
             if executor == "slurm" and plan.to_run:
                 submitted = slurm.submit_slurm(sweep.name, sweep.spec.slurm, plan.to_run)
                 arrays = sorted({j.split("_")[0] for j in submitted.values()})
-                progress.bar.write(f"submitted array job {', '.join(arrays)}: {len(submitted)} "
+                progress.write(f"submitted array job {', '.join(arrays)}: {len(submitted)} "
                                    f"run{'s' * (len(submitted) != 1)} "
                                    f"(logs in {display_path(paths.submitit_dir(sweep.name))})")
                 jobs.update(submitted)
@@ -192,7 +204,7 @@ def summary(plan: Plan, outcomes: dict[str, Outcome] | None = None) -> Counter:
     counts = Counter(df["status"])
     print(f"\nresults: {paths.runs_dir(sweep.name).resolve()} ({len(df)} runs: "
           + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")")
-    print(f"tables and figures: python -m sparsebench.report {sweep.name}")
+    print(f"tables and figures: {prog('report')} {sweep.name}")
     return counts
 
 
@@ -224,7 +236,7 @@ def _raise_interrupt(*_) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sparsebench.sweep", description=__doc__,
+    parser = argparse.ArgumentParser(prog=prog("sweep"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", help="a name in sweeps/ (e.g. fmnist_smoke) or a path to a sweep YAML")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
@@ -243,14 +255,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll", type=float, default=5.0, metavar="SECONDS",
                         help="slurm executor: seconds between looks at the queue (default %(default)s)")
     parser.add_argument("--no-wait", action="store_true",
-                        help="slurm executor: submit and return; `python -m sparsebench.sweep "
-                             "NAME` later reattaches (waits) or, once all ended, reports")
+                        help="slurm executor: submit and return; the same command without "
+                             "--no-wait later reattaches (waits) or, once all ended, reports")
     parser.add_argument("--lines-every", type=float, default=30.0, metavar="SECONDS",
                         help="at most this often, a line per run and finished epoch with its "
                              "accuracy and ETA (also into logs; default %(default)s)")
     args = parser.parse_intermixed_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    warn_method_problems()
 
     with config_errors_exit(args.sweep):
         path = sweep_spec.find(args.sweep)
@@ -297,8 +310,8 @@ def main(argv: list[str] | None = None) -> int:
             plan = Plan(sweep, args.retry_failed)
             print_plan(plan, executor, args.workers, dry_run=False)
             t0 = time.perf_counter()
-            again = "python -m sparsebench.sweep " + " ".join(
-                shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+            again = again_command("sweep", resume_args(
+                sys.argv[1:] if argv is None else argv, executor))
             outcomes = execute(plan, executor, args.workers, args.poll, again,
                                no_wait=args.no_wait, lines_every_s=args.lines_every)
             wall = time.perf_counter() - t0
@@ -312,13 +325,28 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
     if args.no_wait:
-        print(f"submitted; not waiting. `python -m sparsebench.sweep {args.sweep}` reattaches "
-              f"(submits nothing twice) or, once every run has ended, reports")
+        print(f"submitted; not waiting. `{again}` reattaches (submits nothing twice) or, "
+              f"once every run has ended, reports")
         return 0
     counts = summary(plan, outcomes)
     if plan.to_run or plan.attached:
         print(timing_line(plan, wall))
     return outcome_line(sweep.name, counts)
+
+
+def resume_args(args: list[str], executor: str) -> list[str]:
+    """The launch's arguments as they resume it: the executor this launch used in place of
+    ``auto`` (so the hint names where the runs went), ``--no-wait`` dropped (the resumed
+    command waits for the runs)."""
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--executor":
+            skip = True
+        elif not arg.startswith("--executor=") and arg != "--no-wait":
+            out.append(arg)
+    return out + ["--executor", executor]
 
 
 # Statuses after which a script must not take the sweep as done.

@@ -21,13 +21,13 @@ import sys
 from .storage import atomic, locks, paths
 from . import distributed, resolve
 from .training import preflight
-from .cli import config_errors_exit
+from .cli import config_errors_exit, prog, warn_method_problems
 from .config.files import check_unique_overrides
 from .training import run_folder, train
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sparsebench.train", description=__doc__,
+    parser = argparse.ArgumentParser(prog=prog("train"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="a run config YAML, or the name of one in configs/ (e.g. fmnist_mlp)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config and its run folder, then exit")
     args = parser.parse_args(argv)
+    warn_method_problems()
     with config_errors_exit(args.config):
         check_unique_overrides(args.overrides)
         cfg = resolve.load(paths.config_file(args.config), args.overrides)

@@ -15,7 +15,7 @@ Modules, one per kind of artifact:
   fig_curves.py    accuracy per epoch: every method (fig6), every width (fig7)
   fig_layers.py    per-layer density at the end of training (fig9)
   flops_model.py   training FLOPs of GSE and RigL vs sparsity, no training (fig4)
-  kernels.py       sparse × dense matmul times from benchmarks/sparse_layer.py (fig8)
+  kernels.py       sparse × dense matmul times (fig8), measured by kernel_bench.py
   report.py        writes the artifacts and index.md
   mini.py          derives the miniature sweeps from the full ones and runs them
   fashion_cifar.py Fashion-MNIST in the CIFAR file format: the miniature's data (not CIFAR)

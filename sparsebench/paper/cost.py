@@ -16,6 +16,7 @@ import functools
 import sys
 
 from ..launch import spec as sweep_spec
+from ..cli import prog
 from .artifacts import paper_sweeps
 
 TRAIN_EXAMPLES = {"cifar10": 50_000, "cifar100": 50_000, "imagenet": 1_281_167,
@@ -60,7 +61,7 @@ def estimate(names: list[str] | None = None, tflops: dict | None = None) -> list
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sparsebench.paper.cost",
+    parser = argparse.ArgumentParser(prog=prog("paper cost"),
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("sweeps", nargs="*", help="default: every paper sweep")
     parser.add_argument("--tflops", type=float, default=None,

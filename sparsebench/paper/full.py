@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from ..storage import paths
+from ..cli import prog
 from .artifacts import paper_sweeps
 from .kernels import BENCHMARK_ARGS
 
@@ -34,19 +35,18 @@ def launch(names: list[str], executor: str, logs: Path, extra: list[str]) -> dic
 def kernels(out: Path) -> None:
     import torch
 
-    script = paths.repo_root() / "benchmarks" / "sparse_layer.py"
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         csv = out / f"sparse_layer_{device}.csv"
         if csv.is_file():
             print(f"figure 8: {csv} exists (delete it to measure again)")
             continue
-        subprocess.run([sys.executable, str(script), *BENCHMARK_ARGS, "--device", device,
-                        "--out", str(csv)], check=False)
+        subprocess.run([sys.executable, "-m", "sparsebench.paper.kernel_bench", *BENCHMARK_ARGS,
+                        "--device", device, "--out", str(csv)], check=False)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sparsebench.paper.full",
+    parser = argparse.ArgumentParser(prog=prog("paper"),
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--executor", default="auto", choices=("auto", "slurm", "local", "inline"))
     parser.add_argument("--dry-run", action="store_true", help="print every sweep's plan")

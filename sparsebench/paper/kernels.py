@@ -1,4 +1,4 @@
-"""Figure 8: sparse × dense matrix-multiplication time, from ``benchmarks/sparse_layer.py``.
+"""Figure 8: sparse × dense matrix-multiplication time, from :mod:`.kernel_bench`.
 
 The benchmark writes one CSV row per (width n, sparsity, variant, mode) with the median time of
 a call (columns ``width, sparsity, variant, mode, time_s, status, device`` among others). The
@@ -22,8 +22,7 @@ from matplotlib.figure import Figure
 PAPER_SPARSITIES = tuple(float(f"{1 - d:.6g}") for d in np.logspace(np.log10(0.2), -3, 10))
 PAPER_WIDTHS = (2048, 4096, 8192, 16384)
 BENCHMARK_ARGS = ["--widths", *map(str, PAPER_WIDTHS), "--sparsities", *map(str, PAPER_SPARSITIES),
-                  "--extra", "--batch", "128", "--variants", "dense", "coo", "csr",
-                  "--headline-rounds", "0"]
+                  "--extra", "--batch", "128", "--variants", "dense", "coo", "csr"]
 VARIANT_NAMES = {"dense": "Dense", "coo": "COO", "csr": "CSR", "gather": "gather",
                  "sparse_layer": "SparseLinear (ours)",
                  "sparse_layer_torch": "SparseLinear on torch kernels"}
@@ -39,8 +38,8 @@ def load(folder: Path) -> pd.DataFrame:
     files = sorted(f for f in Path(folder).glob("sparse_layer*.csv")
                    if not f.name.endswith("_headline.csv"))
     if not files:
-        raise NoKernelData(f"no sparse_layer*.csv in {folder} (run: python benchmarks/"
-                           f"sparse_layer.py --out {folder}/sparse_layer_cpu.csv ...)")
+        raise NoKernelData(f"no sparse_layer*.csv in {folder} (run: python -m sparsebench."
+                           f"paper.kernel_bench --out {folder}/sparse_layer_cpu.csv ...)")
     frames = []
     for path in files:
         df = pd.read_csv(path)

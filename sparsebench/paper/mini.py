@@ -36,6 +36,7 @@ from ..launch import spec as sweep_spec
 from ..config.schema import ConfigError, flat_config, to_dict
 from ..config.files import load_yaml, set_dotted
 from . import fashion_cifar
+from ..cli import prog
 from .artifacts import paper_sweeps
 from .names import MODELS, Names
 
@@ -234,27 +235,31 @@ def derive_all(layout: Layout, spec: MiniSpec, names: list[str]) -> list[Derived
 
 def train_all(layout: Layout, names: list[str], workers: int) -> dict[str, int]:
     """Every run of the derived sweeps in one pool of local processes; completed ones skipped,
-    failed and diverged ones run again (a miniature is cheap to retry after a fix)."""
-    from tqdm.auto import tqdm
-
+    failed and diverged ones run again (a miniature is cheap to retry after a fix). Prints a
+    line per run that ends (done/total, failures so far, ETA; as ``sparsebench sweep`` does)."""
     from ..launch import executors, local_pool
+    from ..launch.progress import RunLines, read_result, run_labels
 
-    cells = []
+    cells, labels = [], {}
     for name in names:
-        cells += sweep_spec.expand(str(layout.sweep_file(name))).cells
+        sweep = sweep_spec.expand(str(layout.sweep_file(name)))
+        cells += sweep.cells
+        labels.update({rid: f"{name}: {label}" for rid, label in run_labels(sweep.cells).items()})
 
     def done(cell) -> bool:
         outcome = executors.read_outcome(cell)
         return outcome is not None and outcome.status == "completed"
 
     todo = [c for c in cells if not done(c)]
+    by_id = {c.run_id: c for c in todo}
     counts: dict[str, int] = defaultdict(int)
     counts["completed"] = counts["already done"] = len(cells) - len(todo)
-    with tqdm(total=len(cells), initial=len(cells) - len(todo), desc="paper-mini runs",
-              unit="run", disable=None) as bar:
-        for outcome in local_pool.run_local(todo, workers):
-            counts[outcome.status] += 1
-            bar.update(1)
+    lines = RunLines(len(cells), labels, done=len(cells) - len(todo))
+    print(f"paper-mini: {len(todo)} runs to train ({len(cells) - len(todo)} of {len(cells)} done "
+          f"before) in {min(workers, max(1, len(todo)))} local processes", flush=True)
+    for outcome in local_pool.run_local(todo, workers):
+        counts[outcome.status] += 1
+        print(lines.line(outcome, read_result(by_id[outcome.run_id])), flush=True)
     return dict(counts)
 
 
@@ -262,9 +267,10 @@ def run_kernels(layout: Layout, spec: MiniSpec) -> None:
     out = layout.kernels / "sparse_layer_cpu.csv"
     if out.is_file():
         return
-    script = paths.repo_root() / "benchmarks" / "sparse_layer.py"
-    subprocess.run([sys.executable, str(script), *map(str, spec.kernels), "--headline-rounds", "0",
-                    "--out", str(out)],
+    print("paper-mini: figure 8's kernel benchmark (python -m sparsebench.paper.kernel_bench)",
+          flush=True)
+    subprocess.run([sys.executable, "-m", "sparsebench.paper.kernel_bench",
+                    *map(str, spec.kernels), "--out", str(out)],
                    check=False, stdout=subprocess.DEVNULL)
 
 
@@ -378,7 +384,7 @@ def run(root: Path | None = None, *, tiny: bool = False, workers: int | None = N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sparsebench.paper.mini",
+    parser = argparse.ArgumentParser(prog=prog("paper mini"),
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="the test suite's smaller version")
     parser.add_argument("--workers", type=int, default=None, help="local processes at once")

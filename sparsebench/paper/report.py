@@ -38,7 +38,7 @@ class Context:
     names: Names = field(default_factory=Names)
     published: pd.DataFrame = field(default_factory=published.load)
     comparable: bool = True          # False in a miniature: the paper's numbers are not its own
-    kernels_dir: Path | None = None  # where benchmarks/sparse_layer.py wrote its CSVs (fig8)
+    kernels_dir: Path | None = None  # where sparsebench.paper.kernel_bench wrote its CSVs (fig8)
     # Our cell's keys -> the keys of the paper's number it stands for (a miniature's ResNet-20
     # at 3 epochs stands for ResNet-56 at 300); the identity at full size.
     paper_keys: Callable[[dict], dict] = lambda keys: keys
@@ -103,7 +103,7 @@ def build_one(artifact: Artifact, lib: Library, ctx: Context, out: Path) -> Entr
         entry.state = "complete"
         entry.caption = (f"Median time of one forward sparse × dense product per weight format "
                          f"and sparsity, one panel per width n (devices: {devices}); "
-                         f"{_reps(data)} per point (benchmarks/sparse_layer.py).")
+                         f"{_reps(data)} per point (sparsebench.paper.kernel_bench).")
         return entry
 
     ev = lib.evidence(artifact.sources)

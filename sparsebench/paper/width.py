@@ -14,6 +14,7 @@ import sys
 
 from .. import models
 from ..sparsity.engine import prunable_modules
+from ..cli import prog
 
 # The input of one example per data set (C, H, W) and its classes, as the data loaders give them.
 SHAPES = {"cifar10": (10, (3, 32, 32)), "cifar100": (100, (3, 32, 32)),
@@ -51,7 +52,7 @@ def density_at(model: str, dataset: str, width: float, density: float,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sparsebench.paper.width",
+    parser = argparse.ArgumentParser(prog=prog("paper width"),
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("model")
     parser.add_argument("dataset", choices=sorted(SHAPES))

@@ -113,7 +113,7 @@ def benchmarks_dir(root: Path | None = None) -> Path:
 
 def repo_root() -> Path:
     """The checkout this package runs from (in an installed wheel: the site-packages folder)."""
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]  # sparsebench/storage/paths.py
 
 
 # ---------------------------------------------------------------------------------------------
