@@ -70,8 +70,12 @@ data:
 # The report of what completed is written even when some runs failed or diverged; the exit
 # status is still the sweep's (2: bad input, nothing ran, no report). ARGS passes options and
 # overrides through: make sweep SWEEP=x ARGS="--skip-data-check --retry-failed density=0.1,0.05"
+# SPARSEBENCH_COMMAND: the sweep's resume hint names this make command (with the variables given
+# on the command line or in the environment), not the python line below.
+GIVEN = $(strip $(foreach v,SWEEP EXECUTOR ARGS,$(if $(filter command line environment,$(origin $(v))),$(v)='$($(v))')))
 sweep: setup
-	@status=0; $(PY) -m sparsebench.sweep $(SWEEP) --executor $(EXECUTOR) $(ARGS) || status=$$?; \
+	@status=0; SPARSEBENCH_COMMAND="make sweep $(GIVEN)" \
+	  $(PY) -m sparsebench.sweep $(SWEEP) --executor $(EXECUTOR) $(ARGS) || status=$$?; \
 	if [ $$status -ne 2 ]; then \
 	  $(PY) -m sparsebench.report $(basename $(notdir $(SWEEP))) || { [ $$status -ne 0 ] || status=$$?; }; \
 	fi; exit $$status

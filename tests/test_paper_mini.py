@@ -91,11 +91,18 @@ def test_fashion_mnist_is_written_in_cifar_format_balanced_padded_black(tmp_path
 
 @pytest.mark.slow
 @needs_fmnist
-def test_tiny_miniature_writes_every_artifact_and_the_index(tmp_path, monkeypatch):
+def test_tiny_miniature_writes_every_artifact_and_the_index(tmp_path, monkeypatch, capsys):
     import matplotlib
 
     matplotlib.use("Agg")
     index = mini.run(tmp_path, tiny=True, workers=2)
+    # It talks while it trains: a line per finished run with done/total, failures and ETA.
+    out = capsys.readouterr().out
+    ended = [l for l in out.splitlines() if " runs, " in l and l.startswith("[")]
+    total = int(ended[0].split("/")[1].split()[0])
+    assert len(ended) == total and ended[0].startswith(f"[1/{total} runs, 0 failed, ETA ")
+    assert ended[-1].startswith(f"[{total}/{total} runs, 0 failed, all done] ")
+    assert "sparsity" in ended[0] and "seed" in ended[0] and ": completed, test_acc" in ended[0]
     top = index.parent
     text = index.read_text()
     assert text.startswith("# The GSE paper's artifacts — MINIATURE")
