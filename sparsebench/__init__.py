@@ -4,10 +4,15 @@ For your own analysis of a sweep's results (see :mod:`sparsebench.reporting.resu
 
 - :func:`load_results` -- one row per run: config, status, final accuracies, FLOPs, times;
 - :func:`load_metrics` -- one row per run and epoch (``metrics.jsonl``): test accuracy, train
-  loss and accuracy after each epoch, with the run's identity columns.
+  loss and accuracy after each epoch, with the run's identity columns;
+- :func:`load_model` -- a completed run's trained network from its ``final.pt`` (a
+  ``FinalModel``: ``.model``, ``.engine``, ``.config``, ``.test_loader()``, ``.evaluate()``);
+- :func:`load_test_data` -- a run's own test set, normalized and batched as the run evaluated it.
+
+What each file of a run folder holds: docs/results.md.
 """
 __version__ = "0.1.0"
-__all__ = ["load_results", "load_metrics"]
+__all__ = ["load_results", "load_metrics", "load_model", "load_test_data"]
 
 
 def load_results(sweep: str, root=None):
@@ -22,6 +27,14 @@ def load_model(run_dir, device="cpu"):
     """A completed run's trained network (weights and masks) from its final.pt; see
     :mod:`sparsebench.training.final`."""
     from .training.final import load_model as _load
+
+    return _load(run_dir, device)
+
+
+def load_test_data(run_dir, device="cpu"):
+    """The test loader of a run (its own test images, normalized and batched as the run
+    evaluated them; (x, y) batches); see :mod:`sparsebench.training.final`."""
+    from .training.final import load_test_data as _load
 
     return _load(run_dir, device)
 

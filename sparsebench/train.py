@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 from .storage import atomic, locks, paths
@@ -24,6 +25,10 @@ from .training import preflight
 from .cli import config_errors_exit, prog, warn_method_problems
 from .config.files import check_unique_overrides
 from .training import run_folder, train
+
+
+def _exit_on_sigterm(*_) -> None:
+    raise SystemExit(143)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         print(run_folder(cfg))
         return 0
+    # SIGTERM (kill, a scheduler) unwinds the run like Ctrl-C: its log says so, temporary
+    # files go, and the exit code is 143 as for the signal itself.
+    previous_sigterm = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         result = train(cfg, force=args.force)
         distributed.teardown()
@@ -60,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     except (locks.Busy, atomic.WriteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
     summary = {k: result.get(k) for k in ("status", "final_test_acc", "actual_density", "wall_clock_s")}
     print(json.dumps(summary), file=sys.stderr)
     print(run_folder(cfg))

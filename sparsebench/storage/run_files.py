@@ -100,6 +100,20 @@ def read_metrics(path: Path) -> list[dict]:
     return rows
 
 
+def read_steps(path: Path) -> list[dict]:
+    """The rows of a steps.jsonl, epochs counted from 1 (``epoch`` over all rounds,
+    ``round_epoch`` within the round) as in metrics.jsonl. Files written before sparsebench
+    counted them alike (their rows have no ``round_epoch``) held the epoch's index within its
+    round, from 0: those rows get ``round_epoch`` = index + 1, and ``epoch`` the same in round
+    0 (later rounds' totals are not in the file: ``None``)."""
+    rows = read_metrics(path)
+    for row in rows:
+        if "round_epoch" not in row and isinstance(row.get("epoch"), int):
+            row["round_epoch"] = row["epoch"] + 1
+            row["epoch"] = row["round_epoch"] if not row.get("round") else None
+    return rows
+
+
 def read_result(path: Path) -> tuple[dict | None, str | None]:
     text, problem = read_text(path)
     if problem is not None:

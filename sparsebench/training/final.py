@@ -11,6 +11,16 @@
   its data.
 
 It is a plain dict of tensors and containers (``torch.load(..., weights_only=True)`` reads it).
+
+:func:`load_model` gives a :class:`FinalModel`: ``.model`` (in eval mode), ``.engine``,
+``.config``, ``.active``; ``.test_loader()`` gives the run's own test set, normalized and
+batched as the run evaluated it, and ``.evaluate()`` the test accuracy it reported
+(``final_test_acc``). :func:`load_test_data` is the loader alone::
+
+    import sparsebench
+    final = sparsebench.load_model("results/fmnist_smoke/runs/RUN_ID")
+    for x, y in final.test_loader():
+        logits = final.model(x)
 """
 from __future__ import annotations
 
@@ -55,9 +65,39 @@ class FinalModel:
     config: dict                    # the run's config, as written in config.yaml
     active: dict[str, torch.Tensor]  # per layer: flat indices of the active connections
     numel: dict[str, int]
+    device: torch.device = torch.device("cpu")
 
     def density(self) -> float:
         return sum(a.numel() for a in self.active.values()) / sum(self.numel.values())
+
+    def test_loader(self):
+        """The run's test set on the model's device: (images, labels) batches, normalized as
+        the run normalized them, in the run's test batch size (needs the data set installed)."""
+        from .loop import run_data
+
+        return run_data(from_dict(self.config), self.device).test
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Test accuracy (%) of the loaded model on :meth:`test_loader` (the run's
+        ``final_test_acc``, up to the run's precision settings: bf16 autocast, channels-last)."""
+        correct = count = 0
+        for x, y in self.test_loader():
+            correct += int((self.model(x).argmax(1) == y).sum())
+            count += y.numel()
+        return 100.0 * correct / count
+
+
+def load_test_data(run_dir: str | Path, device: str | torch.device = "cpu"):
+    """The test loader of the run in ``run_dir`` (from its config.yaml): the run's own test
+    images, normalized and batched as the run evaluated them. Iterate it for (x, y) batches."""
+    from ..config.files import load_yaml
+    from .loop import run_data
+
+    path = Path(run_dir) / paths.CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no config.yaml (not a run folder?)")
+    return run_data(from_dict(load_yaml(path)), device).test
 
 
 def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> FinalModel:
@@ -79,7 +119,8 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> Final
     model.load_state_dict(state["model"])  # the order a checkpoint is applied in (.state)
     engine.load_state_dict(state["engine"])
     model.to(device).eval()
-    return FinalModel(model, engine, state["config"], state["active"], state["numel"])
+    return FinalModel(model, engine, state["config"], state["active"], state["numel"],
+                      torch.device(device))
 
 
 def _to_cpu(obj: Any) -> Any:

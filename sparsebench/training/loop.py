@@ -44,6 +44,25 @@ from .timing import Stopwatch
 DIVERGENCE_CHECK_EVERY = 25
 
 
+def run_data(cfg: RunConfig, device: torch.device | str, rank: int = 0, world_size: int = 1):
+    """The run's data: its train and test loaders, normalized and batched as it trains and
+    evaluates (also what :meth:`sparsebench.training.final.FinalModel.test_loader` gives)."""
+    return build_data(cfg.data.name, batch_size=cfg.data.batch_size,
+                      test_batch_size=cfg.data.test_batch_size, device=torch.device(device),
+                      seed=cfg.seed, augment=cfg.data.augment, root=cfg.data.root,
+                      train_subset=cfg.data.train_subset, rank=rank, world_size=world_size,
+                      pad_value=cfg.data.pad_value, validation=cfg.data.validation)
+
+
+def stop_reason(stop: BaseException) -> str:
+    """How a run was stopped, for its log: Ctrl-C, SIGTERM (which the local workers and
+    ``sparsebench train`` turn into exit code 143) or another exit."""
+    if isinstance(stop, KeyboardInterrupt):
+        return "Ctrl-C"
+    code = getattr(stop, "code", None)
+    return "SIGTERM" if code == 143 else f"exit code {code}"
+
+
 class Diverged(Exception):
     """The training loss became NaN or infinite."""
 
@@ -68,12 +87,7 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.cuda = self.device.type == "cuda"
         torch.manual_seed(cfg.seed)
-        self.data = build_data(cfg.data.name, batch_size=cfg.data.batch_size,
-                               test_batch_size=cfg.data.test_batch_size, device=self.device,
-                               seed=cfg.seed, augment=cfg.data.augment, root=cfg.data.root,
-                               train_subset=cfg.data.train_subset, rank=self.world.rank,
-                               world_size=self.world.size, pad_value=cfg.data.pad_value,
-                               validation=cfg.data.validation)
+        self.data = run_data(cfg, self.device, rank=self.world.rank, world_size=self.world.size)
         info = self.data.info
         self.precision = Precision.for_run(cfg, self.device, image_input=len(info.in_shape) == 3)
         self.precision.apply()
@@ -344,6 +358,11 @@ class Trainer:
             return status
         except Diverged:
             status = "diverged"
+            raise
+        except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C, or SIGTERM made an exit
+            self.log(f"stopped ({stop_reason(stop)}) in epoch {p.epoch + 1}/{cfg.epochs} at "
+                     f"step {p.step}; resumes from the checkpoint after epoch {p.epoch}"
+                     + (f" of round {p.round + 1}" if self.rounds > 1 else ""))
             raise
         finally:
             for callback in self.callbacks:

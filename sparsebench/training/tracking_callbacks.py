@@ -3,7 +3,9 @@
 :class:`Tracking` writes, in the run folder:
 
 * ``steps.jsonl``: every ``tracking.step_interval`` steps, the mean training loss and accuracy
-  over the interval, the learning rate and the mean step time. Loss and correct counts add up
+  over the interval, the learning rate and the mean step time, with the epoch the step is in
+  (from 1, as ``metrics.jsonl`` counts; :func:`sparsebench.storage.run_files.read_steps` also
+  reads the files of older versions, which counted from 0). Loss and correct counts add up
   on the device and are read once per interval (one synchronization per interval, none per
   step);
 * ``topology.jsonl``: at every change of the topology, per layer and over all layers, the
@@ -44,6 +46,7 @@ class Tracking(Callback):
         self.sinks: list = []
         self.topology: TopologyTracker | None = None
         self.restored: dict | None = None  # the topology tracker's state from the checkpoint
+        self.topology_step: int | None = None  # the step of the last topology observation
 
     # ---- moments -----------------------------------------------------------------------------
     def on_run_start(self, trainer: "Trainer") -> None:
@@ -78,7 +81,8 @@ class Tracking(Callback):
             self._observe_topology(row["step"])
         scalars = {f"epoch/{k}": row[k] for k in EPOCH_SCALARS if row.get(k) is not None}
         scalars.update({f"density/{n}": d for n, d in trainer.engine.layer_densities().items()})
-        if self.topology is not None:
+        if self.topology is not None and self.topology_step != row["step"]:
+            # (an update at the epoch's last step logged the rate at this step already)
             scalars["topology/itop_rate"] = self.topology.itop_rate()
         self._log(scalars, row["step"])
 
@@ -106,7 +110,10 @@ class Tracking(Callback):
 
     def _flush(self, trainer: "Trainer", step: StepEnd) -> None:
         loss_sum, correct = torch.stack([self.loss_sum, self.correct.float()]).tolist()  # one sync
-        row = {"step": step.step, "epoch": step.epoch, "round": step.round,
+        # Epochs count from 1 as in metrics.jsonl: the rows of a run's Nth epoch (over all
+        # rounds) say epoch N; round_epoch is N within the round.
+        row = {"step": step.step, "epoch": step.round * self.cfg.epochs + step.epoch + 1,
+               "round": step.round, "round_epoch": step.epoch + 1,
                "train_loss": loss_sum / self.steps,
                "train_acc": 100.0 * correct / self.seen,
                "lr": trainer.optimizer.param_groups[0]["lr"],
@@ -117,6 +124,7 @@ class Tracking(Callback):
         self._reset(trainer.device)
 
     def _observe_topology(self, step: int) -> None:
+        self.topology_step = step
         rows = self.topology.observe(step)
         atomic.append_text(self.run_dir / paths.TOPOLOGY,
                            "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
