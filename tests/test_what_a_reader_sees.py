@@ -29,7 +29,7 @@ from sparsebench.paper.plotting import colors_for
 from sparsebench.sweep import main as sweep_main
 
 from .conftest import REPO
-from .fake_results import write_run
+from .fake_results import MLP_LAYERS, write_run
 from .test_report import make_full_sweep
 
 matplotlib.use("Agg")
@@ -80,6 +80,46 @@ def test_progress_figure_draws_dense_when_the_sweep_has_it_and_says_so_only_then
     assert "for reference" not in fig._suptitle.get_text()
 
 
+def test_a_run_of_one_epoch_is_drawn_as_a_marker(root):
+    write_run(root, "one", "static", 0.1, 0, acc=80.0, curve=[80.0])
+    fig = training_progress(sparsebench.load_results("one", root))
+    [line] = [l for l in fig.axes[0].get_lines() if len(l.get_ydata())]
+    assert list(line.get_ydata()) == [80.0] and line.get_marker() not in (None, "", "None")
+
+
+def test_curves_that_coincide_are_named_and_keep_their_own_markers(root):
+    for method in ("static", "set", "rigl"):
+        write_run(root, "same", method, 0.1, 0, acc=80.0, curve=[70.0, 80.0])
+    write_run(root, "same", "gse", 0.1, 0, acc=81.0, curve=[71.0, 81.0])
+    df = sparsebench.load_results("same", root)
+    for fig in (training_progress(df),
+                fig_curves.per_method(df[df["status"] == "completed"], Names()).figure):
+        assert "coincide" in fig._suptitle.get_text()
+        lines = [l for l in fig.axes[0].get_lines() if len(l.get_ydata())]
+        assert len({l.get_marker() for l in lines}) == len(lines) == 4  # one shape per method
+    assert "static, set and rigl coincide" in training_progress(df)._suptitle.get_text()
+
+
+def test_non_linear_axes_say_so_and_sparsity_bands_stay_on_the_axis(root):
+    df = sparsebench.load_results(make_full_sweep(root), root)
+    assert "log₂ scale" in FIGURES["width_scaling"](df).axes[0].get_xlabel()
+    lo, hi = plotting.sd_within_range([99.0, 100.0, 100.0])  # mean + std would pass 100 %
+    assert hi == 100.0 and lo == pytest.approx(100 - 1 / 3 - (1 / 3) ** 0.5)
+    assert plotting.sd_within_range([5.0]) == (5.0, 5.0)
+    first, second, *_ = MLP_LAYERS  # a dense-ish layer: mean - std would pass below 0 %
+    for seed, dens in ((0, {first: 1.0, second: 0.001}), (1, {first: 0.7, second: 0.0})):
+        write_run(root, "band", "static", 0.1, seed, acc=80.0, layer_densities=dens)
+    fig = layer_sparsity(sparsebench.load_results("band", root))
+    ax = fig.axes[0]
+    scale = ax.yaxis.get_transform()  # compare where things are drawn (the nines scale)
+    bottom, top = scale.transform(ax.get_ylim())
+    drawn = [y for line in ax.get_lines() for y in line.get_ydata() if y == y]
+    drawn += [y for bars in ax.collections if hasattr(bars, "get_segments")  # the error bars
+              for segment in bars.get_segments() for _, y in segment]
+    assert min(drawn) == 0.0  # the band of the 0 % / 30 % layer stops at 0 %
+    assert all(bottom <= scale.transform([y])[0] <= top for y in drawn)
+
+
 def test_titles_and_axis_labels_name_the_same_quantity_and_never_density(root):
     df = sparsebench.load_results(make_full_sweep(root), root)
     for name, draw in FIGURES.items():
@@ -97,7 +137,7 @@ def test_titles_and_axis_labels_name_the_same_quantity_and_never_density(root):
         assert "density" not in shown, (name, shown)           # one word for it: sparsity
         assert "compression" not in shown, name
     fig = layer_sparsity(df)
-    assert fig.axes[0].get_ylabel() == "sparsity of the layer (%)"
+    assert fig.axes[0].get_ylabel() == "sparsity of the layer (%, log scale of the share kept)"
     assert fig._suptitle.get_text().startswith("Sparsity of each layer at overall sparsity 98%")
     assert all(t.endswith("%") for t in (x.get_text() for x in fig.axes[0].get_yticklabels())
                if t)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import seaborn as sns
 
-from ..reporting.plotting import (SkipFigure, figure, figure_legend, sparsity_text, spread_text,
+from ..reporting.plotting import (SkipFigure, coincide_note, coinciding, figure, figure_legend, sparsity_text, spread_text,
     theme)
 from ..reporting.plotting import title as figure_title
 from ..reporting.results import load_metrics
@@ -42,10 +42,10 @@ def per_method(done: pd.DataFrame, names) -> Drawn:
     density = float(sparse["density"].min())
     chosen = done[((done["density"] - density).abs() < 1e-12) | (done["method"] == "dense")]
     metrics = load_metrics(chosen)
-    if metrics.empty or metrics["epoch"].nunique() < 2:
-        raise SkipFigure("needs runs of two or more epochs (a curve per epoch in their "
-                         "metrics.jsonl); these have at most one")
+    if metrics.empty:
+        raise SkipFigure("no epoch rows in the runs' metrics.jsonl")
     metrics = with_paper_names(last_round(metrics), names)
+    together = []
     colors = colors_for(metrics["Method"])
     counts = []
     style, context = theme()
@@ -57,13 +57,17 @@ def per_method(done: pd.DataFrame, names) -> Drawn:
             sns.lineplot(data=rows, x="epoch", y="test_acc", hue="Method", hue_order=methods,
                          palette=colors, style="Method", style_order=methods,
                          dashes={m: (4, 2) if m == "Dense" else "" for m in methods},
+                         markers=True, markevery=max(1, rows["epoch"].nunique() // 10),
                          errorbar="sd", ax=ax)
+            together += [g for g in coinciding(rows, "Method", "epoch", "test_acc", methods)
+                         if g not in together]
             counts += rows.groupby(["Method"])["run_id"].nunique().tolist()
             _epochs_axis(ax, rows)
             ax.set_ylabel("test accuracy (%)")
             ax.set_title(f"{names.dataset(dataset)} · {names.model(model)}")
         figure_title(fig, f"Test accuracy during training at sparsity {sparsity_text(density)}",
-                     f"{spread_text(counts, 'mean ± std band')}; Dense (dashed) for reference")
+                     f"{spread_text(counts, 'mean ± std band')}; Dense (dashed) for reference"
+                     f"{coincide_note(together)}")
         figure_legend(fig, order=list(colors))
     return Drawn(fig, f"Test accuracy after every epoch at {sparsity_text(density)} sparsity "
                       f"for every method (Lottery: its last round), one panel per data set and "
@@ -74,9 +78,8 @@ def per_method(done: pd.DataFrame, names) -> Drawn:
 def per_width(done: pd.DataFrame, names) -> Drawn:
     """Figure 7: train (dashed) and test (solid) accuracy per epoch for each width."""
     metrics = last_round(load_metrics(done[done["method"] != "dense"]))
-    if metrics.empty or metrics["epoch"].nunique() < 2:
-        raise SkipFigure("needs runs of two or more epochs (a curve per epoch in their "
-                         "metrics.jsonl); these have at most one")
+    if metrics.empty:
+        raise SkipFigure("no epoch rows in the runs' metrics.jsonl")
     if "train_acc" not in metrics.columns:
         raise SkipFigure("the runs' metrics have no train_acc")
     long = metrics.melt(id_vars=["run_id", "dataset", "model", "width", "epoch"],
@@ -96,7 +99,8 @@ def per_width(done: pd.DataFrame, names) -> Drawn:
             sns.lineplot(data=rows, x="epoch", y="accuracy", hue="width (× the ×1 model)",
                          hue_order=widths,
                          palette=sns.color_palette("viridis", len(widths)), style="split",
-                         style_order=["test", "train"], errorbar="sd", ax=ax)
+                         style_order=["test", "train"], markers=True,
+                         markevery=max(1, rows["epoch"].nunique() // 10), errorbar="sd", ax=ax)
             counts += rows.groupby(["relative"])["run_id"].nunique().tolist()
             _epochs_axis(ax, rows)
             ax.set_ylabel("accuracy (%)")

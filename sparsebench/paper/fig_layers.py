@@ -10,7 +10,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import FixedLocator, FuncFormatter
 
-from ..reporting.plotting import (SkipFigure, figure, figure_legend, sparsity_text,
+from ..reporting.plotting import (SkipFigure, sd_within_range, figure, figure_legend, sparsity_text,
     sparsity_y_axis, spread_text, theme)
 from ..reporting.plotting import title as figure_title
 from ..reporting.results import layer_table
@@ -40,8 +40,8 @@ def layer_density(done: pd.DataFrame, names, model: str | None = None) -> Drawn:
             rows = layers[layers["Method"] == method]
             sns.lineplot(data=rows, x="layer_index", y="layer_sparsity", hue="sparsity",
                          hue_order=[h for h in hue_order if h in set(rows["sparsity"])],
-                         palette=sns.color_palette("rocket_r", len(hue_order)), errorbar="sd",
-                         marker="o", markersize=3, ax=ax)
+                         palette=sns.color_palette("rocket_r", len(hue_order)),
+                         errorbar=sd_within_range, marker="o", markersize=3, ax=ax)
             names_by_index = dict(zip(rows["layer_index"], rows["layer"]))
             step = max(1, n_layers // 8)
             ticks = sorted(names_by_index)[::step]
@@ -57,5 +57,6 @@ def layer_density(done: pd.DataFrame, names, model: str | None = None) -> Drawn:
     finite = layers[np.isfinite(layers["layer_density"])]
     return Drawn(fig, f"Final sparsity of each prunable layer of {names.model(model)} (layer "
                       f"0 is the input layer), one panel per method, overall sparsity as colour, "
-                      f"averaged over {datasets}; {runs_per_point(counts.tolist())}; "
+                      f"averaged over {datasets} (bands: ± std, within the runs' range); "
+                      f"{runs_per_point(counts.tolist())}; "
                       f"{finite['layer'].nunique()} layers.")

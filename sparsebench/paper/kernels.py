@@ -92,8 +92,8 @@ def figure(data: pd.DataFrame) -> Figure:
         ax.xaxis.set_minor_locator(FixedLocator([]))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda d, _: f"{100 * (1 - d):.4g}%"))
         log_axis(ax, "y")  # ticks at 1, 2, 5 × powers of ten, as plain numbers
-        ax.set_xlabel("sparsity of the n × n weight")
-        ax.set_ylabel("time per product (ms, log)")
+        ax.set_xlabel("sparsity of the n × n weight (log scale of the share kept)")
+        ax.set_ylabel("time per product (ms, log scale)")
         batch = int(rows["batch"].iloc[0]) if "batch" in rows.columns else 128
         ax.set_title(f"n = {n}, batch {batch}")
     for ax in axes[len(widths):]:

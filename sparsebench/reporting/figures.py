@@ -23,8 +23,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from ..storage import paths
-from .plotting import (ACCURACY, DENSE, SkipFigure, figure, figure_legend, log_axis, method_colors,
-    save_figure, sparsity_text, sparsity_x_axis, sparsity_y_axis, spread_text, theme)
+from .plotting import (ACCURACY, DENSE, SkipFigure, coincide_note, coinciding, figure,
+    figure_legend, log_axis, method_colors, save_figure, sd_within_range, sparsity_text,
+    sparsity_x_axis, sparsity_y_axis, spread_text, theme)
 from .plotting import title as figure_title
 from .results import completed, layer_table, load_metrics
 from .tables import extra_keys, panel_label
@@ -191,7 +192,7 @@ def width_scaling(df: pd.DataFrame) -> Figure:
                 ax.xaxis.set_major_locator(FixedLocator(widths))
                 ax.xaxis.set_minor_locator(NullLocator())
                 ax.xaxis.set_major_formatter(FuncFormatter(lambda w, _: f"×{w:g}"))
-                ax.set_xlabel("width multiplier of every layer")
+                ax.set_xlabel("width multiplier of every layer (log₂ scale)")
                 ax.set_ylabel(ylabel)
                 ax.set_title(panel_title)
             axes[2 * i + 1].set_ylim(bottom=0)
@@ -271,10 +272,10 @@ def training_progress(df: pd.DataFrame, density: float | None = None) -> Figure:
     density = chosen_density(data, density)
     chosen = data[_at(data, density) | (data["method"] == DENSE)]
     metrics = load_metrics(chosen)
-    if metrics.empty or metrics["epoch"].nunique() < 2:
-        raise SkipFigure("needs runs of two or more epochs (a curve per epoch in their "
-                         "metrics.jsonl); these have at most one")
+    if metrics.empty:
+        raise SkipFigure("no epoch rows in the runs' metrics.jsonl")
     colors = method_colors(df["method_label"])
+    together = []
     style, context = theme()
     with style, context:
         panels = _panels(metrics.merge(chosen[["run_id"] + extra_keys(df)], on="run_id")
@@ -282,10 +283,15 @@ def training_progress(df: pd.DataFrame, density: float | None = None) -> Figure:
         fig, axes = figure(len(panels))
         for ax, (panel_title, rows) in zip(axes, panels):
             methods = [m for m in colors if m in set(rows["method_label"])]
+            # A marker per method (about ten per curve) shows a run of one epoch, and curves
+            # that lie on top of each other (named in the subtitle).
             sns.lineplot(data=rows, x="epoch", y="test_acc", hue="method_label", hue_order=methods,
                          palette=colors, style="method_label", style_order=methods,
                          dashes={m: (4, 2) if m == DENSE else "" for m in methods},
+                         markers=True, markevery=max(1, rows["epoch"].nunique() // 10),
                          errorbar="sd", ax=ax)
+            together += [g for g in coinciding(rows, "method_label", "epoch", "test_acc", methods)
+                         if g not in together]
             ax.set_xlabel("epoch")
             ax.set_ylabel("test accuracy (%)")
             ax.set_title(panel_title)
@@ -295,7 +301,7 @@ def training_progress(df: pd.DataFrame, density: float | None = None) -> Figure:
                      else "no dense run in this sweep")
         figure_title(fig, f"Test accuracy during training at sparsity {sparsity_text(density)}",
                      f"after each epoch; {_over_seeds(chosen, 'mean ± std band')}; "
-                     f"{reference}")
+                     f"{reference}{coincide_note(together)}")
         figure_legend(fig, order=list(colors))
     return fig
 
@@ -326,8 +332,8 @@ def layer_sparsity(df: pd.DataFrame, density: float | None = None) -> Figure:
                      for i, m in enumerate(methods)}
             rows = rows.assign(x=rows["layer_index"] + rows["method_label"].map(shift))
             sns.lineplot(data=rows, x="x", y="layer_sparsity", hue="method_label",
-                         hue_order=methods, palette=colors, errorbar="sd", err_style="bars",
-                         marker="o", ax=ax)
+                         hue_order=methods, palette=colors, errorbar=sd_within_range,
+                         err_style="bars", marker="o", ax=ax)
             sparsity_y_axis(ax, "sparsity of the layer (%)", rows["layer_sparsity"])
             names = rows.drop_duplicates("layer_index").sort_values("layer_index")
             ax.xaxis.set_major_locator(FixedLocator(names["layer_index"].tolist()))

@@ -179,6 +179,37 @@ def _from_nines(y):
     return 100 * (1 - 10 ** -np.asarray(y, dtype=float))
 
 
+def sd_within_range(values) -> tuple[float, float]:
+    """A ``mean ± std`` band (seaborn's ``errorbar=``) clipped to the values' own range, so that
+    on a bounded or non-linear axis (sparsity up to 100 %, the nines scale) it never runs past
+    what was measured, off the axis."""
+    v = np.asarray(values, dtype=float)
+    mean, sd = v.mean(), (v.std(ddof=1) if v.size > 1 else 0.0)
+    return max(v.min(), mean - sd), min(v.max(), mean + sd)
+
+
+def coinciding(rows, hue: str, x: str, y: str, order: list | None = None) -> list[list[str]]:
+    """Groups of ``hue`` levels whose mean curves of ``y`` over ``x`` are the same (to 1e-6):
+    drawn on top of each other, all but the last would be hidden, so figures name them (in
+    ``order``, the legend's)."""
+    means = rows.groupby([hue, x], sort=False)[y].mean().unstack(x)
+    if order is not None:
+        means = means.reindex([level for level in order if level in means.index])
+    groups: dict[tuple, list[str]] = {}
+    for level, curve in means.iterrows():
+        groups.setdefault(tuple(np.round(curve.to_numpy(dtype=float), 6)), []).append(level)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def coincide_note(groups: list[list[str]]) -> str:
+    """``"; static, set and rigl coincide"`` for a figure's subtitle ('' when none do)."""
+    def names(g):
+        g = [str(n) for n in g]
+        return g[0] if len(g) == 1 else ", ".join(g[:-1]) + " and " + g[-1]
+    return "".join(f"; {names(g)} coincide (their curves lie on top of each other)"
+                   for g in groups)
+
+
 def sparsity_y_axis(ax, label: str, values=()) -> None:
     """A y axis of sparsity in % on a "nines" scale (0, 90, 99, 99.9 % evenly apart), for
     values that run from dense layers (0 %) to nearly empty ones; plot the values in %. The
@@ -195,7 +226,9 @@ def sparsity_y_axis(ax, label: str, values=()) -> None:
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))
     pad = 0.04 * (_nines(hi) - _nines(lo))
     ax.set_ylim(_from_nines(_nines(lo) - pad), _from_nines(_nines(hi) + pad))
-    ax.set_ylabel(label)
+    # The scale is not linear: the label says so.
+    scale = "log scale of the share kept"
+    ax.set_ylabel(label.replace("(%)", f"(%, {scale})") if "(%)" in label else f"{label} ({scale})")
 
 
 # ---------------------------------------------------------------------------------------------
