@@ -1,5 +1,6 @@
-"""docs/results.md documents every key of result.json and metrics.jsonl: checked against the
-keys a real (tiny) run writes, both ways, and against the keys a run that fails early writes."""
+"""docs/results.md documents every key of result.json, metrics.jsonl, steps.jsonl and
+topology.jsonl: checked against the keys a real (tiny) run writes, both ways, and against the
+keys a run that fails early writes; its table of files names every file a run folder holds."""
 from __future__ import annotations
 
 import json
@@ -40,7 +41,7 @@ def run(tmp_path_factory):
         cfg = resolve.load(REPO / "configs" / "fmnist_mlp.yaml", [
             "data.train_subset=512", "data.batch_size=128", "epochs=2", "progress=false",
             "method.name=rigl", "method.interval=2", "density=0.1", "sweep=schema",
-            "tracking.tensorboard=false"])
+            "tracking.tensorboard=false", "tracking.step_interval=2"])
         result = train(cfg)
         folder = paths.run_dir(cfg.sweep, run_id(cfg))
     torch.set_num_threads(threads)
@@ -73,3 +74,27 @@ def test_every_metrics_key_is_documented_and_written(run):
     rows = documented("metrics.jsonl")
     for line in lines:
         assert set(line) == set(rows), sorted(set(line) ^ set(rows))
+
+
+@needs_fmnist
+@pytest.mark.parametrize("section,name", [("steps.jsonl", paths.STEPS),
+                                          ("topology.jsonl", paths.TOPOLOGY)])
+def test_every_tracking_key_is_documented_and_written(run, section, name):
+    _, folder = run
+    lines = [json.loads(line) for line in (folder / name).read_text().splitlines()]
+    assert lines
+    rows = documented(section)
+    for line in lines:
+        assert set(line) == set(rows), sorted(set(line) ^ set(rows))
+
+
+@needs_fmnist
+def test_the_table_of_files_names_every_file_a_run_folder_holds(run):
+    _, folder = run
+    table = DOC.read_text().split("## `result.json`", 1)[0]
+    for name in (paths.CONFIG, paths.RESULT, paths.METRICS, paths.STEPS, paths.TOPOLOGY,
+                 paths.FINAL, paths.LOG, paths.CHECKPOINT, paths.CHECKPOINT_PREVIOUS,
+                 paths.RUN_LOCK, paths.SLURM_JOB, "events.out.tfevents.*"):
+        assert f"`{name}`" in table, name
+    for written in folder.iterdir():
+        assert f"`{written.name}`" in table, written.name

@@ -1,7 +1,8 @@
 """The package as a user installs it: a wheel built from the repository, installed into a fresh
 virtual environment with no checkout on the path, runs a one-cell sweep and its report from an
 empty folder through the ``sparsebench`` command (the built-in methods, sweeps and configs come
-from inside the package, through importlib.resources).
+from inside the package, through importlib.resources); ``sparsebench --version``, ``list`` and
+``paper cost`` work there, and figure 8 is drawn (its benchmark ships in the package).
 
 To keep it fast and offline, the fresh environment installs only the wheel (``--no-deps``) and
 sees the test environment's own site-packages (torch, pandas, ...) through a ``.pth`` path
@@ -101,10 +102,38 @@ def test_wheel_runs_a_sweep_and_its_report_from_an_empty_folder(tmp_path):
     assert [(r["method"], r["status"]) for r in rows] == [("static", "completed")]
     tables = empty / "results" / "fmnist_smoke" / "tables"
     assert (tables / "main.md").is_file() and "static" in (tables / "main.md").read_text()
-    assert sorted(os.listdir(empty)) == ["results"]  # nothing else written in the user's folder
+
+    # The rest of the command: --version, list, paper cost, usage lines by the command's name.
+    def run(*args, timeout=600):
+        proc = subprocess.run([str(command), *args], cwd=empty, env=env, capture_output=True,
+                              text=True, timeout=timeout)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "Traceback" not in proc.stderr and "warning" not in proc.stderr, proc.stderr
+        return proc.stdout
+
+    import sparsebench
+    assert run("--version") == f"sparsebench {sparsebench.__version__}\n"
+    listed = run("list")
+    builtin = Path(sweeps_folder).parent
+    for kind, name in (("sweeps", "fmnist_smoke.yaml"), ("configs", "fmnist_mlp.yaml"),
+                       ("methods", "rigl.py"), ("protocols", "gse_paper.yaml")):
+        assert str(builtin / kind / name) in listed, (kind, listed)
+    cost = run("paper", "cost", "paper_table4_dense_vit").strip().splitlines()
+    assert cost[-1].split()[:2] == ["total", "12"], cost
+    assert run("sweep", "-h").startswith("usage: sparsebench sweep ")
+    # Figure 8 from the installed package: its benchmark (tiny products), then the paper report.
+    run("paper", "kernels", "--widths", "64", "128", "--sparsities", "0.9", "0.99", "--extra",
+        "--variants", "dense", "csr", "--reps", "1", "--budget-s", "0.01",
+        "--out", "results/paper/kernels/sparse_layer_cpu.csv")
+    run("report", "--paper")
+    fig8 = empty / "results" / "paper" / "fig8.png"
+    assert fig8.is_file() and fig8.stat().st_size > 0
+    index = (empty / "results" / "paper" / "index.md").read_text()
+    assert "- state: complete" in index.split("## fig8\n", 1)[1].split("\n## ", 1)[0]
 
     # `python -m sparsebench.*` still works there, and the methods are the built-in ones.
     listed = subprocess.run([str(python), "-m", "sparsebench.train", "fmnist_mlp", "method.name=rigl",
                              "--print-config"], cwd=empty, env=env, capture_output=True, text=True)
     assert listed.returncode == 0, listed.stderr
     assert "name: rigl" in listed.stdout
+    assert sorted(os.listdir(empty)) == ["results"]  # nothing else written in the user's folder
