@@ -138,7 +138,7 @@ class Problem:
 
     def _coo(self, backward):
         coo = torch.sparse_coo_tensor(torch.stack([self.rows, self.cols]), self.values,
-                                      (self.n, self.n)).coalesce()
+                                      (self.n, self.n), check_invariants=False).coalesce()
         return self._torch_sparse(coo, backward)
 
     def _csr(self, backward):
@@ -147,7 +147,9 @@ class Problem:
     def _csr_matrix(self):
         crow = torch.zeros(self.n + 1, dtype=torch.long, device=self.device)
         crow[1:] = torch.bincount(self.rows, minlength=self.n).cumsum(0)
-        return torch.sparse_csr_tensor(crow, self.cols, self.values.clone(), (self.n, self.n))
+        # Built correct here: no invariant checks (and no warning that they are off).
+        return torch.sparse_csr_tensor(crow, self.cols, self.values.clone(), (self.n, self.n),
+                                       check_invariants=False)
 
     def _gather(self, backward):
         rows, cols, values, n = self.rows, self.cols, self.values, self.n
