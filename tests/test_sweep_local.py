@@ -129,7 +129,10 @@ def test_ctrl_c_stops_the_local_workers_and_keeps_their_checkpoints(write_sweep)
             launcher.kill()
     assert launcher.returncode == 130, stderr
     assert "interrupted: runs in progress stopped; each resumes from its last epoch checkpoint" in stderr
-    assert f"sparsebench.sweep {path}" in stderr  # how to go on
+    assert f"sparsebench.sweep {path}" in stderr  # how to go on: this python, this executor
+    hint = stderr.split("when you run again: ", 1)[1].strip().splitlines()[0]
+    assert hint.endswith(f"-m sparsebench.sweep {path} --workers 2 --executor local"), hint
+    assert hint.split(" -m ")[0] in ("python", "python3", sys.executable), hint
     assert "Traceback" not in stderr
     # The workers (and multiprocessing's resource tracker) end with the launcher; nothing
     # keeps training on its own.
