@@ -47,7 +47,9 @@ def kernels(out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=prog("paper"),
-                                     description=__doc__.split("\n\n")[0])
+                                     description=__doc__.split("\n\n")[0],
+                                     epilog="also: sparsebench paper cost|mini|kernels|width "
+                                            "(each with -h)")
     parser.add_argument("--executor", default="auto", choices=("auto", "slurm", "local", "inline"))
     parser.add_argument("--dry-run", action="store_true", help="print every sweep's plan")
     parser.add_argument("--no-kernels", action="store_true", help="skip figure 8's benchmark")
