@@ -156,3 +156,8 @@ def test_epoch_lines_of_runs_side_by_side_are_told_apart(write_sweep):
     out = lines.poll()
     assert len(out) == 4 and len({l.split("]")[0] for l in out}) == 4
     assert out[0] == "[static sparsity 90% seed 0] epoch 1/3 test_acc 50.00%  <1 s/epoch, ETA <1 s"
+    folder = paths.run_dir("apart", cells[0].run_id)
+    atomic.write_jsonl(folder / paths.METRICS, [
+        {"epoch": e, "round": 0, "round_epoch": e, "test_acc": 50.0, "epoch_time_s": 0.2}
+        for e in (1, 2, 3)])
+    assert lines.poll()[-1].endswith("epoch 3/3 test_acc 50.00%  <1 s/epoch, last epoch")

@@ -119,8 +119,10 @@ class EpochLines:
                         + f"epoch {epoch}/{cell.config.epochs} "
                         f"test_acc {row.get('test_acc', float('nan')):.2f}%")
                 if per_epoch is not None:
-                    left = per_epoch * max(0, cell.config.epochs - epoch)
-                    line += (f"  {duration(per_epoch)}/epoch, ETA {duration(left)}"
+                    epochs_left = max(0, cell.config.epochs - epoch)
+                    line += (f"  {duration(per_epoch)}/epoch, "
+                             + (f"ETA {duration(per_epoch * epochs_left)}" if epochs_left
+                                else "last epoch")
                              + (" (this round)" if round_ else ""))
                 lines.append(line)
             self.reported[cell.run_id] = len(rows)
