@@ -220,15 +220,23 @@ def launcher_lock(sweep: str):
         yield
 
 
-def preflight_cells(sweep: sweep_spec.Sweep, data: bool = True) -> None:
+def preflight_cells(sweep: sweep_spec.Sweep, data: bool = True, device: bool = True) -> None:
     """Every cell through :func:`sparsebench.training.preflight.check` before any is submitted."""
     from .training import preflight
 
     for cell in sweep.cells:
         try:
-            preflight.check(cell.config, data=data)
+            preflight.check(cell.config, data=data, device=device)
         except ConfigError as err:
             raise sweep_spec.CellError(cell.label, err) from None
+
+
+def device_note(sweep: sweep_spec.Sweep) -> str:
+    """What a SLURM launch says about the devices it did not check here."""
+    devices = sorted({c.config.device for c in sweep.cells})
+    return (f"device: {', '.join(devices)}: checked on the node where each run starts, not here "
+            f"(a run that finds no CUDA device it needs fails at once with one line in its "
+            f"result.json and log)")
 
 
 def _raise_interrupt(*_) -> None:
@@ -265,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers must be at least 1")
     warn_method_problems()
 
+    executor = args.executor
+    if executor == "auto":
+        executor = "slurm" if slurm.slurm_available() else "local"
+    # On SLURM the device is checked on the node each run starts on (a login node has no GPU).
+    device_here = executor != "slurm"
     with config_errors_exit(args.sweep):
         path = sweep_spec.find(args.sweep)
     with config_errors_exit(display_path(path)):
@@ -272,19 +285,16 @@ def main(argv: list[str] | None = None) -> int:
         sweep = sweep_spec.expand(str(path), args.overrides)
         # A plan needs no data: a dry run checks everything else, then says what the data
         # check found (on a login node the data usually lives on the compute nodes only).
-        preflight_cells(sweep, data=not (args.skip_data_check or args.dry_run))
+        preflight_cells(sweep, data=not (args.skip_data_check or args.dry_run), device=device_here)
     data_note = "data: not checked (--skip-data-check); each run checks it where it starts"
     if args.dry_run and not args.skip_data_check:
         try:
-            preflight_cells(sweep, data=True)
+            preflight_cells(sweep, data=True, device=device_here)
             data_note = "data: checked, present for every run"
         except ConfigError as err:
             data_note = (f"data: not checked here ({err}); each run checks it where it starts "
                          f"(--skip-data-check to launch from here)")
 
-    executor = args.executor
-    if executor == "auto":
-        executor = "slurm" if slurm.slurm_available() else "local"
     if executor == "slurm" and not slurm.slurm_available():
         print("error: --executor slurm: sbatch is not on the PATH (make slurm-up starts a local "
               "cluster; --executor local runs here)", file=sys.stderr)
@@ -301,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print_plan(plan, executor, args.workers, dry_run=True)
         print(data_note)
+        if not device_here:
+            print(device_note(sweep))
         print("dry run: nothing submitted")
         return 0
     # `kill` (SIGTERM) stops the launcher the way Ctrl-C does: jobs and results stay.

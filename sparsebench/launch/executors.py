@@ -15,6 +15,7 @@ a run has ended.
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -93,7 +94,74 @@ class RunJob(submitit.helpers.Checkpointable):
             os.environ["SPARSEBENCH_RESULTS"] = self.results_root
         RunLog(run_folder(cfg) / paths.LOG)(
             "SLURM time limit or preemption: requeued; resumes from the last epoch checkpoint")
+        ignore_sigterm_from_now_on()
         return super().checkpoint(cfg)
+
+
+def ignore_sigterm_from_now_on() -> None:
+    """Called just before submitit runs ``scontrol requeue`` from inside the job.
+
+    The requeue itself ends the running job: slurmd sends SIGTERM to every process of the job
+    step (then SIGKILL after the cluster's KillWait), and the ``scontrol`` child that asked for
+    the requeue is one of them. On a loaded node that child is often still waiting for the
+    controller's reply; killed, it makes submitit raise ``CalledProcessError ... died with
+    SIGTERM`` from the signal handler, inside the training loop, and the run was recorded as
+    failed although SLURM had requeued it. An ignored signal stays ignored across exec, so from
+    here on this process and the children it starts ignore SIGTERM (submitit only logged it
+    anyway) and ``scontrol`` gets KillWait seconds to read its reply; the job exits right after.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class PackedRunJob(submitit.helpers.Checkpointable):
+    """Several runs in one SLURM array task (``slurm.runs_per_task``), sharing its GPU.
+
+    Each run trains in a process of its own (its own folder, lock and epoch checkpoint, and
+    ``threads`` torch threads); this process only waits for them. On a time limit or
+    preemption submitit calls :meth:`checkpoint` here; the requeue's SIGTERM then stops the
+    runs, and the requeued task starts them again, each resuming from its own last epoch
+    checkpoint (a run that had completed returns its result at once).
+    """
+
+    def __init__(self, results_root: str, threads: int | None = None):
+        self.results_root = results_root
+        self.threads = threads
+
+    def __call__(self, cfgs: list[RunConfig]) -> list[dict]:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")  # no forked torch or CUDA state
+        with ProcessPoolExecutor(len(cfgs), mp_context=context,
+                                 initializer=_packed_worker_start) as pool:
+            pending = [pool.submit(_train_packed, self.results_root, self.threads, cfg)
+                       for cfg in cfgs]
+            return [p.result() for p in pending]
+
+    def checkpoint(self, cfgs: list[RunConfig]) -> submitit.helpers.DelayedSubmission:
+        from ..training import RunLog, run_folder
+
+        os.environ["SPARSEBENCH_RESULTS"] = self.results_root
+        for cfg in cfgs:
+            RunLog(run_folder(cfg) / paths.LOG)(
+                "SLURM time limit or preemption: requeued with the runs sharing its task; "
+                "resumes from the last epoch checkpoint")
+        ignore_sigterm_from_now_on()
+        return super().checkpoint(cfgs)
+
+
+def _packed_worker_start() -> None:
+    # SLURM signals every process of the step: the time-limit USR2 is for the task's main
+    # process (submitit's handler requeues), not for the runs, which train on until the
+    # requeue stops them.
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+
+def _train_packed(results_root: str, threads: int | None, cfg: RunConfig) -> dict:
+    try:
+        return RunJob(results_root, threads)(cfg)
+    except Exception as err:  # recorded in the run's result.json by train(); the others go on
+        return {"run_id": None, "status": "failed", "error": first_line(err)}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -59,8 +59,11 @@ def _what_would_run(executor: str, plan: Plan, workers: int) -> str:
         params = spec.submitit_parameters()
         text = ", ".join(f"{k}={v}" for k, v in params.items() if v not in ({}, [], None))
         ranks = f", each run data-parallel on {spec.world_size} ranks" if spec.world_size > 1 else ""
-        return (f"one SLURM array job of {n} task{'s' * (n > 1)}, at most "
-                f"{min(n, spec.array_parallelism)} at once{ranks} ({text})")
+        tasks = -(-n // spec.runs_per_task)
+        packed = (f" ({n} runs, up to {spec.runs_per_task} side by side in each task)"
+                  if spec.runs_per_task > 1 else "")
+        return (f"one SLURM array job of {tasks} task{'s' * (tasks > 1)}{packed}, at most "
+                f"{min(tasks, spec.array_parallelism)} at once{ranks} ({text})")
     if executor == "local":
         procs = max(1, min(workers, n))
         if procs == 1:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Iterable
 import submitit
 
 from ..storage import atomic, paths
-from .executors import TERMINAL, Outcome, RunJob, result_path
+from .executors import TERMINAL, Outcome, PackedRunJob, RunJob, result_path
 
 if TYPE_CHECKING:
     from .slurm_spec import SlurmSpec
@@ -69,12 +69,21 @@ class SubmissionError(RuntimeError):
 def submit_slurm(sweep: str, spec: SlurmSpec, cells: list[Cell]) -> dict[str, str]:
     """Submit ``cells`` as one array job; returns run_id -> job id (also recorded on disk)."""
     executor = slurm_executor(sweep, spec)
-    job = RunJob(str(paths.results_root().resolve()), threads=spec.cpus_per_task)
+    root = str(paths.results_root().resolve())
     previous = {c.run_id: (atomic.read_json(result_path(c)) or {}).get("finished_at")
                 for c in cells}
+    k = spec.runs_per_task
     with deferred_interrupt():
         try:
-            jobs = executor.map_array(job, [c.config for c in cells])
+            if k == 1:
+                jobs = executor.map_array(RunJob(root, threads=spec.cpus_per_task),
+                                          [c.config for c in cells])
+            else:  # each task trains k runs side by side; every run of a task shares its job
+                packs = [cells[i:i + k] for i in range(0, len(cells), k)]
+                tasks = executor.map_array(
+                    PackedRunJob(root, threads=max(1, spec.cpus_per_task // k)),
+                    [[c.config for c in pack] for pack in packs])
+                jobs = [task for task, pack in zip(tasks, packs) for _ in pack]
         except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError,
                 OSError) as err:
             lines = str(err).strip().splitlines()

@@ -10,6 +10,7 @@ checkpoint instead and resumes from it.
 from __future__ import annotations
 
 import contextlib
+import os
 import traceback
 from pathlib import Path
 
@@ -38,7 +39,12 @@ def train(cfg: RunConfig, *, stop_after_epochs: int | None = None, force: bool =
     Launched as one rank of several (torchrun, SLURM tasks), it joins the run's process group
     and trains data-parallel; rank 0 alone writes (see sparsebench.distributed).
     """
-    world = distributed.setup(resolve_device(cfg.device).type)
+    try:  # first: a node without its device fails in seconds, before data or process groups
+        device = resolve_device(cfg.device)
+    except ConfigError as err:
+        _record_unstartable(cfg, err)
+        raise
+    world = distributed.setup(device.type)
     distributed.validate(cfg, world.size)
     run_dir = run_folder(cfg)
     with run_lock(cfg, run_dir, world):
@@ -97,6 +103,20 @@ def _train_locked(cfg: RunConfig, run_dir: Path, world, stop_after_epochs: int |
         atomic.write_json(result_path, result)
         checkpoints.remove(trainer.checkpoint_path)
     return result
+
+
+def _record_unstartable(cfg: RunConfig, err: ConfigError) -> None:
+    """A run that cannot start here (no device) leaves its one line in result.json and log,
+    written by the process that would be rank 0 (the process group does not exist yet)."""
+    if int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) != 0:
+        return
+    run_dir = run_folder(cfg)
+    existing = atomic.read_json(run_dir / paths.RESULT) or {}
+    if existing.get("status") == "completed":
+        return
+    with contextlib.suppress(locks.Busy, OSError), run_lock(cfg, run_dir, distributed.World()):
+        RunLog(run_dir / paths.LOG)(f"failed: {err}")
+        atomic.write_json(run_dir / paths.RESULT, result_header(cfg, "failed", str(err), now_iso()))
 
 
 def failure_text(err: Exception) -> str:

@@ -6,7 +6,9 @@ needs the environment or several fields at once, so that ``sparsebench.train`` a
 line instead of recording a ``failed`` run:
 
 * the data set is installed (``data.root``, when given, exists and holds it);
-* the device exists (``device=cuda`` needs a CUDA device torch can see);
+* the device exists (``device=cuda`` needs a CUDA device torch can see; inside a SLURM job
+  allocated GPUs, any device does: :mod:`sparsebench.training.device`), unless
+  ``device=False``: a sweep submitted to SLURM leaves that check to the node its run starts on;
 * ImageNet has a torchvision that imports beside the installed torch (the release built for
   it: :mod:`sparsebench.torch_versions`), else the line names the pair to install;
 * one training batch fits in the training set (``data.batch_size`` against its size, after
@@ -34,6 +36,7 @@ from .. import torch_versions
 from . import tracking
 from ..config.schema import ConfigError, RunConfig
 from ..data import dataset_spec, find_root, idx, search_paths
+from .device import check_device
 
 # Training-set sizes of the pickle data sets (fixed by their archives); IDX files carry theirs
 # in the header, and an ImageFolder tree is not counted (a walk over a million files).
@@ -43,21 +46,16 @@ _IN_SHAPES = {"fashion_mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3,
               "cifar100": (3, 32, 32), "imagenet": (3, 224, 224)}
 
 
-def check(cfg: RunConfig, *, data: bool = True) -> None:
+def check(cfg: RunConfig, *, data: bool = True, device: bool = True) -> None:
     """Raise ConfigError for the first problem found (see the module docstring)."""
-    check_device(cfg)
+    if device:
+        check_device(cfg.device)
     check_vision(cfg)
     check_width(cfg)
     tracking.check_installed(cfg)
     if data:
         folder = check_data(cfg)
         check_batch(cfg, train_size(cfg.data.name, folder))
-
-
-def check_device(cfg: RunConfig) -> None:
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device", "got 'cuda' but torch sees no CUDA device here "
-                                    f"(torch {torch.__version__}); allowed here: auto, cpu")
 
 
 def check_vision(cfg: RunConfig) -> None:
