@@ -26,7 +26,7 @@ _RESERVED_SBATCH = {"job-name", "partition", "time", "cpus-per-task", "gpus-per-
 MAIL_TYPES = ("NONE", "BEGIN", "END", "FAIL", "REQUEUE", "ALL", "INVALID_DEPEND", "STAGE_OUT",
               "TIME_LIMIT", "TIME_LIMIT_90", "TIME_LIMIT_80", "TIME_LIMIT_50", "ARRAY_TASKS")
 # One sbatch value: no spaces, quotes or line breaks (each becomes one #SBATCH line).
-_SBATCH_WORD = re.compile(r"[A-Za-z0-9_.,:=+@%/\[\]-]+")
+_SBATCH_WORD = re.compile(r"[A-Za-z0-9_.,:=+@%/|&*!()\[\]-]+")
 
 
 def _sbatch_options_ok(options: dict) -> bool:
