@@ -143,3 +143,12 @@ def test_packing_is_refused_for_data_parallel_runs():
     with pytest.raises(ConfigError) as err:
         SlurmSpec().overridden([("slurm.runs_per_task", 2), ("slurm.tasks_per_node", 2)])
     assert str(err.value).startswith("slurm.runs_per_task: got 2; allowed: 1 for data-parallel")
+
+
+def test_paper_cost_shows_gpu_hours_with_runs_sharing_a_gpu():
+    from sparsebench.paper import cost
+
+    alone, = cost.estimate(["paper_table3_epochs"])
+    assert alone["runs_per_gpu"] == 1 and alone["gpu_hours_packed"] == alone["gpu_hours"] > 0
+    packed, = cost.estimate(["paper_table3_epochs"], runs_per_gpu=4)
+    assert packed["gpu_hours_packed"] == pytest.approx(alone["gpu_hours"] / 4)

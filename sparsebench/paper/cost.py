@@ -44,7 +44,12 @@ def run_flops(cfg) -> float:
     return 3.0 * dense_forward(cfg.model.name, cfg.data.name, float(cfg.model.width)) * examples
 
 
-def estimate(names: list[str] | None = None, tflops: dict | None = None) -> list[dict]:
+def estimate(names: list[str] | None = None, tflops: dict | None = None,
+             runs_per_gpu: int | None = None) -> list[dict]:
+    """Per sweep: runs, PFLOP and GPU-hours at one run per GPU; ``gpu_hours_packed`` with
+    ``runs_per_gpu`` runs sharing a GPU (default: the sweep's ``slurm.runs_per_task``), taken
+    to share it without slowing each other: a lower bound, reached where one run leaves most of
+    the GPU idle (see README, "Several runs per GPU")."""
     tflops = {**DEFAULT_TFLOPS, **(tflops or {})}
     rows = []
     for name in names or paper_sweeps():
@@ -54,8 +59,11 @@ def estimate(names: list[str] | None = None, tflops: dict | None = None) -> list
             flops = run_flops(cell.config)
             total += flops
             hours += flops / (tflops[cell.config.data.name] * 1e12) / 3600
+        packing = runs_per_gpu or sweep.spec.slurm.runs_per_task
         rows.append({"sweep": name, "runs": len(sweep.cells), "train_pflop": total / 1e15,
-                     "gpu_hours": hours, "slurm_time_min": sweep.spec.slurm.time_min,
+                     "gpu_hours": hours, "runs_per_gpu": packing,
+                     "gpu_hours_packed": hours / packing,
+                     "slurm_time_min": sweep.spec.slurm.time_min,
                      "array_parallelism": sweep.spec.slurm.array_parallelism})
     return rows
 
@@ -67,14 +75,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tflops", type=float, default=None,
                         help="one assumed sustained TFLOP/s for every run (default: "
                              + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_TFLOPS.items()) + ")")
+    parser.add_argument("--runs-per-gpu", type=int, default=None, metavar="K",
+                        help="GPU-hours with K runs sharing each GPU (default: each sweep's "
+                             "slurm.runs_per_task); a lower bound, see README")
     args = parser.parse_args(argv)
+    if args.runs_per_gpu is not None and args.runs_per_gpu < 1:
+        parser.error("--runs-per-gpu must be at least 1")
     override = {k: args.tflops for k in DEFAULT_TFLOPS} if args.tflops else None
-    rows = estimate(args.sweeps or None, override)
-    print(f"{'sweep':26} {'runs':>5} {'PFLOP':>9} {'GPU-hours':>10}")
+    rows = estimate(args.sweeps or None, override, args.runs_per_gpu)
+    print(f"{'sweep':26} {'runs':>5} {'PFLOP':>9} {'GPU-hours':>10} {'per GPU':>7} "
+          f"{'packed':>7}")
     for r in rows:
-        print(f"{r['sweep']:26} {r['runs']:5d} {r['train_pflop']:9.1f} {r['gpu_hours']:10.0f}")
+        print(f"{r['sweep']:26} {r['runs']:5d} {r['train_pflop']:9.1f} {r['gpu_hours']:10.0f} "
+              f"{r['runs_per_gpu']:7d} {r['gpu_hours_packed']:7.0f}")
     print(f"{'total':26} {sum(r['runs'] for r in rows):5d} "
-          f"{sum(r['train_pflop'] for r in rows):9.1f} {sum(r['gpu_hours'] for r in rows):10.0f}")
+          f"{sum(r['train_pflop'] for r in rows):9.1f} {sum(r['gpu_hours'] for r in rows):10.0f} "
+          f"{'':7} {sum(r['gpu_hours_packed'] for r in rows):7.0f}")
     return 0
 
 
