@@ -20,7 +20,8 @@ submits and returns, and the same command later reattaches or reports. At the en
 counts, and a table of the runs that failed with the first line of their error.
 
 Before anything is submitted every cell also passes :mod:`sparsebench.training.preflight` (data set
-installed, device present, batch within the training set, no zero-unit layer); with
+installed, device present, batch within the training set, no zero-unit layer); on SLURM the
+device is checked on the node each run starts on instead (a login node has no GPU); with
 ``--skip-data-check`` the data-set check is left to each run, which then fails with the same
 line. ``--dry-run`` needs no data: it says what the data check found and shows the plan with
 a count of runs per model x method x density. Exit code 0 when every run completed; 1 when any failed, diverged or left no result

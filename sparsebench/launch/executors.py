@@ -7,7 +7,8 @@ Every executor runs the same job object, :class:`RunJob`: a submitit ``Checkpoin
 call trains one run (``sparsebench.training.train``, which resumes from the run's last epoch
 checkpoint). On SLURM, submitit turns the USR2 that arrives ``signal_delay_s`` before the time
 limit (or on preemption) into a call of ``checkpoint()``, which requeues the same call; the
-requeued job resumes the run where its last epoch checkpoint left it.
+requeued job resumes the run where its last epoch checkpoint left it. :class:`PackedRunJob` does
+the same for several runs that share one SLURM task (``slurm.runs_per_task``).
 
 What a run produced is always read back from its ``result.json``; the executors only say when
 a run has ended.

@@ -1,7 +1,9 @@
 """A sweep's runs on SLURM: one array job through submitit, recorded so a relaunch reattaches.
 
-The jobs run :class:`~sparsebench.launch.executors.RunJob`, whose ``checkpoint()`` requeues a run
-stopped by its time limit or preemption; :class:`SlurmWatch` reports each run as its
+The jobs run :class:`~sparsebench.launch.executors.RunJob` (one run per task) or, with
+``slurm.runs_per_task`` K > 1, :class:`~sparsebench.launch.executors.PackedRunJob` (K runs side by
+side in one task; each run's record names its task's job id), whose ``checkpoint()`` requeues a
+task stopped by its time limit or preemption; :class:`SlurmWatch` reports each run as its
 ``result.json`` appears, and ``squeue``/``sacct`` say which jobs still hold or wait for
 resources.
 """
