@@ -189,3 +189,36 @@ def test_two_runs_per_task_match_one_run_per_task_and_a_cancelled_task_resumes_b
                     "steps"):
             assert result[key] == ref_result[key], (cell.run_id, key)
         assert curves == ref_curves
+
+
+def test_a_preempted_task_of_two_runs_requeues_and_both_resume(slurm_cluster, write_sweep,
+                                                              tmp_path, monkeypatch, capsys):
+    """Each run of a packed task keeps its own checkpoint across the task's requeue."""
+    overrides = {"data.train_subset": 2048, "method.name": "static"}
+    slurm_root = paths.results_root()
+    epochs = _epochs_lasting(30, overrides, tmp_path / "calibration", monkeypatch)
+    monkeypatch.setenv("SPARSEBENCH_RESULTS", str(slurm_root))
+    path = write_sweep("packrq", {
+        "base": "configs/fmnist_mlp.yaml", "overrides": {**overrides, "epochs": epochs},
+        "grid": {"density": [0.1, 0.05]},
+        "slurm": {"time_min": 30, "mem_gb": 2, "cpus_per_task": 2, "runs_per_task": 2}})
+    cells = sweep_spec.expand(str(path)).cells
+    assert main([str(path), "--executor", "slurm", "--no-wait"]) == 0
+    job_id, = {read_records("packrq")[c.run_id]["job_id"] for c in cells}
+    metrics = [paths.run_dir("packrq", c.run_id) / paths.METRICS for c in cells]
+    _wait(lambda: all(m.is_file() and m.read_text().count("\n") >= 2 for m in metrics),
+          "two epochs of both runs")
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)
+    release = HoldRelease(job_id)
+    release.start()
+    try:
+        assert main([str(path), "--executor", "slurm", "--poll", "1"]) == 0
+    finally:
+        release.stop.set()
+        release.join()
+    for cell in cells:
+        result = _result("packrq", cell.run_id)
+        assert result["status"] == "completed" and result["epochs_completed"] == epochs
+        log = (paths.run_dir("packrq", cell.run_id) / paths.LOG).read_text()
+        assert "requeued with the runs sharing its task" in log and "resumed from checkpoint" in log
+    assert read_records("packrq")[cells[0].run_id]["job_id"] == job_id  # the same job, requeued

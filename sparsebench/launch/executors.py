@@ -69,21 +69,30 @@ class RunJob(submitit.helpers.Checkpointable):
     environment; ``threads`` sets torch's intra-op threads (one per core the run was given).
     """
 
-    def __init__(self, results_root: str | None = None, threads: int | None = None):
+    def __init__(self, results_root: str | None = None, threads: int | None = None,
+                 signal_delay_s: float | None = None):
         self.results_root = results_root
         self.threads = threads
+        self.signal_delay_s = signal_delay_s  # set on SLURM: requeue at the deadline
 
     def __call__(self, cfg: RunConfig) -> dict:
         import torch
 
-        from ..distributed import teardown
+        from ..distributed import launched_world_size, teardown
         from ..training import train
 
         if self.results_root is not None:
             os.environ["SPARSEBENCH_RESULTS"] = self.results_root
         if self.threads is not None:
             torch.set_num_threads(self.threads)
-        result = train(cfg)  # a run that raises has written status "failed" before it re-raises
+        callbacks = []
+        if getattr(self, "signal_delay_s", None) and launched_world_size() == 1:
+            from .requeue import RequeueAtDeadline
+
+            requeue = RequeueAtDeadline.install(self.signal_delay_s)
+            callbacks = [requeue] if requeue else []
+        # a run that raises has written status "failed" before it re-raises
+        result = train(cfg, callbacks=callbacks)
         teardown()  # a data-parallel run's process group (sparsebench.distributed)
         return {"run_id": result.get("run_id"), "status": result.get("status"),
                 "error": result.get("error"), "threads": torch.get_num_threads()}
@@ -124,13 +133,20 @@ class PackedRunJob(submitit.helpers.Checkpointable):
     checkpoint (a run that had completed returns its result at once).
     """
 
-    def __init__(self, results_root: str, threads: int | None = None):
+    def __init__(self, results_root: str, threads: int | None = None,
+                 signal_delay_s: float | None = None):
         self.results_root = results_root
         self.threads = threads
+        self.signal_delay_s = signal_delay_s
 
     def __call__(self, cfgs: list[RunConfig]) -> list[dict]:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
+
+        if self.signal_delay_s:  # the runs train on until the deadline (no epoch boundary here)
+            from .requeue import RequeueAtDeadline
+
+            RequeueAtDeadline.install(self.signal_delay_s)
 
         context = multiprocessing.get_context("spawn")  # no forked torch or CUDA state
         with ProcessPoolExecutor(len(cfgs), mp_context=context,

@@ -78,12 +78,14 @@ def submit_slurm(sweep: str, spec: SlurmSpec, cells: list[Cell]) -> dict[str, st
     with deferred_interrupt():
         try:
             if k == 1:
-                jobs = executor.map_array(RunJob(root, threads=spec.cpus_per_task),
+                jobs = executor.map_array(RunJob(root, threads=spec.cpus_per_task,
+                                                 signal_delay_s=spec.signal_delay_s),
                                           [c.config for c in cells])
             else:  # each task trains k runs side by side; every run of a task shares its job
                 packs = [cells[i:i + k] for i in range(0, len(cells), k)]
                 tasks = executor.map_array(
-                    PackedRunJob(root, threads=max(1, spec.cpus_per_task // k)),
+                    PackedRunJob(root, threads=max(1, spec.cpus_per_task // k),
+                                 signal_delay_s=spec.signal_delay_s),
                     [[c.config for c in pack] for pack in packs])
                 jobs = [task for task, pack in zip(tasks, packs) for _ in pack]
         except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError,

@@ -13,11 +13,13 @@ import contextlib
 import os
 import traceback
 from pathlib import Path
+from typing import Sequence
 
 from ..storage import atomic, checkpoints, locks, paths
 from .. import distributed
 from . import preflight
 from ..config.schema import ConfigError, RunConfig, run_id, to_dict
+from .callbacks import Callback
 from .device import resolve_device
 from .final import save_final
 from .loop import Diverged, RunLog, Trainer
@@ -29,13 +31,15 @@ def run_folder(cfg: RunConfig) -> Path:
     return paths.run_dir(cfg.sweep, run_id(cfg))
 
 
-def train(cfg: RunConfig, *, stop_after_epochs: int | None = None, force: bool = False) -> dict:
+def train(cfg: RunConfig, *, stop_after_epochs: int | None = None, force: bool = False,
+          callbacks: Sequence[Callback] = ()) -> dict:
     """Run one config to completion (resuming if a checkpoint exists) and write its results.
 
     Returns the result dict. A completed run is not repeated unless ``force``. A run that
     raises is recorded with status ``failed`` and its error, then the error propagates.
     One process trains a run at a time: a second raises :class:`sparsebench.storage.locks.Busy`
     without touching the run's files.
+    ``callbacks`` are added to the trainer's (e.g. the SLURM requeue at an epoch boundary).
     Launched as one rank of several (torchrun, SLURM tasks), it joins the run's process group
     and trains data-parallel; rank 0 alone writes (see sparsebench.distributed).
     """
@@ -48,7 +52,7 @@ def train(cfg: RunConfig, *, stop_after_epochs: int | None = None, force: bool =
     distributed.validate(cfg, world.size)
     run_dir = run_folder(cfg)
     with run_lock(cfg, run_dir, world):
-        return _train_locked(cfg, run_dir, world, stop_after_epochs, force)
+        return _train_locked(cfg, run_dir, world, stop_after_epochs, force, list(callbacks))
 
 
 def run_lock(cfg: RunConfig, run_dir: Path, world):
@@ -69,7 +73,7 @@ def run_lock(cfg: RunConfig, run_dir: Path, world):
 
 
 def _train_locked(cfg: RunConfig, run_dir: Path, world, stop_after_epochs: int | None,
-                  force: bool) -> dict:
+                  force: bool, extra: list[Callback]) -> dict:
     result_path = run_dir / paths.RESULT
     existing = atomic.read_json(result_path)
     if existing and existing.get("status") == "completed" and not force:
@@ -82,7 +86,8 @@ def _train_locked(cfg: RunConfig, run_dir: Path, world, stop_after_epochs: int |
             atomic.write_yaml(run_dir / paths.CONFIG, to_dict(cfg))
         # Again here for jobs whose launcher could not see the data (sweep --skip-data-check).
         preflight.check(cfg)
-        trainer = Trainer(cfg, run_dir, callbacks=tracking_callbacks(cfg, run_dir) if write else [])
+        callbacks = (tracking_callbacks(cfg, run_dir) if write else []) + extra
+        trainer = Trainer(cfg, run_dir, callbacks=callbacks)
         try:
             status, error = trainer.run(stop_after_epochs), None
         except Diverged as err:
