@@ -152,3 +152,43 @@ def test_paper_cost_shows_gpu_hours_with_runs_sharing_a_gpu():
     assert alone["runs_per_gpu"] == 1 and alone["gpu_hours_packed"] == alone["gpu_hours"] > 0
     packed, = cost.estimate(["paper_table3_epochs"], runs_per_gpu=4)
     assert packed["gpu_hours_packed"] == pytest.approx(alone["gpu_hours"] / 4)
+
+
+# ---- the requeue at the time limit (sparsebench.launch.requeue) ---------------------------
+
+class _Trainer:
+    def __init__(self, epoch, epochs=10):
+        from types import SimpleNamespace
+
+        self.progress = SimpleNamespace(epoch=epoch, round=0)
+        self.cfg, self.rounds = SimpleNamespace(epochs=epochs), 1
+
+
+def test_a_preemption_requeues_at_once_a_time_limit_warning_at_the_last_epoch_boundary():
+    import signal
+
+    from sparsebench.launch.requeue import RequeueAtDeadline
+
+    calls = []
+    now = time.time()
+    preempted = RequeueAtDeadline(lambda *a: calls.append("now"), 20, end_time=now + 3600)
+    preempted.on_signal(signal.SIGUSR2, None)
+    assert calls == ["now"] and preempted.deadline is None
+
+    calls.clear()
+    try:
+        warned = RequeueAtDeadline(lambda *a: calls.append("requeue"), 20, end_time=now + 45)
+        warned.on_signal(signal.SIGUSR2, None)  # 45 s left: the warning, 10 s margin
+        assert calls == [] and warned.deadline == pytest.approx(now + 35)
+        assert 30 < signal.getitimer(signal.ITIMER_REAL)[0] <= 35  # the deadline's alarm
+        warned.last_epoch_end, warned.epoch_s = time.time() - 2, 0
+        warned.on_epoch_end(_Trainer(3), {})  # 2 s epochs, 33 s left: train on
+        assert calls == []
+        warned.deadline = time.time() + 2.5  # the next epoch would not end in time
+        warned.on_epoch_end(_Trainer(4), {})
+        assert calls == ["requeue"] and signal.getitimer(signal.ITIMER_REAL)[0] == 0
+        calls.clear()
+        warned.on_epoch_end(_Trainer(10), {})  # the last epoch: the run ends, no requeue
+        assert calls == []
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
