@@ -66,7 +66,9 @@ class SlurmSpec:
     mem_gb: float = positive(4, "memory per run in GB (--mem)")
     array_parallelism: int = positive(16, "most runs of the array job at once (--array=...%N)")
     signal_delay_s: int = positive(90, "USR2 this many seconds before the time limit (SLURM "
-                                       "delivers it up to 60 s early); the run then requeues")
+                                       "delivers it up to 60 s early); the run trains on and "
+                                       "requeues at its last epoch boundary before the limit "
+                                       "(sparsebench.launch.requeue)")
     max_timeouts: int = non_negative(10, "time-limit requeues of one run before it gives up")
     runs_per_task: int = positive(1, "runs that share one array task (and its GPU), each in "
                                      "its own process with its own folder, lock, checkpoint and "
