@@ -199,9 +199,10 @@ def _epochs_lasting(seconds: float, overrides: dict, scratch, monkeypatch) -> in
 def test_a_run_longer_than_its_time_limit_is_requeued_and_resumes(slurm_cluster, write_sweep,
                                                                  tmp_path, monkeypatch):
     """A run of about 45 s under a 1-minute SLURM limit with USR2 20 s before it: SLURM checks
-    time limits every 30 s, so the signal comes 10 to 40 s after the job starts (never during
-    its start-up); submitit checkpoints and requeues the job, and it resumes from its epoch
-    checkpoint until done, with the numbers of an uninterrupted run. Ctrl-C of the launcher on
+    time limits every 30 s, so the signal comes 10 to 40 s after the job starts, on a loaded
+    node often during its start-up; the run trains on and requeues at its last epoch boundary
+    before the limit (sparsebench.launch.requeue), and resumes from that epoch's checkpoint
+    until done, with the numbers of an uninterrupted run. Ctrl-C of the launcher on
     the way leaves the job running and says how to reattach; the next launch reattaches to the
     job instead of submitting it again."""
     slurm_root = paths.results_root()
