@@ -87,10 +87,11 @@ class Magnitude(Method):
     @classmethod
     def scheduled_mask_updates(cls, params, *, total_steps, steps_per_epoch):
         """Pruning steps after a training step (t ≥ 1); one at t_0 = 0 makes the initial
-        masks and is not counted."""
+        masks and is not counted, and one at t_0 prunes to d_i, no change when d_i = 1."""
         start, end = cls.window(params, total_steps)
+        first = max(start, 1) + (params.initial_density >= 1 and start >= 1)
         return sum(cls.pruning_step(t, start, end, params.frequency)
-                   for t in range(max(start, 1), min(end, total_steps) + 1))
+                   for t in range(first, min(end, total_steps) + 1))
 
     def progress(self, t: int) -> float:
         span = self.end_step - self.start_step
