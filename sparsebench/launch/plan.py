@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import executors, slurm, spec as sweep_spec
 from ..storage import locks, paths
-from .. import methods, protocols
+from .. import protocols
 from ..training import preflight
 
 
@@ -94,25 +94,16 @@ def print_plan(plan: Plan, executor: str, workers: int, dry_run: bool) -> None:
 
 
 def few_update_warnings(cells) -> list[str]:
-    """A line per distinct warning of :func:`sparsebench.methods.few_updates_warning` among the
-    cells, with the runs it concerns, and one for dynamic runs whose steps are not known here
-    (the steps per epoch come from the training set's size: :func:`preflight.steps_per_epoch`)."""
+    """A line per distinct warning of :func:`preflight.few_updates_warning` among the cells
+    (a dynamic method whose schedule changes the topology fewer than twice in its run), with
+    the runs it concerns, and one for dynamic runs whose steps are not known here (the steps
+    per epoch come from the training set's size)."""
     warned: dict[str, list[str]] = {}
-    unknown = []
     for cell in cells:
-        cfg = cell.config
-        method = methods.get(cfg.method.name)
-        if not method.dynamic:
-            continue
-        per_epoch = preflight.steps_per_epoch(cfg)
-        if per_epoch is None:
-            unknown.append(cell.run_id)
-            continue
-        message = methods.few_updates_warning(method, method.Params(**cfg.method.params),
-                                              total_steps=cfg.epochs * per_epoch,
-                                              steps_per_epoch=per_epoch)
+        message = preflight.few_updates_warning(cell.config)
         if message:
             warned.setdefault(message, []).append(cell.run_id)
+    unknown = warned.pop(preflight.UNKNOWN_STEPS, [])
     lines = [f"warning: {message} (run{'s' * (len(ids) > 1)} {', '.join(ids)})"
              for message, ids in warned.items()]
     if unknown:

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import torch_versions
+from .. import methods, torch_versions
 from . import tracking
 from ..config.schema import ConfigError, RunConfig
 from ..data import dataset_spec, find_root, idx, search_paths
@@ -136,6 +136,25 @@ def steps_per_epoch(cfg: RunConfig) -> int | None:
     if size is None:
         return None
     return trained_examples(cfg, size)[0] // cfg.data.batch_size
+
+
+# What :func:`few_updates_warning` says of a dynamic run whose steps are not known here.
+UNKNOWN_STEPS = "unknown steps"
+
+
+def few_updates_warning(cfg: RunConfig) -> str | None:
+    """:func:`sparsebench.methods.few_updates_warning` for the run ``cfg`` (its steps from
+    :func:`steps_per_epoch`): the line, None when the method is not dynamic or its schedule
+    fits, :data:`UNKNOWN_STEPS` when the steps are not known here."""
+    method = methods.get(cfg.method.name)
+    if not method.dynamic:
+        return None
+    per_epoch = steps_per_epoch(cfg)
+    if per_epoch is None:
+        return UNKNOWN_STEPS
+    return methods.few_updates_warning(method, method.Params(**cfg.method.params),
+                                       total_steps=cfg.epochs * per_epoch,
+                                       steps_per_epoch=per_epoch)
 
 
 def check_batch(cfg: RunConfig, size: int | None) -> None:
