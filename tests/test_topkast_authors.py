@@ -199,12 +199,14 @@ def test_sets_by_top_k_or_by_quantile_threshold(sets):
     assert bool((layer.trainable | ~layer.mask).all())      # A ⊆ B
 
 
-def test_quantile_thresholds_for_large_tensors_match_torch_quantile(monkeypatch):
+@pytest.mark.parametrize("n, dtype", [(10_001, torch.float32), (300_007, torch.float32),
+                                      (4_099, torch.float64)])
+def test_quantile_thresholds_are_torch_quantile_bit_for_bit(n, dtype):
     module = __import__(methods.get("topkast").__module__, fromlist=["quantile_thresholds"])
-    values = torch.rand(10_001, generator=torch.Generator().manual_seed(3))
-    qs = torch.tensor([0.98, 0.96, 0.0, 0.5])
-    monkeypatch.setattr(module, "QUANTILE_MAX_NUMEL", 100)   # the order-statistic path
-    torch.testing.assert_close(module.quantile_thresholds(values, qs), torch.quantile(values, qs))
+    values = torch.rand(n, generator=torch.Generator().manual_seed(3), dtype=dtype)
+    counts = (0.0163, 0.0326, 0.02, 0.5, 1.0)   # densities: q = 1 − D, as the sets ask
+    qs = torch.tensor([1 - d for d in counts], dtype=dtype)
+    assert torch.equal(module.quantile_thresholds(values, qs), torch.quantile(values, qs))
 
 
 def test_defaults_are_the_papers_and_gse_paper_sets_the_authors():
