@@ -96,6 +96,7 @@ class GseParams:
 @register
 class Gse(ScheduledUpdates, Method):
     name = "gse"
+    dynamic = True
     engines = ("masked", "sparse")
     Params = GseParams
     default_distribution = "er_flat"

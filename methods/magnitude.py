@@ -49,11 +49,11 @@ class Magnitude(Method):
     Params = MagnitudeParams
     default_distribution = "uniform"
     scores_initial_weights = True
+    dynamic = True
 
     def __init__(self, params, engine, **kwargs):
         super().__init__(params, engine, **kwargs)
-        self.start_step = int(params.start * self.total_steps)
-        self.end_step = max(int(params.end * self.total_steps), self.start_step)
+        self.start_step, self.end_step = self.window(params, self.total_steps)
         # Counts at d_i (never below the final target) and at d_f, per layer.
         self.final = {layer.name: layer.target_active for layer in engine.layers}
         self.initial = {layer.name: max(layer.target_active, round(params.initial_density * layer.numel))
@@ -68,11 +68,30 @@ class Magnitude(Method):
                               f"got {params.initial_density}; must be at least density ({cfg.density})")
 
     # ---- schedule ----------------------------------------------------------------------------
-    def is_pruning_step(self, t: int) -> bool:
+    @staticmethod
+    def window(params, total_steps: int) -> tuple[int, int]:
+        """(t_0, t_end) in steps."""
+        start = int(params.start * total_steps)
+        return start, max(int(params.end * total_steps), start)
+
+    @staticmethod
+    def pruning_step(t: int, start: int, end: int, frequency: int) -> bool:
         """After t optimizer steps: t_0, t_0 + Δt, ... up to t_end, and t_end itself."""
-        if not self.start_step <= t <= self.end_step:
+        if not start <= t <= end:
             return False
-        return (t - self.start_step) % self.params.frequency == 0 or t == self.end_step
+        return (t - start) % frequency == 0 or t == end
+
+    def is_pruning_step(self, t: int) -> bool:
+        return self.pruning_step(t, self.start_step, self.end_step, self.params.frequency)
+
+    @classmethod
+    def scheduled_mask_updates(cls, params, *, total_steps, steps_per_epoch):
+        """Pruning steps after a training step (t ≥ 1); one at t_0 = 0 makes the initial
+        masks and is not counted, and one at t_0 prunes to d_i, no change when d_i = 1."""
+        start, end = cls.window(params, total_steps)
+        first = max(start, 1) + (params.initial_density >= 1 and start >= 1)
+        return sum(cls.pruning_step(t, start, end, params.frequency)
+                   for t in range(first, min(end, total_steps) + 1))
 
     def progress(self, t: int) -> float:
         span = self.end_step - self.start_step

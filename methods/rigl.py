@@ -55,6 +55,7 @@ class RigLParams:
 @register
 class RigL(ScheduledUpdates, Method):
     name = "rigl"
+    dynamic = True
     Params = RigLParams
     default_distribution = "erk"
 

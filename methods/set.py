@@ -39,6 +39,7 @@ class SetParams:
 @register
 class Set(ScheduledUpdates, Method):
     name = "set"
+    dynamic = True
     engines = ("masked", "sparse")
     Params = SetParams
     default_distribution = "er"

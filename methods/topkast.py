@@ -48,11 +48,35 @@ would store θ only on B (and the frozen rest off the device), as the paper does
 
 Cost per example (the paper's accounting): forward at the forward set, backward at the
 backward set, f_S(A) + 2·f_S(B).
+
+The GSE authors' Top-KAST (``topkast_training.py`` of mikeheddes/guided-stochastic-exploration;
+``protocol: gse_paper`` sets all three, the defaults are the paper's). Their code keeps the dense
+θ in a buffer ``all_weight`` and the forward weight in the layer's ``weight``, and differs from
+the paper in three ways, each a parameter here:
+
+* ``entering_weight: stale`` (refresh, lines 166-181; zeroing, lines 205-214): a refresh copies
+  the forward weight on the old A into θ and chooses the new sets, but copies nothing from θ
+  into the forward weight, so a connection entering A starts from the forward weight it already
+  had: 0 for one from B∖A (they zero ``weight[B∖A]`` after every step and at every refresh),
+  the value it last had in A for one that left A straight out of B (or its initial weight), and
+  the next refresh overwrites its θ with that forward weight. ``theta`` (the paper's α = θ ⊙ 1_A)
+  starts it from its θ. Holds one more dense tensor per layer (``stale``: the forward weight
+  off A).
+* ``keep_momentum_outside_b: true`` (``optim.SGD(model.parameters(), ...)``, lines 277-281; their
+  mask only multiplies the forward weight, ``layers.py`` ``MaskedLinear.forward``): a connection
+  that leaves B keeps its SGD momentum, which decays while it is outside B (the gradient there is
+  zero), moves its stale forward weight, and carries on when it re-enters B. ``false`` (the
+  paper's "θ outside B never changes"): its optimizer state is zeroed when it leaves B.
+* ``sets: quantile`` (lines 120-136): A = {|θ| ≥ torch.quantile(|θ|, 1 − D)} and B likewise
+  with D_b, a threshold (linear interpolation between order statistics, q in the weight's
+  dtype) instead of an exact top-k; ties at the threshold join the set, so a set can hold a
+  few more than its count (FLOPs are counted at the nominal counts). ``topk``: exactly D and
+  D_b of |θ|.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -74,6 +98,30 @@ class TopKastParams:
     penalty: str = choice("squared", ("squared", "norm"),
                           "squared: λ/2·(Σ_A θ² + Σ_{B∖A} θ²/D), the paper's; norm: "
                           "λ·(‖θ_A‖₂ + ‖θ_{B∖A}‖₂/D), the GSE authors'")
+    entering_weight: str = choice("theta", ("theta", "stale"),
+                                  "forward weight of a connection entering A: its θ (the "
+                                  "paper's); stale: the forward weight it had, 0 from B∖A (the "
+                                  "GSE authors' topkast_training.py, lines 166-181, 205-214)")
+    keep_momentum_outside_b: bool = field(default=False, metadata={
+        "help": "keep the SGD momentum of connections outside B (the GSE authors', lines "
+                "277-281); false: zeroed when they leave B (the paper's θ outside B is frozen)"})
+    sets: str = choice("topk", ("topk", "quantile"),
+                       "A and B: exactly the top-D / top-D_b of |θ| (the paper's); quantile: "
+                       "|θ| ≥ torch.quantile(|θ|, 1 − D) (the GSE authors', lines 120-136)")
+
+
+def quantile_thresholds(values: torch.Tensor, qs: torch.Tensor) -> torch.Tensor:
+    """``torch.quantile(values.flatten(), qs)`` (linear interpolation), bit for bit, from two
+    order statistics per q (``kthvalue``, O(n)) instead of a sort of the whole tensor (which
+    torch.quantile does, and refuses beyond 2^24 elements): the ranks q·(n − 1) are computed in
+    ``qs``'s dtype as torch.quantile computes them, then interpolated with ``lerp`` as it does.
+    (Before every step while exploring, a sort of a 1.5M-weight layer took ten times as long.)"""
+    flat = values.flatten()
+    ranks = qs * (flat.numel() - 1)
+    below, above = ranks.long(), ranks.ceil().long()
+    low = torch.stack([flat.kthvalue(int(r) + 1).values for r in below.tolist()])
+    high = torch.stack([flat.kthvalue(int(r) + 1).values for r in above.tolist()])
+    return low.lerp(high, ranks - below)
 
 
 @register
@@ -84,11 +132,14 @@ class TopKast(Method):
     # A is the top-D of the initial |θ|: ``sparsity.init: active_fan_in`` draws the dense θ at
     # full fan-in before it, so θ on and off A come from one rule.
     scores_initial_weights = True
+    dynamic = True
 
     def __init__(self, params, engine, **kwargs):
         super().__init__(params, engine, **kwargs)
         self.penalty = 0.0            # λ, set by regularized_parameters (the run's weight decay)
         self.outside: dict[str, torch.Tensor] = {}   # θ off the forward set, per layer
+        # entering_weight: stale: the forward weight off A (0 on B∖A), per layer
+        self.stale: dict[str, torch.Tensor] = {}
         self.interval = params.interval or self.steps_per_epoch
         self.explore_steps = math.ceil(params.explore_epochs * self.steps_per_epoch)
         self.backward_active = {}
@@ -115,33 +166,71 @@ class TopKast(Method):
         """The dense parameter θ: the forward weight on A, ``outside`` elsewhere."""
         return torch.where(layer.mask, layer.weight.detach(), self.outside[layer.name])
 
+    def choose_sets(self, layer, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A, B) of one layer from its θ, as bool tensors shaped like θ.
+
+        ``sets: topk``: one sorted top-k of |θ| gives both sets: B its first
+        ``backward_active`` positions, A the first ``target_active`` of those, so A ⊆ B and
+        both hold exactly their counts without any count read back from the device (this runs
+        before every step while exploring). ``sets: quantile``: both thresholds from one
+        ``torch.quantile`` of |θ| (the q's in θ's dtype, as the authors' float q is); A ⊆ B as
+        the thresholds are ordered."""
+        magnitude = theta.abs()
+        if self.params.sets == "quantile":
+            qs = torch.tensor([1.0 - layer.target_active / layer.numel,
+                               1.0 - self.backward_active[layer.name] / layer.numel],
+                              dtype=magnitude.dtype, device=magnitude.device)
+            at_a, at_b = quantile_thresholds(magnitude, qs)   # torch.quantile's, bit for bit
+            return magnitude >= at_a, magnitude >= at_b
+        order = magnitude.flatten().topk(self.backward_active[layer.name], sorted=True).indices
+        backward = torch.zeros(layer.numel, dtype=torch.bool, device=theta.device)
+        backward[order] = True
+        forward = torch.zeros_like(backward)
+        forward[order[:layer.target_active]] = True
+        return forward.view(theta.shape), backward.view(theta.shape)
+
     @torch.no_grad()
     def refresh(self, thetas: dict[str, torch.Tensor]) -> None:
-        """A = top-D and B = top-D_b of |θ| per layer; forward weight θ ⊙ 1_A.
-
-        One sorted top-k of |θ| gives both sets: B its first ``backward_active`` positions, A
-        the first ``target_active`` of those, so A ⊆ B and both hold exactly their counts
-        without any count read back from the device (this runs before every step while
-        exploring)."""
+        """New A and B from |θ| per layer (:meth:`choose_sets`); the forward weight is θ ⊙ 1_A
+        (``entering_weight: theta``), or keeps on the new A the forward weight each
+        connection had (``stale``: θ where it was in A, else ``stale``, 0 on the old B∖A)."""
         forward, backward = {}, {}
         for layer in self.engine.layers:
             theta, name = thetas[layer.name], layer.name
-            order = theta.abs().flatten().topk(self.backward_active[name], sorted=True).indices
-            backward[name] = torch.zeros(layer.numel, dtype=torch.bool, device=theta.device)
-            backward[name][order] = True
-            forward[name] = torch.zeros_like(backward[name])
-            forward[name][order[:layer.target_active]] = True
-            backward[name], forward[name] = backward[name].view(theta.shape), forward[name].view(theta.shape)
-            layer.weight.copy_(torch.where(forward[name], theta, 0.0))
+            forward[name], backward[name] = self.choose_sets(layer, theta)
+            if self.params.entering_weight == "stale":
+                # The authors' whole forward weight: A's, and the stale one off A.
+                held = torch.where(layer.mask, layer.weight.detach(), self.stale[name])
+                layer.weight.copy_(torch.where(forward[name], held, 0.0))
+                self.stale[name] = torch.where(backward[name], 0.0, held)  # zeroed on B∖A
+            else:
+                layer.weight.copy_(torch.where(forward[name], theta, 0.0))
             self.outside[name] = torch.where(forward[name], 0.0, theta)
-        self.engine.set_masks(forward, backward)
+        self.engine.set_masks(forward, backward,
+                              keep_optimizer_state=self.params.keep_momentum_outside_b)
 
     def is_refresh(self, step: int) -> bool:
         """Before step ``step`` (the sets of step 0 come from ``init_masks``)."""
         return step > 0 and (step < self.explore_steps or step % self.interval == 0)
 
+    @classmethod
+    def scheduled_mask_updates(cls, params, *, total_steps, steps_per_epoch):
+        """Refreshes before steps 1 .. T−1: every step while exploring, then every interval-th
+        (each refresh chooses the sets anew and counts, whether or not they moved)."""
+        explore = math.ceil(params.explore_epochs * steps_per_epoch)
+        interval = params.interval or steps_per_epoch
+        last = total_steps - 1
+        exploring = max(0, min(explore, total_steps) - 1)      # steps 1 .. explore − 1
+        first = max(explore, 1)                                 # then multiples of interval
+        return exploring + (max(0, last // interval - (first - 1) // interval) if last >= first else 0)
+
     # ---- hooks -------------------------------------------------------------------------------
     def init_masks(self, ctx):
+        """The dense θ is the initial weight; every mask is full here, so the stale forward
+        weight starts as θ too."""
+        if self.params.entering_weight == "stale":
+            self.stale = {layer.name: torch.zeros_like(layer.weight, requires_grad=False)
+                          for layer in self.engine.layers}
         self.refresh({layer.name: layer.weight.detach().clone() for layer in self.engine.layers})
 
     def before_forward(self, ctx):
@@ -169,10 +258,16 @@ class TopKast(Method):
 
     @torch.no_grad()
     def after_step(self, ctx):
-        """Move the optimizer's update on B \\ A (made from a zero weight) into θ."""
+        """Move the optimizer's update on B \\ A (made from a zero weight) into θ. With
+        ``keep_momentum_outside_b`` the momentum also moved the weight outside B (from zero):
+        that drift joins the stale forward weight (``entering_weight: stale``) or is dropped
+        (θ outside B does not change, in the authors' code either)."""
+        drift = self.params.keep_momentum_outside_b and self.params.entering_weight == "stale"
         for layer in self.engine.layers:
             just_backward = layer.trainable & ~layer.mask
             self.outside[layer.name] += torch.where(just_backward, layer.weight, 0.0)
+            if drift:
+                self.stale[layer.name] += torch.where(layer.trainable, 0.0, layer.weight)
             layer.weight.masked_fill_(~layer.mask, 0.0)
 
     def penalty_value(self) -> torch.Tensor:
@@ -203,8 +298,10 @@ class TopKast(Method):
 
     # ---- checkpoint --------------------------------------------------------------------------
     def state_dict(self):
-        return {**super().state_dict(), "outside": {n: t.clone() for n, t in self.outside.items()}}
+        return {**super().state_dict(), "outside": {n: t.clone() for n, t in self.outside.items()},
+                "stale": {n: t.clone() for n, t in self.stale.items()}}
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
         self.outside = {n: t.clone() for n, t in state["outside"].items()}
+        self.stale = {n: t.clone() for n, t in state.get("stale", {}).items()}

@@ -117,6 +117,12 @@ class Method:
     # so ``sparsity.init: active_fan_in`` draws them before it, at full fan-in; False: after
     # it, at the active fan-in of the topology it drew (sparsebench.sparsity.init).
     scores_initial_weights: ClassVar[bool] = False
+    # True: the method's schedule changes the topology while it trains (SET, RigL, GSE,
+    # Top-KAST, gradual magnitude pruning); result.json records it as ``dynamic``, and a run
+    # whose schedule makes fewer than MIN_MASK_UPDATES changes is warned about (see
+    # :func:`few_updates_warning`). False: the topology is the initial one throughout (dense,
+    # static, pruning at init) or changes only between rounds (Lottery).
+    dynamic: ClassVar[bool] = False
 
     def __init__(self, params: Any, engine: SparsityEngine, *, total_steps: int,
                  steps_per_epoch: int, seed: int):
@@ -130,6 +136,14 @@ class Method:
     @classmethod
     def validate(cls, params: Any, cfg: Any) -> None:
         """Cross-field checks; raise :class:`sparsebench.config.schema.ConfigError` naming the field."""
+
+    @classmethod
+    def scheduled_mask_updates(cls, params: Any, *, total_steps: int, steps_per_epoch: int) -> int:
+        """How many times the method's schedule changes the topology while a round of
+        ``total_steps`` steps trains (the initial masks not counted): what the dry run and the
+        run's log check against :data:`MIN_MASK_UPDATES`. 0 without a schedule; a dynamic
+        method overrides it from its parameters alone (no model is built for the plan)."""
+        return 0
 
     # ---- hooks -------------------------------------------------------------------------------
     def init_masks(self, ctx: InitContext) -> None:
@@ -177,6 +191,34 @@ class Method:
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+
+
+# ---------------------------------------------------------------------------------------------
+# runs that are not what their label says
+
+# A dynamic method whose schedule changes the topology fewer times than this in a run trains
+# (almost) as a static one: the dry run and the run's log say so (issue 32).
+MIN_MASK_UPDATES = 2
+# The parameters that place a schedule's updates, named in the warning where a method has them.
+SCHEDULE_FIELDS = ("interval", "frequency", "start", "end", "explore_epochs")
+
+
+def few_updates_warning(method: type[Method], params: Any, *, total_steps: int,
+                        steps_per_epoch: int) -> str | None:
+    """One line when ``method`` is dynamic and its schedule makes fewer than
+    :data:`MIN_MASK_UPDATES` topology changes in ``total_steps`` steps; else None."""
+    if not method.dynamic:
+        return None
+    n = method.scheduled_mask_updates(params, total_steps=total_steps,
+                                      steps_per_epoch=steps_per_epoch)
+    if n >= MIN_MASK_UPDATES:
+        return None
+    schedule = ", ".join(f"method.{f}={getattr(params, f)}" for f in SCHEDULE_FIELDS
+                         if hasattr(params, f))
+    return (f"{method.name}: its schedule changes the topology {n} time{'s' * (n != 1)} in "
+            f"{total_steps} steps ({steps_per_epoch} per epoch; {schedule}), fewer than "
+            f"{MIN_MASK_UPDATES} for a dynamic method, so the run is close to static training; "
+            f"lengthen the run or shorten the schedule")
 
 
 # ---------------------------------------------------------------------------------------------

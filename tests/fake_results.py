@@ -87,7 +87,10 @@ def write_config_run(root: Path, cfg, *, acc: float | None = None, status: str =
         "inference_flops": cfg.density * dense_forward, "inference_flops_rel_dense": cfg.density,
         "dense_forward_flops": dense_forward,
     })
-    result.update({key: value for key, value in (("mask_updates", mask_updates),
-                                                 ("dynamic", dynamic)) if value is not None})
+    for key, value in (("mask_updates", mask_updates), ("dynamic", dynamic)):
+        if value is None:   # left out, as a run written before issue 32 (the header has them)
+            result.pop(key, None)
+        else:
+            result[key] = value
     atomic.write_json(run / paths.RESULT, result)
     return run

@@ -107,7 +107,9 @@ def test_resume_is_exact_for_dynamic_methods(key):
     assert train(cfg, stop_after_epochs=1)["status"] == "interrupted"
     resumed = train(cfg)
     assert resumed["status"] == "completed"
+    # mask_updates: the first session's count travels in the checkpoint (issue 32)
+    assert whole["mask_updates"] > 0
     for k in ("final_test_acc", "final_train_loss", "actual_density", "train_flops",
-              "layer_densities"):
+              "layer_densities", "mask_updates"):
         assert resumed[k] == whole[k], k
     assert (paths.run_dir("pieces", run_id(cfg)) / paths.RESULT).is_file()

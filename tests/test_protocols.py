@@ -175,6 +175,9 @@ def test_the_gse_paper_protocol_runs_each_method_as_its_authors_script(capsys):
             for line in capsys.readouterr().out.splitlines() if line.startswith("  [gse_paper]")}
     assert "penalty=norm" in rows["topkast"] and "sparsity.init=model" in rows["topkast"]
     assert "optim.decay_norm_and_bias=false" in rows["topkast"]
+    # the GSE authors' Top-KAST (issue 32): what --dry-run shows is in effect
+    for shown in ("entering_weight=stale", "keep_momentum_outside_b=true", "sets=quantile"):
+        assert shown in rows["topkast"]
     assert "optim.warmup_epochs=0" in rows["lottery"] and "round_densities=[0.5, 0.25" in rows["lottery"]
     # the own sweeps keep the recipe's 5 warm-up epochs for every method
     own = {c.config.optim.warmup_epochs for c in sweep_spec.expand("cifar10_densities_own").cells}

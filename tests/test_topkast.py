@@ -51,7 +51,9 @@ def _step(model, engine, method, optimizer, batch, step):
 def test_defaults():
     cls = methods.get("topkast")
     assert dataclasses.asdict(cls.Params()) == {"backward_density": 0.0, "explore_epochs": 20.0,
-                                                "interval": 1000, "penalty": "squared"}
+                                                "interval": 1000, "penalty": "squared",
+                                                "entering_weight": "theta",
+                                                "keep_momentum_outside_b": False, "sets": "topk"}
     assert cls.default_distribution == "uniform"
 
 

@@ -1,5 +1,6 @@
 """What a sweep launch will do: per run, its earlier outcome and the action, and the plan as
-text (``--dry-run`` prints it whole: every cell, the resolved method parameters, a count of
+text (``--dry-run`` prints it whole: every cell, the resolved method parameters, a warning for
+each dynamic method whose schedule changes the topology fewer than twice in its run, a count of
 runs per model x method x density, where they would run)."""
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from . import executors, slurm, spec as sweep_spec
 from ..storage import locks, paths
 from .. import protocols
+from ..training import preflight
 
 
 def display_path(path: Path) -> str:
@@ -88,9 +90,30 @@ def print_plan(plan: Plan, executor: str, workers: int, dry_run: bool) -> None:
             print(f"  {cell.run_id:12}  {plan.action(cell):{width}}  {cell.describe()}")
         print("resolved method parameters [protocol] method: params | run settings | runs:")
         print("\n".join(protocols.describe(sweep.cells)))
+        print("\n".join(few_update_warnings(sweep.cells)))
         print("runs per model x method x density (to run / all):")
         print(count_table(plan))
     print(f"executor {executor}: {_what_would_run(executor, plan, workers)}")
+
+
+def few_update_warnings(cells) -> list[str]:
+    """A line per distinct warning of :func:`preflight.few_updates_warning` among the cells
+    (a dynamic method whose schedule changes the topology fewer than twice in its run), with
+    the runs it concerns, and one for dynamic runs whose steps are not known here (the steps
+    per epoch come from the training set's size)."""
+    warned: dict[str, list[str]] = {}
+    for cell in cells:
+        message = preflight.few_updates_warning(cell.config)
+        if message:
+            warned.setdefault(message, []).append(cell.run_id)
+    unknown = warned.pop(preflight.UNKNOWN_STEPS, [])
+    lines = [f"warning: {message} (run{'s' * (len(ids) > 1)} {', '.join(ids)})"
+             for message, ids in warned.items()]
+    if unknown:
+        lines.append(f"mask updates not checked for {len(unknown)} dynamic run"
+                     f"{'s' * (len(unknown) > 1)} ({', '.join(unknown)}): the training set's "
+                     f"size is not known here (data not found, or ImageNet)")
+    return lines
 
 
 def count_table(plan: Plan) -> str:

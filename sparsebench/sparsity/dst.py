@@ -156,6 +156,12 @@ class ScheduledUpdates:
     def validate(cls, params: Any, cfg: Any) -> None:
         check_window(params)
 
+    @classmethod
+    def scheduled_mask_updates(cls, params: Any, *, total_steps: int, steps_per_epoch: int) -> int:
+        """The updates :meth:`UpdateSchedule.update_steps` places in the run."""
+        return len(UpdateSchedule.from_params(params, total_steps=total_steps,
+                                              steps_per_epoch=steps_per_epoch).update_steps())
+
     def update(self, ctx: "StepContext", drop_fraction: float) -> None:
         raise NotImplementedError
 

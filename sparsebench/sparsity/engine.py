@@ -126,11 +126,13 @@ class SparsityEngine:
             torch._foreach_mul_(list(grads), list(masks))
 
     @torch.no_grad()
-    def apply_masks(self) -> None:
+    def apply_masks(self, keep_optimizer_state: bool = False) -> None:
         """Zero inactive weights and their optimizer state (after any change of the masks);
-        the initial topology is fixed from here on."""
+        the initial topology is fixed from here on. ``keep_optimizer_state``: the weights only
+        (a method whose optimizer keeps momentum outside its trained set, Top-KAST as the GSE
+        authors run it)."""
         for layer in self.layers:
-            layer.apply_mask(self.optimizer)
+            layer.apply_mask(None if keep_optimizer_state else self.optimizer)
 
     # ---- reporting ---------------------------------------------------------------------------
     def layer_densities(self) -> dict[str, float]:
@@ -230,13 +232,15 @@ class SparsityEngine:
         self.set_masks({layer.name: mask}, None if grad_mask is None else {layer.name: grad_mask})
 
     def set_masks(self, masks: Mapping[str, torch.Tensor],
-                  grad_masks: Mapping[str, torch.Tensor] | None = None) -> None:
-        """:meth:`set_mask` for several layers at once (one pass over the optimizer state)."""
+                  grad_masks: Mapping[str, torch.Tensor] | None = None, *,
+                  keep_optimizer_state: bool = False) -> None:
+        """:meth:`set_mask` for several layers at once (one pass over the optimizer state;
+        none with ``keep_optimizer_state``, see :meth:`apply_masks`)."""
         for name, mask in masks.items():
             grad_mask = None if grad_masks is None else grad_masks.get(name)
             self.by_name[name].set_mask(mask, grad_mask)
         self._changed()
-        self.apply_masks()
+        self.apply_masks(keep_optimizer_state)
 
     @torch.no_grad()
     def random_masks(self, generator: torch.Generator) -> None:

@@ -178,7 +178,8 @@ class PrunableLayer(Protocol):
         ...
 
     def apply_mask(self, optimizer: torch.optim.Optimizer | None) -> None:
-        """Zero inactive weights and their optimizer state; the initial topology is fixed."""
+        """Zero inactive weights and their optimizer state (``optimizer`` None: the weights
+        only); the initial topology is fixed."""
         ...
 
     def state_dict(self) -> dict:

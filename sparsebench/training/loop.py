@@ -16,6 +16,7 @@ metrics rows carry their round; a checkpoint taken in any round resumes there.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -120,6 +121,7 @@ class Trainer:
         self.check_masks = distributed.check_masks_enabled()
         self.devices = distributed.devices(self.device)  # every rank's (a collective: not in result())
         self.progress = Progress()
+        self.seen_mask_version = self.engine.mask_version  # see count_mask_update
         # Hook and step times: host clock on the CPU, CUDA events on a GPU (see .timing).
         self.hook_clock, self.step_clock = Stopwatch(self.device), Stopwatch(self.device)
         self.callbacks: list[Callback] = [ProgressBar(cfg.progress and self.world.is_main),
@@ -142,6 +144,32 @@ class Trainer:
         return self._train_model
 
     # ---- pieces of the loop ------------------------------------------------------------------
+    def count_mask_update(self) -> None:
+        """Count one mask update (result.json's ``mask_updates``) where the engine's topology
+        changed (its ``mask_version`` moved) since the last look. The trainer looks after every
+        step, after each epoch's ``end_of_epoch`` hook and after each round's ``start_round``,
+        so a step (or an epoch end, a round start) that changes the masks counts once however
+        many layers and moves it takes; the initial masks (``init_masks``) and a checkpoint's
+        restore do not count (the checkpoint carries the count)."""
+        if self.engine.mask_version != self.seen_mask_version:
+            self.progress.mask_updates += 1
+            self.seen_mask_version = self.engine.mask_version
+
+    def warn(self, message: str) -> None:
+        """A warning in the run's log and on standard error (rank 0)."""
+        self.log(f"warning: {message}")
+        if self.world.is_main:
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    def warn_few_updates(self) -> None:
+        """Say at run start when a dynamic method's schedule makes fewer than
+        ``methods.MIN_MASK_UPDATES`` topology changes in this run (issue 32)."""
+        message = methods.few_updates_warning(type(self.method), self.method.params,
+                                              total_steps=self.total_steps,
+                                              steps_per_epoch=self.steps_per_epoch)
+        if message:
+            self.warn(message)
+
     def autocast(self):
         return self.precision.autocast()
 
@@ -234,6 +262,7 @@ class Trainer:
             seen += y.numel()
             if self.check_masks:
                 distributed.check_masks(self.engine, p.step)
+            self.count_mask_update()
             p.step += 1
             if (i + 1) % DIVERGENCE_CHECK_EVERY == 0 and distributed.any_rank(~torch.isfinite(loss_sum)):
                 raise Diverged(f"non-finite training loss at step {p.step}")
@@ -248,6 +277,7 @@ class Trainer:
             t_epoch += t_last - t_yield  # the caller's time is not the epoch's
         ctx.batch = ctx.loss = None
         self._timed(method.end_of_epoch, ctx)
+        self.count_mask_update()
         p.update_s += self.hook_clock.take()   # waits for the device
         epoch_time = time.perf_counter() - t_epoch
         times = self.step_clock.take_each()
@@ -293,6 +323,7 @@ class Trainer:
         p, t0 = self.progress, time.perf_counter()
         p.round, p.epoch, p.best_test_acc, p.best_val_acc = p.round + 1, 0, -math.inf, -math.inf
         self._timed(lambda _: self.method.start_round(p.round, self.model), None)
+        self.count_mask_update()
         self.engine.apply_masks()
         self.reset_optimizer()
         p.elapsed_s += time.perf_counter() - t0
@@ -336,6 +367,8 @@ class Trainer:
         """Train to the end (or for ``stop_after_epochs`` more epochs); returns the status."""
         if not self.load_checkpoint():
             self.init_masks()
+        self.seen_mask_version = self.engine.mask_version   # the masks training starts from
+        self.warn_few_updates()
         cfg, p = self.cfg, self.progress
         for callback in self.callbacks:
             callback.on_run_start(self)

@@ -12,7 +12,8 @@ line instead of recording a ``failed`` run:
 * ImageNet has a torchvision that imports beside the installed torch (the release built for
   it: :mod:`sparsebench.torch_versions`), else the line names the pair to install;
 * one training batch fits in the training set (``data.batch_size`` against its size, after
-  ``data.train_subset``), since the trainer drops the last partial batch;
+  ``data.train_subset``), since the trainer drops the last partial batch (the same count gives
+  a plan its steps per epoch: :func:`steps_per_epoch`);
 * the trackers asked for (``tracking.*``) are installed;
 * ``model.width`` leaves every layer at least one unit: models round each layer's size and
   keep at least one unit, so a tiny width would quietly train e.g. a 784-1-1-10 MLP.
@@ -32,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import torch_versions
+from .. import methods, torch_versions
 from . import tracking
 from ..config.schema import ConfigError, RunConfig
 from ..data import dataset_spec, find_root, idx, search_paths
@@ -104,9 +105,9 @@ def train_size(name: str, folder: Path) -> int | None:
     return None
 
 
-def check_batch(cfg: RunConfig, size: int | None) -> None:
-    if size is None:
-        return
+def trained_examples(cfg: RunConfig, size: int) -> tuple[int, str]:
+    """The examples a run trains on, of a training split of ``size`` (after
+    ``data.train_subset`` and ``data.validation``), and where that number comes from."""
     subset = cfg.data.train_subset
     if subset is not None and subset < size:
         size, what = subset, f"data.train_subset={subset} examples"
@@ -118,6 +119,46 @@ def check_batch(cfg: RunConfig, size: int | None) -> None:
             raise ConfigError("data.validation", f"got {held}, the whole of the {what}; "
                                                  f"allowed: 1 to {size - 1}")
         size, what = size - held, f"{size - held} training examples left after data.validation"
+    return size, what
+
+
+def steps_per_epoch(cfg: RunConfig) -> int | None:
+    """Optimizer steps in one epoch, as the trainer's loader makes them (full batches of the
+    global ``data.batch_size`` only), without loading the data; None where the training split's
+    size is not known here (the data set not found, ImageNet)."""
+    try:
+        folder = find_root(cfg.data.name, cfg.data.root)
+    except FileNotFoundError:
+        return None
+    size = train_size(cfg.data.name, folder)
+    if size is None:
+        return None
+    return trained_examples(cfg, size)[0] // cfg.data.batch_size
+
+
+# What :func:`few_updates_warning` says of a dynamic run whose steps are not known here.
+UNKNOWN_STEPS = "unknown steps"
+
+
+def few_updates_warning(cfg: RunConfig) -> str | None:
+    """:func:`sparsebench.methods.few_updates_warning` for the run ``cfg`` (its steps from
+    :func:`steps_per_epoch`): the line, None when the method is not dynamic or its schedule
+    fits, :data:`UNKNOWN_STEPS` when the steps are not known here."""
+    method = methods.get(cfg.method.name)
+    if not method.dynamic:
+        return None
+    per_epoch = steps_per_epoch(cfg)
+    if per_epoch is None:
+        return UNKNOWN_STEPS
+    return methods.few_updates_warning(method, method.Params(**cfg.method.params),
+                                       total_steps=cfg.epochs * per_epoch,
+                                       steps_per_epoch=per_epoch)
+
+
+def check_batch(cfg: RunConfig, size: int | None) -> None:
+    if size is None:
+        return
+    size, what = trained_examples(cfg, size)
     if cfg.data.batch_size > size:
         raise ConfigError("data.batch_size", f"got {cfg.data.batch_size}, more than the "
                                              f"{what} (the trainer keeps full batches only); "

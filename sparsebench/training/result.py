@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .. import distributed
+from .. import distributed, methods
 from ..storage import paths
-from ..config.schema import RunConfig, run_id, to_dict
+from ..config.schema import ConfigError, RunConfig, run_id, to_dict
 
 if TYPE_CHECKING:
     from .loop import Trainer
@@ -46,11 +46,31 @@ def step_time_quantiles(times: list[float]) -> dict[str, float] | None:
     return {f"p{round(100 * q)}": 1000 * cuts[round(100 * q) - 1] for q in STEP_TIME_QUANTILES}
 
 
+def is_dynamic(method_name: str) -> bool | None:
+    """The method's ``dynamic`` (its schedule changes the topology while it trains); None
+    where the name does not resolve to a method (a run that failed on it)."""
+    try:
+        return methods.get(method_name).dynamic
+    except ConfigError:
+        return None
+
+
 def result_header(cfg: RunConfig, status: str, error: str | None, started_at: str) -> dict:
-    """The keys of result.json that are known without training (also for failed runs)."""
+    """The keys of result.json that are known without training (also for failed runs).
+
+    ``mask_updates`` is 0 here (nothing trained); :func:`run_result` puts the trainer's count:
+    the steps (epoch ends, round starts) after which the engine's topology had changed, the
+    initial masks not counted (:meth:`sparsebench.training.loop.Trainer.count_mask_update`).
+    So 0 for dense, static and pruning at initialization (SNIP, GraSP, SynFlow); one per
+    update step of SET, RigL and GSE; one per refresh of Top-KAST's sets (each chooses A and B
+    anew; one that keeps them counts too); one per pruning step of gradual magnitude pruning
+    after the first step (pruning at t_0 = 0 makes the initial masks; a step whose count
+    already holds prunes nothing and does not count); one per round of Lottery after the first
+    (its pruning before each retraining round)."""
     return {
         "run_id": run_id(cfg), "sweep": cfg.sweep, "status": status, "error": error,
         "method": cfg.method.name, "method_params": dict(cfg.method.params),
+        "dynamic": is_dynamic(cfg.method.name), "mask_updates": 0,
         "model": cfg.model.name, "width": cfg.model.width, "dataset": cfg.data.name,
         "protocol": cfg.protocol, "init": cfg.sparsity.init,
         "density": cfg.density, "distribution": cfg.sparsity.distribution,
@@ -89,6 +109,7 @@ def run_result(trainer: "Trainer", status: str, error: str | None, started_at: s
         "step_time_quantiles_ms": step_time_quantiles(p.step_times),
         "update_time_s": p.update_s,
         "steps": p.step,
+        "mask_updates": p.mask_updates,
         "device": str(trainer.device),
         "precision": trainer.precision.record(),
         "mask_sha256": distributed.mask_digest(trainer.engine),  # the final topology

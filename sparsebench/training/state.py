@@ -41,6 +41,7 @@ class Progress:
     train_flops: float = 0.0        # summed over the actual run, see sparsebench.flops
     round: int = 0                  # current round (methods with several rounds, e.g. Lottery)
     rounds: list[dict] = field(default_factory=list)   # one summary per finished round
+    mask_updates: int = 0           # topology changes so far (result.json's mask_updates)
 
 
 def rng_state(cuda: bool) -> dict:
