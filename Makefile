@@ -21,7 +21,7 @@ VPY := $(VISION_VENV)/bin/python
 VISION_VENV_STAMP := $(VISION_VENV)/.setup-stamp
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data sweep test report bench bench-width bench-ddp slurm-up slurm-down clean help paper paper-mini paper-report gpu-check
+.PHONY: setup data sweep test report bench bench-compile bench-width bench-ddp slurm-up slurm-down clean help paper paper-mini paper-report gpu-check
 
 help:
 	@echo "make sweep [SWEEP=name] [ARGS=...]  run a sweep (default: $(SWEEP)) and write its report"
@@ -32,6 +32,7 @@ help:
 	@echo "make paper                every paper sweep on the cluster, then results/paper/"
 	@echo "make paper-mini           the same in miniature on this CPU: results/paper_mini/"
 	@echo "make bench                harness-overhead, sparse-step and score-memory benchmarks"
+	@echo "make bench-compile        compiled/eager step ratios and compile times (also in make bench)"
 	@echo "make bench-width          always-sparse width-scaling benchmark"
 	@echo "make bench-ddp            data-parallel throughput at 1, 2, ... processes (PROCS=1,2)"
 	@echo "make gpu-check            every CUDA-only path once (a CUDA machine): results/gpu_check/"
@@ -125,6 +126,12 @@ bench: setup
 	$(PY) benchmarks/harness_overhead.py
 	$(PY) benchmarks/tracking_overhead.py
 	$(PY) benchmarks/score_memory.py
+	$(PY) benchmarks/compile_speed.py
+
+# compiled/eager step ratios and compile times (MLP, ResNet-20, SimpleViT-tiny; inductor on the
+# CPU compiles each model for tens of seconds to minutes): results/benchmarks/compile_speed.csv
+bench-compile: setup
+	$(PY) benchmarks/compile_speed.py
 
 # Always-sparse execution: the sparse-layer and sparse-conv kernel tables, then MLP and ResNet-20
 # width scaling (each child capped in time and predicted memory). The budgets add up to under

@@ -5,6 +5,9 @@ On CIFAR-100-format data (Fashion-MNIST in the CIFAR layout where found, else ra
 * every registered method for one short epoch on ResNet-20, VGG-16-small and SimpleViT-tiny,
   channels-last, with bf16 autocast and without it (fp32 with TF32, the GSE protocol's);
 * GSE and static on the always-sparse engine on each model;
+* every method compiled (``compile: true``, inductor) on ResNet-20 and SimpleViT-tiny, with its
+  step time beside the eager cell's, the compile time and the number of graphs compiled; and
+  the data-parallel run compiled (DDP, then torch.compile);
 * the sparse-layer and sparse-conv benchmarks on the device (``--quick``);
 * a data-parallel run in an NCCL process group of one GPU (DDP, SyncBatchNorm, NCCL
   collectives), in its own process;
@@ -44,6 +47,7 @@ from sparsebench.training import run_folder, train  # noqa: E402
 SWEEP = "gpu_check"
 MODELS = ("resnet20", "vgg16_small", "simple_vit_tiny")
 SPARSE_ENGINE_METHODS = ("gse", "static")
+COMPILE_MODELS = ("resnet20", "simple_vit_tiny")   # the models whose methods also run compiled
 # Short schedules so that updates happen inside one epoch of a few steps.
 METHOD_PARAMS = {
     "rigl": ["method.interval=3"], "set": ["method.interval=3"], "gse": ["method.interval=3"],
@@ -70,6 +74,9 @@ def parse_args(argv=None):
     p.add_argument("--test", type=int, default=500, help="generated test images")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--no-benchmarks", action="store_true")
+    p.add_argument("--no-compile", action="store_true", help="leave out the compiled cells")
+    p.add_argument("--compile-backend", choices=("inductor", "aot_eager"), default="inductor",
+                   help="aot_eager: the compiled cells' tracing only (a quick CPU smoke run)")
     p.add_argument("--no-ddp", action="store_true")
     p.add_argument(DDP_CHILD, nargs="+", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -89,7 +96,8 @@ def measured_run(args, name: str, cell: list[str]) -> dict:
     """Train one cell in this process; its row of the report (never raises)."""
     cuda = args.device == "cuda"
     row = {"run": name, "status": "failed", "epoch_time_s": None, "peak_mem_mib": None,
-           "precision": None, "error": None}
+           "precision": None, "error": None, "step_time_ms": None, "compiled": None,
+           "compile_time_s": None, "compiled_graphs": None}
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -99,6 +107,8 @@ def measured_run(args, name: str, cell: list[str]) -> dict:
         row["status"] = result["status"]
         row["error"] = result.get("error")
         row["precision"] = result.get("precision")
+        for key in ("step_time_ms", "compiled", "compile_time_s", "compiled_graphs"):
+            row[key] = result.get(key)
         rows = [json.loads(line) for line in
                 (run_folder(cfg) / paths.METRICS).read_text().splitlines()]
         row["epoch_time_s"] = rows[-1]["epoch_time_s"] if rows else None
@@ -123,15 +133,29 @@ def ddp_child(cell: list[str]) -> None:
         peak = torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else None
         print(json.dumps({"status": result["status"], "error": result.get("error"),
                           "precision": result.get("precision"), "peak_mem_mib": peak,
-                          "backend": dist.get_backend()}))
+                          "backend": dist.get_backend(), "compiled": result.get("compiled"),
+                          "compiled_graphs": result.get("compiled_graphs")}))
     finally:
         dist.destroy_process_group()
 
 
-def ddp_run(args, cell: list[str]) -> dict:
+def compiled_run(args, model: str, method: str) -> dict:
+    """One method compiled on ``model``: the row of its masked-engine cell at the first amp
+    setting, with ``compile: true``; the report sets it beside that eager cell."""
+    amp = args.amp[0]
+    row = measured_run(args, f"{model} {method} amp={amp} compiled",
+                       overrides(args, model, method, amp, "masked")
+                       + ["compile=true", f"compile_backend={args.compile_backend}"])
+    row.update(compiled_cell=True, eager_twin=f"{model} {method} amp={amp}")
+    if row["status"] == "completed" and not row["compiled"]:
+        row.update(status="failed", error="compile: true, yet the run ran eager")
+    return row
+
+
+def ddp_run(args, cell: list[str], suffix: str = "") -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO), "MASTER_ADDR": "127.0.0.1",
            "MASTER_PORT": str(_free_port())}
-    row = {"run": f"ddp {'nccl' if args.device == 'cuda' else 'gloo'} 1 rank", "status": "failed",
+    row = {"run": f"ddp {'nccl' if args.device == 'cuda' else 'gloo'} 1 rank{suffix}", "status": "failed",
            "epoch_time_s": None, "peak_mem_mib": None, "precision": None, "error": None}
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, __file__, DDP_CHILD, *cell], capture_output=True,
@@ -140,7 +164,10 @@ def ddp_run(args, cell: list[str]) -> dict:
     try:
         child = json.loads(lines[-1])
         row.update(status=child["status"], error=child["error"], precision=child["precision"],
-                   peak_mem_mib=child["peak_mem_mib"])
+                   peak_mem_mib=child["peak_mem_mib"], compiled=child.get("compiled"),
+                   compiled_graphs=child.get("compiled_graphs"))
+        if "compile=true" in cell and row["status"] == "completed" and not row["compiled"]:
+            row.update(status="failed", error="compile: true, yet the run ran eager")
     except (IndexError, ValueError):
         row["error"] = (out.stderr.strip().splitlines() or ["no output"])[-1][:300]
     row["epoch_time_s"] = time.perf_counter() - t0   # the whole process: start-up included
@@ -191,6 +218,26 @@ def _cell(value, fmt: str) -> str:
     return "" if value is None else format(value, fmt)
 
 
+def compiled_table(rows: list[dict]) -> list[str]:
+    """Compiled cells beside their eager twins: median step times, ratio, compile cost."""
+    by_name = {r["run"]: r for r in rows}
+    lines = ["", "Compiled cells (median step time of the one epoch; the eager twin is the cell "
+             "with the same model, method and amp):", "",
+             "| run | status | eager step (ms) | compiled step (ms) | compiled/eager | "
+             "compile time (s) | graphs | error |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if not r.get("compiled_cell"):
+            continue
+        eager = by_name.get(r["eager_twin"], {})
+        e, c = eager.get("step_time_ms"), r.get("step_time_ms")
+        ratio = c / e if e and c else None
+        lines.append(f"| {r['run']} | {r['status']} | {_cell(e, '.2f')} | {_cell(c, '.2f')} | "
+                     f"{_cell(ratio, '.3f')} | {_cell(r.get('compile_time_s'), '.1f')} | "
+                     f"{_cell(r.get('compiled_graphs'), 'd')} | "
+                     f"{(r['error'] or '').replace('|', '/')} |")
+    return lines
+
+
 def report(rows: list[dict], args, wall_s: float) -> str:
     device = (f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})" if args.device == "cuda"
               else "CPU")
@@ -211,6 +258,8 @@ def report(rows: list[dict], args, wall_s: float) -> str:
                      f"{_cell(r['peak_mem_mib'], '.0f')} | {p.get('amp') or ('fp32' if p else '')} | "
                      f"{tf32} | {p.get('cudnn_benchmark', '')} | {p.get('channels_last', '')} | "
                      f"{p.get('deterministic_algorithms', '')} | {(r['error'] or '').replace('|', '/')} |")
+    if any(r.get("compiled_cell") for r in rows):
+        lines += compiled_table(rows)
     return "\n".join(lines) + "\n"
 
 
@@ -240,14 +289,22 @@ def main(argv=None) -> int:
                 for amp in args.amp:
                     rows.append(measured_run(args, f"{model} {method} amp={amp}",
                                              overrides(args, model, method, amp, "masked")))
+            if model in COMPILE_MODELS and not args.no_compile:
+                for method in names:
+                    rows.append(compiled_run(args, model, method))
             for method in (m for m in SPARSE_ENGINE_METHODS if m in names):
                 rows.append(measured_run(args, f"{model} {method} sparse engine",
                                          overrides(args, model, method, args.amp[0], "sparse")))
             print(f"gpu-check: {model} done ({len(rows)} runs, "
                   f"{time.perf_counter() - t0:.0f} s)", flush=True)
         if not args.no_ddp:
-            rows.append(ddp_run(args, overrides(args, args.models[0], "rigl" if "rigl" in names
-                                                else names[0], args.amp[0], "masked")))
+            ddp_cell = overrides(args, args.models[0], "rigl" if "rigl" in names else names[0],
+                                 args.amp[0], "masked")
+            rows.append(ddp_run(args, ddp_cell))
+            if not args.no_compile:   # DDP, then torch.compile (the order torch documents)
+                rows.append(ddp_run(args, ddp_cell + ["compile=true",
+                                                      f"compile_backend={args.compile_backend}"],
+                                    suffix=" compiled"))
     if not args.no_benchmarks:
         rows.append(benchmark(args, "sparse_layer.py", []))
         rows.append(benchmark(args, "sparse_conv.py", []))

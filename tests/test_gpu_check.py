@@ -48,13 +48,17 @@ def test_an_unknown_method_is_one_line_and_exit_2(tmp_path):
 def test_a_tiny_check_on_the_cpu_writes_the_report(tmp_path):
     out = run(["--device", "cpu", "--models", "simple_vit_tiny", "--width", "0.0625",
                "--methods", "static", "--amp", "bf16", "--train", "100", "--test", "50",
-               "--batch", "50", "--no-benchmarks"], tmp_path)
+               "--batch", "50", "--no-benchmarks", "--compile-backend", "aot_eager"], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     folder = tmp_path / "results" / "gpu_check"
     runs = json.loads((folder / "report.json").read_text())["runs"]
-    assert [r["run"] for r in runs] == ["simple_vit_tiny static amp=bf16",
-                                        "simple_vit_tiny static sparse engine", "ddp gloo 1 rank"]
+    assert [r["run"] for r in runs] == [
+        "simple_vit_tiny static amp=bf16", "simple_vit_tiny static amp=bf16 compiled",
+        "simple_vit_tiny static sparse engine", "ddp gloo 1 rank", "ddp gloo 1 rank compiled"]
     assert all(r["status"] == "completed" and r["epoch_time_s"] > 0 for r in runs)
     assert all(r["precision"]["amp"] == "bf16" and r["precision"]["channels_last"] for r in runs)
+    assert [r["compiled"] for r in runs] == [False, True, False, False, True]
+    assert runs[1]["compiled_graphs"] >= 1 and runs[4]["compiled_graphs"] >= 1
     table = (folder / "report.md").read_text()
-    assert table.count("| completed |") == 3 and "NOT CIFAR" in table
+    assert table.count("| completed |") == 5 and "NOT CIFAR" in table
+    assert "| simple_vit_tiny static amp=bf16 compiled | completed |" in table

@@ -175,6 +175,12 @@ class RunConfig:
     cudnn_benchmark: bool = field(default=False, metadata={"help": "cuDNN autotuner (CUDA)"})
     channels_last: bool | str = choice("auto", ("auto", True, False),
                                        "image models and batches channels-last: auto = on CUDA")
+    # torch.compile of the training step's forward and backward (sparsebench.training.compile)
+    compile: bool | str = choice(False, (False, True, "auto"),
+                                 "torch.compile the training steps: auto = on CUDA for runs of at "
+                                 "least training.compile.AUTO_MIN_STEPS steps")
+    compile_backend: str = choice("inductor", ("inductor", "aot_eager", "eager"),
+                                  "torch.compile backend (aot_eager/eager: tracing checks only)")
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     save_final: bool = field(default=True, metadata={
@@ -183,6 +189,9 @@ class RunConfig:
 
 # Fields that do not change what a run computes, so they stay out of its run_id.
 UNHASHED_FIELDS = ("sweep", "progress", "tracking", "save_final")
+# Fields added after results existed: left out of the hash while at their default, so every
+# earlier run keeps its run_id (and a compiled run gets its own).
+HASHED_UNLESS_DEFAULT = {"compile": False, "compile_backend": "inductor"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,5 +348,8 @@ def run_id(cfg: RunConfig) -> str:
     d = to_dict(cfg)
     for key in UNHASHED_FIELDS:
         d.pop(key, None)
+    for key, default in HASHED_UNLESS_DEFAULT.items():
+        if d.get(key, default) == default:
+            d.pop(key, None)
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -37,6 +37,7 @@ import torch
 from ..config.schema import ConfigError, checked, choice, fraction
 from .engine import SparsityEngine
 from .protocol import PrunableLayer
+from .selection import members
 
 if TYPE_CHECKING:  # imports point one way: methods build on sparsity, not the reverse
     from ..methods import StepContext
@@ -251,8 +252,8 @@ def _swap(engine: SparsityEngine, dropped: Mapping[str, torch.Tensor],
     for name in dropped:
         layer, d, g = engine.by_name[name], dropped[name], grown.get(name)
         g = d[:0] if g is None else g.to(d.device)
-        engine.prune(layer, d[~torch.isin(d, g)])
-        engine.grow(layer, g[~torch.isin(g, d)])
+        engine.prune(layer, d[~members(d, g)])
+        engine.grow(layer, g[~members(g, d)])
 
 
 def replace_smallest(engine: SparsityEngine, drop_fraction: float, *, scope: str,
@@ -290,7 +291,7 @@ def grow_then_prune(engine: SparsityEngine, grown: Mapping[str, torch.Tensor],
         idx = layer.active_indices()
         score = layer.active_values().abs().float()
         if layer.name in grown:
-            score[torch.isin(idx, grown[layer.name])] = float("inf")  # protected this update
+            score[members(idx, grown[layer.name])] = float("inf")  # protected
         active[layer.name], scores[layer.name] = idx, score
     if isinstance(keep, int):
         excess = sum(idx.numel() for idx in active.values()) - keep

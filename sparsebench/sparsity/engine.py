@@ -38,6 +38,7 @@ from torch import nn
 from .distributions import active_counts, layer_densities
 from .masked_layer import MaskedLayer
 from .protocol import PrunableLayer
+from .selection import top_k
 from .sparse_layer import materialize, supports, swap_in
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv2d)
@@ -156,11 +157,9 @@ class SparsityEngine:
             return torch.ones_like(score, dtype=torch.bool)
         if k <= 0:
             return torch.zeros_like(score, dtype=torch.bool)
-        # The k-th largest value is a threshold (O(n)); ties at it fall back to an exact top-k.
-        keep = flat >= flat.kthvalue(flat.numel() - k + 1).values
-        if int(keep.sum()) != k:
-            keep = torch.zeros_like(keep)
-            keep[torch.topk(flat, k, sorted=False).indices] = True
+        # torch.topk's set (the k largest, or its own choice among ties at the k-th value)
+        keep = torch.zeros_like(flat, dtype=torch.bool)
+        keep[top_k(flat, k)] = True
         return keep.view(score.shape)
 
     @staticmethod
@@ -284,7 +283,7 @@ def _global_topk(scores: Mapping[str, torch.Tensor], k: int, *, largest: bool) -
     flat = torch.cat([scores[n].detach().flatten().float().cpu() for n in names]) if names \
         else torch.zeros(0)
     k = min(k, int(torch.isfinite(flat).sum()))
-    top = torch.topk(flat, k, largest=largest, sorted=False).indices
+    top = top_k(flat, k, largest=largest)
     out, offset = {}, 0
     for n in names:
         size = scores[n].numel()

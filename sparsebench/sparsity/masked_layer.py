@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .protocol import Candidates, PrunableLayer, put, take
+from .selection import top_k
 
 
 @dataclass(eq=False)
@@ -136,7 +137,7 @@ class MaskedLayer(PrunableLayer):
         eligible = self._eligible(also)
         k = min(k, int(eligible.sum()))
         masked = score.detach().flatten().float().masked_fill(~eligible, float("-inf"))
-        return torch.topk(masked, k, largest=True, sorted=False).indices
+        return top_k(masked, k, largest=True)
 
     def random_inactive(self, k: int, generator: torch.Generator,
                         also: torch.Tensor | None = None) -> torch.Tensor:
@@ -158,13 +159,23 @@ class MaskedLayer(PrunableLayer):
         state = optimizer.state.get(self.weight, {})
         return [v for v in state.values() if torch.is_tensor(v) and v.shape == self.weight.shape]
 
+    def _mask_changed_at(self, idx: torch.Tensor, active: bool) -> None:
+        """:meth:`mask_changed` after the mask changed at ``idx`` alone: the float mask is
+        written there (O(k), not a conversion of the whole mask); a separate gradient mask
+        (Top-KAST) is rebuilt."""
+        if self.grad_mask is not None:
+            self.mask_changed()
+            return
+        self._n_active = None
+        put(self._float_mask, idx, 1.0 if active else 0.0)   # also _float_grad_mask (the same)
+
     @torch.no_grad()
     def prune(self, idx: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> None:
         put(self.mask, idx, False)
         put(self.weight, idx, 0.0)
         for state in self._state_tensors(optimizer):
             put(state, idx, 0.0)
-        self.mask_changed()
+        self._mask_changed_at(idx, False)
 
     @torch.no_grad()
     def grow(self, idx: torch.Tensor, values: torch.Tensor | None,
@@ -173,7 +184,7 @@ class MaskedLayer(PrunableLayer):
         put(self.weight, idx, 0.0 if values is None else values)
         for state in self._state_tensors(optimizer):
             put(state, idx, 0.0)
-        self.mask_changed()
+        self._mask_changed_at(idx, True)
 
     @torch.no_grad()
     def set_active(self, idx: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> None:

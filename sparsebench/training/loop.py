@@ -33,6 +33,7 @@ from .schedules import build_optimizer, build_scheduler
 from ..scoring import ScoreBatches
 from ..sparsity.init import apply_init
 from ..sparsity.engine import build_engine
+from . import compile as compiling
 from .callbacks import Callback, ProgressBar, StepEnd
 from .device import resolve_device
 from .precision import Precision
@@ -109,6 +110,9 @@ class Trainer:
                                  total_steps=self.total_steps,
                                  steps_per_epoch=self.steps_per_epoch, seed=cfg.seed)
         self.rounds = self.method.rounds()
+        self.compile = compiling.decide(cfg.compile, device=self.device, engine=cfg.sparsity.engine,
+                                        total_steps=self.rounds * self.total_steps)
+        self.log(self.compile.note)
         self.reset_optimizer()
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
         self.flop_model = FlopModel(self.model, self.engine, info.in_shape, self.device)
@@ -117,7 +121,8 @@ class Trainer:
             samples_per_class=getattr(self.method.params, "score_samples_per_class", 0),
             num_classes=info.num_classes, seed=cfg.seed, flop_model=self.flop_model,
             loss_fn=self.loss_fn, autocast=self.autocast, prepare=self._inputs)
-        self._train_model = None   # DDP with several ranks: see train_model
+        self._train_model = None   # DDP with several ranks, compiled: see train_model
+        self._hook_model = None    # the same without compiling: what method hooks see
         self.check_masks = distributed.check_masks_enabled()
         self.devices = distributed.devices(self.device)  # every rank's (a collective: not in result())
         self.progress = Progress()
@@ -137,10 +142,18 @@ class Trainer:
 
     @property
     def train_model(self) -> nn.Module:
-        """The module steps run through (DDP with several ranks), wrapped at its first use: after
-        the checkpoint was loaded or the first masks drawn, so DDP starts from that state."""
+        """The module steps run through (DDP with several ranks, then torch.compile under
+        ``compile``), wrapped at its first use: after the checkpoint was loaded or the first masks
+        drawn, so DDP starts from that state."""
         if self._train_model is None:
-            self._train_model = distributed.wrap(self.model, self.device)
+            self._hook_model = distributed.wrap(self.model, self.device)
+            self._train_model = compiling.wrap(self._hook_model, self.compile,
+                                               self.cfg.compile_backend)
+        return self._train_model
+
+    @property
+    def step_model(self):
+        """The module steps have run through (None before the first step)."""
         return self._train_model
 
     # ---- pieces of the loop ------------------------------------------------------------------
@@ -242,7 +255,8 @@ class Trainer:
         seen = 0
         ctx = methods.StepContext(step=p.step - round_start, epoch=epoch,
                                   total_steps=self.total_steps,
-                                  steps_per_epoch=self.steps_per_epoch, model=model, round=round_,
+                                  steps_per_epoch=self.steps_per_epoch, model=self._hook_model,
+                                  round=round_,
                                   scoring=self.scoring)
         # Per step, from the end of the previous one: fetching the batch included.
         t_epoch = t_last = time.perf_counter()
@@ -398,5 +412,6 @@ class Trainer:
                      + (f" of round {p.round + 1}" if self.rounds > 1 else ""))
             raise
         finally:
+            compiling.close(self._train_model)
             for callback in self.callbacks:
                 callback.on_run_end(self, status)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .. import distributed, methods
+from . import compile as compiling
 from ..storage import paths
 from ..config.schema import ConfigError, RunConfig, run_id, to_dict
 
@@ -112,6 +113,7 @@ def run_result(trainer: "Trainer", status: str, error: str | None, started_at: s
         "mask_updates": p.mask_updates,
         "device": str(trainer.device),
         "precision": trainer.precision.record(),
+        **compiling.record(trainer.step_model, trainer.compile),
         "mask_sha256": distributed.mask_digest(trainer.engine),  # the final topology
         "world_size": trainer.world.size,
         "devices": trainer.devices,
