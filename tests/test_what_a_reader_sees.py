@@ -106,6 +106,9 @@ def test_non_linear_axes_say_so_and_sparsity_bands_stay_on_the_axis(root):
     lo, hi = plotting.sd_within_range([99.0, 100.0, 100.0])  # mean + std would pass 100 %
     assert hi == 100.0 and lo == pytest.approx(100 - 1 / 3 - (1 / 3) ** 0.5)
     assert plotting.sd_within_range([5.0]) == (5.0, 5.0)
+    equal = [91.27555772777217] * 3  # their mean rounds one ulp above them
+    lo, hi = plotting.sd_within_range(equal)
+    assert lo <= pd.Series(equal).mean() <= hi  # seaborn's mean, inside the band it draws
     first, second, *_ = MLP_LAYERS  # a dense-ish layer: mean - std would pass below 0 %
     for seed, dens in ((0, {first: 1.0, second: 0.001}), (1, {first: 0.7, second: 0.0})):
         write_run(root, "band", "static", 0.1, seed, acc=80.0, layer_densities=dens)

@@ -185,7 +185,9 @@ def sd_within_range(values) -> tuple[float, float]:
     what was measured, off the axis."""
     v = np.asarray(values, dtype=float)
     mean, sd = v.mean(), (v.std(ddof=1) if v.size > 1 else 0.0)
-    return max(v.min(), mean - sd), min(v.max(), mean + sd)
+    # The mean of equal values can round one ulp past them (3 x 91.27555772777217), and
+    # matplotlib refuses a bar whose end lies inside the mean: the band always holds the mean.
+    return min(max(v.min(), mean - sd), mean), max(min(v.max(), mean + sd), mean)
 
 
 def coinciding(rows, hue: str, x: str, y: str, order: list | None = None) -> list[list[str]]:
