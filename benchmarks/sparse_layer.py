@@ -6,21 +6,9 @@ CSR, forward only. Here every candidate layout for an always-sparse linear layer
 the forward pass and for forward + backward (input gradient and the weight gradient at the
 active positions):
 
-======================  =============================================================================
-``dense``               ``x @ W.T`` with a dense W (autograd: dense dX and dense dW)
-``coo``                 ``torch.sparse.mm`` with a COO W, torch's own autograd (its weight gradient
-                        is the dense product masked afterwards)
-``csr``                 ``torch.sparse.mm`` with a CSR W, torch's own autograd (sampled weight
-                        gradient; the input gradient multiplies by the transposed CSR view)
-``gather``              no sparse tensor: gather the input columns of every active connection and
-                        ``index_add_`` them into the output rows; backward by the same
-                        gather-and-reduce, chunked (``GATHER_CHUNK`` connections at a time)
-``sparse_layer``        :class:`sparsebench.sparsity.sparse_linear.SparseLinear`, the layer the
-                        sparse engine uses, on its C kernels (``sparsebench.sparsity.native``): CSR
-                        forward, and one pass over the active connections for dW and dX
-``sparse_layer_torch``  the same layer on torch's kernels (``SPARSEBENCH_NATIVE=0``, or no C
-                        compiler): MKL's CSR forward, CSR of Wᵀ for dX, ``sampled_addmm`` for dW
-======================  =============================================================================
+Every variant (dense, coo, csr, gather, sparse_layer, sparse_layer_torch) is described, and
+measured, in :mod:`sparsebench.paper.kernel_bench`, which ships in the package so that a wheel
+can draw figure 8; this script adds the headline ratio and the figure.
 
 The sparse layer's input and output gradient are given in the layout a neighbouring sparse
 layer produces (batch index fastest, ``x.t()`` contiguous); the other variants get row-major
