@@ -68,7 +68,7 @@ CASES = [
     ("base file missing", _with(base="configs/nope.yaml"), [], "base: config file not found"),
     ("not YAML", "name: broken\ngrid: {density: [0.1\n", [], "not valid YAML"),
     ("override of an unknown key", GOOD, ["densty=0.1"],
-     "densty: unknown field; allowed: amp, channels_last, cudnn_benchmark, data, density, device, epochs, method, model, optim, progress, protocol, save_final, seed, sparsity, sweep, tf32, tracking (set on the command line: densty=0.1)"),
+     "densty: unknown field; allowed: amp, channels_last, compile, compile_backend, cudnn_benchmark, data, density, device, epochs, method, model, optim, progress, protocol, save_final, seed, sparsity, sweep, tf32, tracking (set on the command line: densty=0.1)"),
     ("override with a bad value", GOOD, ["epochs=0"], "epochs: got 0"),
     ("override without =", GOOD, ["epochs"], "epochs: an override must look like key=value"),
     ("override of the sweep name", GOOD, ["sweep=other"], "sweep: the sweep's name sets it"),

@@ -196,9 +196,11 @@ def _epochs_lasting(seconds: float, overrides: dict, scratch, monkeypatch) -> in
     return max(20, min(1000, math.ceil(seconds / per_epoch)))
 
 
+@pytest.mark.timeout(600)  # at least two 1-minute allocations, and a reference run beside them
 def test_a_run_longer_than_its_time_limit_is_requeued_and_resumes(slurm_cluster, write_sweep,
                                                                  tmp_path, monkeypatch):
-    """A run of about 45 s under a 1-minute SLURM limit with USR2 20 s before it: SLURM checks
+    """A run of about 80 s under a 1-minute SLURM limit with USR2 20 s before it (longer than one
+    allocation: the run trains on after the warning, so a shorter one could finish in it): SLURM checks
     time limits every 30 s, so the signal comes 10 to 40 s after the job starts, on a loaded
     node often during its start-up; the run trains on and requeues at its last epoch boundary
     before the limit (sparsebench.launch.requeue), and resumes from that epoch's checkpoint
@@ -207,7 +209,7 @@ def test_a_run_longer_than_its_time_limit_is_requeued_and_resumes(slurm_cluster,
     job instead of submitting it again."""
     slurm_root = paths.results_root()
     overrides = {"data.train_subset": 8192, "method.name": "static", "density": 0.1}
-    epochs = _epochs_lasting(45, overrides, tmp_path / "calibration", monkeypatch)
+    epochs = _epochs_lasting(80, overrides, tmp_path / "calibration", monkeypatch)
     monkeypatch.setenv("SPARSEBENCH_RESULTS", str(slurm_root))
     path = write_sweep("requeue", {
         "base": "configs/fmnist_mlp.yaml",

@@ -69,6 +69,6 @@ def test_the_command_lists_its_subcommands_and_rejects_others(tmp_path):
     assert bare.returncode == 2 and all(c in bare.stderr for c in ("train", "sweep", "report", "paper"))
     unknown = sparsebench("swep", "fmnist_smoke", cwd=tmp_path)
     assert unknown.returncode == 2
-    assert unknown.stderr.strip() == "error: unknown command 'swep'; allowed: train, sweep, report, paper"
+    assert unknown.stderr.strip() == "error: unknown command 'swep'; allowed: train, sweep, report, paper, list"
     helped = sparsebench("report", "--help", cwd=tmp_path)
     assert helped.returncode == 0 and "--paper" in helped.stdout  # sparsebench.report's own parser
