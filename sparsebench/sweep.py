@@ -272,7 +272,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
-    warn_method_problems()
 
     executor = args.executor
     if executor == "auto":
@@ -287,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         # A plan needs no data: a dry run checks everything else, then says what the data
         # check found (on a login node the data usually lives on the compute nodes only).
         preflight_cells(sweep, data=not (args.skip_data_check or args.dry_run), device=device_here)
+    # After the config's own check: a run that asks for a clashing method has already stopped
+    # with one line naming the files; the others go on and say which files clash.
+    warn_method_problems()
     data_note = "data: not checked (--skip-data-check); each run checks it where it starts"
     if args.dry_run and not args.skip_data_check:
         try:

@@ -41,13 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config and its run folder, then exit")
     args = parser.parse_args(argv)
-    warn_method_problems()
     with config_errors_exit(args.config):
         check_unique_overrides(args.overrides)
         cfg = resolve.load(paths.config_file(args.config), args.overrides)
         distributed.validate(cfg, distributed.launched_world_size())  # torchrun, SLURM tasks
         if not args.print_config:
             preflight.check(cfg)
+    warn_method_problems()   # after the check: a clash this run asks for stopped it in one line
     if args.print_config:
         from .config.schema import to_dict
         import yaml

@@ -127,6 +127,30 @@ def test_table1_spans_both_sweeps_in_the_papers_layout(fake):
     assert ev.counts()["missing"] == 4  # static, seed 1, on MNIST: 2 models x 2 densities
 
 
+def test_table1_splits_runs_of_different_budgets_into_rows_of_their_own(fake):
+    """A sweep whose cells differ in a field that is not one of the table's axes (here its grid
+    adds ``epochs: [2, 3]``) never averages them into one cell: ``epochs`` becomes a column
+    beside the method, each value a row of its own, each compared within its own column."""
+    root, lib, folder = fake
+    path = folder / "cifar10_densities.yaml"
+    path.write_text(path.read_text() + "  epochs: [2, 3]\n")
+    land(root, folder, "cifar10_densities")
+    land(root, folder, "cifar100_densities")
+    table = tables.table1(lib.evidence(BY_ID["table1"].sources), ctx(published=published.load()))
+    lines = [line for line in table.markdown.splitlines() if line.startswith("|")]
+    columns = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert columns[:2] == ["method", "epochs"]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    gse = {r[1]: r[2] for r in rows if r[0] == "GSE (uniform)"}
+    assert set(gse) == {"2", "3"}
+    for epochs, text in gse.items():   # seeds 0 and 1 of that budget only: std 0.71
+        mean = accuracy_of("fashion_mnist", "mlp", "gse (uniform)", 0.1, epochs=int(epochs)) + 0.5
+        assert text.strip("*") == f"{mean:.2f} ± 0.71"
+    assert "epochs: 2, 3" in table.markdown
+    csv = table.csv[(table.csv["method"] == "GSE (uniform)") & (table.csv["dataset"] == "fashion_mnist")]
+    assert sorted(set(csv["epochs"])) == [2, 3] and set(csv["n"]) == {2}
+
+
 def test_published_numbers_file_holds_the_issues_values():
     df = published.load()
     t3 = df[df["artifact"] == "table3"]

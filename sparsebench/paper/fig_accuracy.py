@@ -12,8 +12,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from ..reporting.plotting import (ACCURACY, SkipFigure, figure, figure_legend, sparsity_text,
-    spread_text, theme)
+from ..reporting.plotting import (ACCURACY, SkipFigure, figure, figure_legend, reference_line,
+    sparsity_text, spread_text, theme)
 from ..reporting.plotting import title as figure_title
 from .names import SAMPLERS
 from .plotting import Drawn, colors_for, runs_per_point, with_paper_names
@@ -47,11 +47,7 @@ def gamma(done: pd.DataFrame, names) -> Drawn:
             counts += rows.groupby(["sampler", "method.subset_factor"]).size().tolist()
             ref = rigl[(rigl["dataset"] == dataset) & (rigl["model"] == model)
                        & ((rigl["density"] - density).abs() < 1e-12)]["final_test_acc"]
-            if len(ref):
-                mean, std = ref.mean(), ref.std(ddof=1) if len(ref) > 1 else 0.0
-                ax.axhline(mean, color=colors["RigL"], linestyle="--", label="RigL")
-                if std > 0:
-                    ax.axhspan(mean - std, mean + std, color=colors["RigL"], alpha=0.15, lw=0)
+            if reference_line(ax, ref, colors["RigL"], "RigL"):
                 counts.append(len(ref))
             ax.set_xscale("log", base=2)
             ax.xaxis.set_major_locator(FixedLocator(gammas))

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..reporting import tables as base
-from ..reporting.cells import differences
+from ..reporting.cells import differences, display_name, extra_keys
 from ..reporting.tables import (LATEX, MARKDOWN, Style, accuracy_text, latex_escape, to_latex,
     to_markdown)
 from . import published as pub
@@ -108,9 +108,22 @@ def _beside(what: str, ours_row, paper: pub.Published | None, comparable: bool) 
 # ---------------------------------------------------------------------------------------------
 # table 1
 
+def _split_by(runs: pd.DataFrame) -> list[str]:
+    """The config fields (display names) that split table 1's rows: every field that differs
+    between its runs (:func:`sparsebench.reporting.cells.extra_keys`), so runs of different
+    budgets are never averaged into one cell; each becomes a column beside the method."""
+    return [display_name(k) for k in extra_keys(runs)] if len(runs) else []
+
+
+def _value(v) -> str:
+    return "—" if v is None or (isinstance(v, float) and v != v) else (
+        f"{v:g}" if isinstance(v, float) else str(v))
+
+
 def table1(ev, ctx) -> Table:
     names = ctx.names
-    table = cells(ev.runs)
+    split = _split_by(ev.runs)
+    table = cells(ev.runs, ["config." + k for k in split])
     exp = ev.expected
     datasets = list(dict.fromkeys(exp["data.name"])) if len(exp) else []
     columns = []  # (dataset, model, density) for the sparse densities, as the sweeps define them
@@ -124,24 +137,40 @@ def table1(ev, ctx) -> Table:
                     key=method_rank)
     not_in_sweeps = [names.method(m) for m in labels
                      if m in METHODS and not (exp.get("method_label", pd.Series()) == m).any()]
+    # Rows: (method, values of the splitting fields); a method with no runs gets one row.
+    rows = []
+    for label in labels:
+        mine = table[table["method_label"] == label][split].drop_duplicates() if split else []
+        rows += [(label, tuple(v)) for v in mine.itertuples(index=False)] if len(mine) \
+            else [(label, (None,) * len(split))]
 
-    def cell(label, dataset, model, density):
+    def cell(row, dataset, model, density):
+        label, values = row
         d = 1.0 if label == "dense" else density
-        return _lookup(table, method_label=label, dataset=dataset, model=model, density=d)
+        found = _lookup(table, method_label=label, dataset=dataset, model=model, density=d)
+        if found is None or not split:
+            return found
+        match = table[(table["method_label"] == label) & (table["dataset"] == dataset)
+                      & (table["model"] == model) & ((table["density"] - d).abs() < 1e-9)]
+        for key, value in zip(split, values):
+            match = match[match[key].isna()] if _value(value) == "—" else match[match[key] == value]
+        return None if match.empty else match.iloc[0]
 
-    def tied(label, col) -> bool:  # not significantly below the column's best sparse method
-        row = cell(label, *col)
-        return label != "dense" and row is not None and row["tied_with_best"] is True
+    def tied(row, col) -> bool:  # not significantly below the column's best sparse method
+        found = cell(row, *col)
+        return row[0] != "dense" and found is not None and found["tied_with_best"] is True
 
     def header(col, style):
         dataset, model, density = col
         return (names.dataset(dataset), names.model(model), sparsity_text(density))
 
     def frame(style: Style, multi: bool) -> pd.DataFrame:
-        data = {("", "", "method") if multi else "method": [names.method(m) for m in labels]}
+        data = {("", "", "method") if multi else "method": [names.method(m) for m, _ in rows]}
+        for i, key in enumerate(split):
+            data[("", "", key) if multi else key] = [_value(values[i]) for _, values in rows]
         for col in columns:
             key = header(col, style) if multi else " · ".join(header(col, style))
-            data[key] = [_text(cell(m, *col), style, bold=tied(m, col)) for m in labels]
+            data[key] = [_text(cell(r, *col), style, bold=tied(r, col)) for r in rows]
         out = pd.DataFrame(data)
         if multi:
             out.columns = pd.MultiIndex.from_tuples(list(data))
@@ -152,13 +181,13 @@ def table1(ev, ctx) -> Table:
                "of its model")
     csv_rows, beside = [], []
     for col in columns:
-        for m in labels:
-            row = cell(m, *col)
+        for r in rows:
+            m, row = r[0], cell(r, *col)
             paper = pub.lookup(ctx.published, "table1", **ctx.paper_keys(dict(
                 dataset=col[0], model=col[1], method=m,
                 sparsity=0.0 if m == "dense" else round(1 - col[2], 9))))
             csv_rows.append({"dataset": col[0], "model": col[1], "sparsity": round(1 - col[2], 9),
-                             "method": names.method(m), **_numbers(row),
+                             "method": names.method(m), **dict(zip(split, r[1])), **_numbers(row),
                              "paper": paper.value if paper else None,
                              "paper_pm": paper.pm if paper else None})
             if paper:

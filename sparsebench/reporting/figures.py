@@ -24,8 +24,8 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from ..storage import paths
 from .plotting import (ACCURACY, DENSE, SkipFigure, coincide_note, coinciding, figure,
-    figure_legend, log_axis, method_colors, save_figure, sd_within_range, sparsity_text,
-    sparsity_x_axis, sparsity_y_axis, spread_text, theme)
+    figure_legend, log_axis, method_colors, reference_line, save_figure, sd_within_range,
+    sparsity_text, sparsity_x_axis, sparsity_y_axis, spread_text, theme)
 from .plotting import title as figure_title
 from .results import completed, layer_table, load_metrics
 from .tables import extra_keys, panel_label
@@ -102,14 +102,8 @@ def accuracy_vs_density(df: pd.DataFrame) -> Figure:
 
 
 def _dense_band(ax, rows: pd.DataFrame, colors: dict) -> None:
-    dense = rows.loc[rows["method"] == DENSE, "final_test_acc"]
-    if dense.empty:
-        return
-    mean, std = dense.mean(), dense.std(ddof=1) if len(dense) > 1 else 0.0
-    color = colors.get(DENSE, "0.3")
-    ax.axhline(mean, color=color, linestyle="--", linewidth=1.2, label=DENSE)
-    if std > 0:
-        ax.axhspan(mean - std, mean + std, color=color, alpha=0.15, linewidth=0)
+    reference_line(ax, rows.loc[rows["method"] == DENSE, "final_test_acc"],
+                   colors.get(DENSE, "0.3"), DENSE, linewidth=1.2)
 
 
 def _tradeoff(df: pd.DataFrame, x: str, xlabel: str, heading: tuple[str, str], what: str) -> Figure:

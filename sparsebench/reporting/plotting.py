@@ -179,6 +179,20 @@ def _from_nines(y):
     return 100 * (1 - 10 ** -np.asarray(y, dtype=float))
 
 
+def reference_line(ax, values, color, label: str, **line) -> int:
+    """A reference method's mean over ``values`` as a horizontal line, with a ± std band where
+    it has two or more values (dense in the sweep figures, RigL in the paper's γ figure);
+    returns how many values it averaged (0: nothing drawn)."""
+    values = np.asarray(values, dtype=float)
+    if not values.size:
+        return 0
+    mean, std = values.mean(), (values.std(ddof=1) if values.size > 1 else 0.0)
+    ax.axhline(mean, color=color, linestyle="--", label=label, **line)
+    if std > 0:
+        ax.axhspan(mean - std, mean + std, color=color, alpha=0.15, linewidth=0)
+    return int(values.size)
+
+
 def sd_within_range(values) -> tuple[float, float]:
     """A ``mean ± std`` band (seaborn's ``errorbar=``) clipped to the values' own range, so that
     on a bounded or non-linear axis (sparsity up to 100 %, the nines scale) it never runs past
