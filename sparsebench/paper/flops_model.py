@@ -103,7 +103,6 @@ def sparsity_tick(density: float) -> str:
 
 def figure(data: pd.DataFrame, model: str = "resnet50", dataset: str = "ImageNet",
            delta_t: int = DELTA_T) -> Figure:
-    import seaborn as sns
     from matplotlib.ticker import FixedLocator, FuncFormatter
 
     fig = Figure(figsize=(6.4, 4.4), layout="constrained")

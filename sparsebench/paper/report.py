@@ -24,7 +24,7 @@ import pandas as pd
 
 from ..storage import atomic, paths
 from ..reporting.plotting import SkipFigure, save_figure
-from ..reporting.tables import to_markdown
+from ..reporting.text import to_markdown
 from . import flops_model, kernels, published
 from .artifacts import ARTIFACTS, Artifact
 from .names import Names

@@ -26,7 +26,7 @@ import pandas as pd
 
 from ..reporting import tables as base
 from ..reporting.cells import differences, display_name, extra_keys
-from ..reporting.tables import (LATEX, MARKDOWN, Style, accuracy_text, latex_escape, to_latex,
+from ..reporting.text import (LATEX, MARKDOWN, Style, accuracy_text, latex_escape, to_latex,
     to_markdown)
 from . import published as pub
 from ..reporting.plotting import sparsity_text

@@ -4,7 +4,8 @@
 ``cells`` says which runs a table averages and which cells it compares; ``statistics`` how
 sure each comparison is (t-intervals, Welch with Holm, power, ranks; scipy, statsmodels and
 scikit-posthocs, imported here only, never by training); ``tables``, ``comparisons`` and
-``figures`` make the report's tables and figures from those rows; ``plotting``
+``figures`` make the report's tables and figures from those rows; ``text`` spells a table's
+numbers in Markdown, LaTeX and CSV text; ``plotting``
 is the one plotting kit and palette every figure (the paper's too) is drawn with; ``spread``
 says how sure a benchmark number is (spreads of repeated ratios and fitted slopes).
 

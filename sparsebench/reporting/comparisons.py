@@ -161,7 +161,7 @@ def write(df: pd.DataFrame, sweep: str, root: Path | None = None, *, figures: bo
           formats: tuple[str, ...] = ("png", "pdf")) -> tuple[list[Path], dict[str, str]]:
     """tables/ranks.{md,csv}, tables/improvement.csv and, with ``figures``, figures/ranks and
     figures/improvement; returns (paths written, {figure: why skipped})."""
-    from .tables import to_markdown
+    from .text import to_markdown
 
     samples = column_samples(df)
     written, skipped = [], {}

@@ -14,7 +14,6 @@ every cell not significantly below its column's best (the best included).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +24,12 @@ from . import statistics
 from .cells import (BASE_KEYS, NOT_CELL_FIELDS, cell_keys, column_keys, differences,  # noqa: F401
                     display_name, extra_keys, panel_label, recipe_differences)
 from .plotting import sparsity_text
+from .text import (FEW_UPDATES_MARK, LATEX, MARK, MARKDOWN, PLAIN, Style, accuracy_text,
+                   interval_text, latex_escape, latex_math, number_text, p_text, seconds_text,
+                   to_latex, to_markdown, value_text)
 from ..storage.run_files import COMPLETED, DIVERGED, FAILED, RUNNING, STOPPED
 # Methods in the order the field introduced them; others follow alphabetically.
 METHOD_ORDER = ["dense", "static", "snip", "magnitude", "set", "rigl", "gse"]
-MARK = "†"
-FEW_UPDATES_MARK = "‡"
 FEW_UPDATES = 2   # a dynamic method's run with fewer mask updates trained as a static mask
 # The counts of a cell's runs that are not averaged in, one column each, named as the status.
 NOT_IN_MEAN = (FAILED, DIVERGED, STOPPED, RUNNING)
@@ -129,56 +129,6 @@ def sort_cells(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return order.sort_values(by, kind="stable").drop(columns=["_method", "_density"])
 
 
-# ---------------------------------------------------------------------------------------------
-# text
-
-@dataclass(frozen=True)
-class Style:
-    """How a cell is spelled in one output format."""
-
-    pm: str = "±"
-    mark: str = MARK
-    missing: str = "—"
-    escape: bool = False
-    few_updates: str = FEW_UPDATES_MARK
-    bold: bool = True   # False for CSV text (main.csv's tied_with_best says it)
-
-
-MARKDOWN = Style()
-PLAIN = Style(bold=False)
-LATEX = Style(pm=r"$\pm$", mark=r"$^\dagger$", missing="--", escape=True,
-              few_updates=r"$^\ddagger$")
-
-_LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                   "^": r"\textasciicircum{}"}
-
-
-def latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIALS.get(ch, ch) for ch in str(text))
-
-
-def _latex_math(text: str) -> str:
-    """``n≥7``, ``<0.001``, ``>100`` as LaTeX (≥, < and > are not text-mode characters)."""
-    return (latex_escape(text).replace("≥", r"$\geq$").replace("<", r"$<$")
-            .replace(">", r"$>$"))
-
-
-def accuracy_text(mean: float, std: float, n: int, excluded: int, style: Style, *,
-                  bold: bool = False, few_updates: int = 0) -> str:
-    """``mean ± std`` (bold where tied with its column's best), then the cell's marks."""
-    if n == 0 or pd.isna(mean):
-        text = style.missing
-    elif n == 1 or pd.isna(std):
-        text = f"{mean:.2f}"
-    else:
-        text = f"{mean:.2f} {style.pm} {std:.2f}"
-    if bold and style.bold and text != style.missing:
-        text = f"\\textbf{{{text}}}" if style.escape else f"**{text}**"
-    marks = (style.mark if excluded else "") + (style.few_updates if few_updates else "")
-    return text + (f" {marks}" if marks else "")
-
-
 def cell_text(row, style: Style) -> str:
     """One main_table row's accuracy as a table shows it: bold where tied with the best, †
     for runs not in the mean, ‡ for a dynamic method's run that hardly changed its mask."""
@@ -187,46 +137,16 @@ def cell_text(row, style: Style) -> str:
                          few_updates=int(row.get("few_mask_updates", 0) or 0))
 
 
-def interval_text(low: float, high: float, style: Style) -> str:
-    if pd.isna(low) or pd.isna(high):
-        return style.missing
-    return f"[{low:.2f}, {high:.2f}]"
-
-
-def p_text(p: float, style: Style) -> str:
-    if pd.isna(p):
-        return style.missing
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _number(value: float, fmt: str, style: Style) -> str:
-    return style.missing if value is None or pd.isna(value) else format(value, fmt)
-
-
-def _seconds(value: float, style: Style) -> str:
-    if value is None or pd.isna(value):
-        return style.missing
-    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
-
-
-def _text(value, style: Style) -> str:
-    if isinstance(value, float):
-        text = "" if pd.isna(value) else f"{value:g}"
-    else:
-        text = str(value)
-    return latex_escape(text) if style.escape else text
-
-
 def main_display(table: pd.DataFrame, style: Style = MARKDOWN) -> pd.DataFrame:
     """The main table as the text a reader sees (one column per quantity, units in headers)."""
     keys = [c for c in table.columns if c not in MAIN_NUMBERS]
     shown = {}
     for key in keys:
         if key == "density":  # the config field; a reader sees sparsity
-            shown["sparsity"] = [_text(sparsity_text(v), style) for v in table[key]]
+            shown["sparsity"] = [value_text(sparsity_text(v), style) for v in table[key]]
             continue
         header = {"method_label": "method"}.get(key, key)
-        shown[header] = [_text(v, style) for v in table[key]]
+        shown[header] = [value_text(v, style) for v in table[key]]
     shown["test acc. (%)"] = [cell_text(row, style) for _, row in table.iterrows()]
     shown["95% CI"] = [interval_text(lo, hi, style) for lo, hi in
                        zip(table["acc_ci_low"], table["acc_ci_high"])]
@@ -235,12 +155,12 @@ def main_display(table: pd.DataFrame, style: Style = MARKDOWN) -> pd.DataFrame:
                                  for p, tied in zip(table["p_vs_best"], table["tied_with_best"])]
     shown["seeds for 80% power"] = [statistics.seeds_text(x, n) for x, n in
                                     zip(table["seeds_needed"], table["n"])]
-    shown["train FLOPs (× dense)"] = [_number(v, ".3g", style)
+    shown["train FLOPs (× dense)"] = [number_text(v, ".3g", style)
                                       for v in table["train_flops_rel_dense"]]
-    shown["inference FLOPs (× dense)"] = [_number(v, ".3g", style)
+    shown["inference FLOPs (× dense)"] = [number_text(v, ".3g", style)
                                           for v in table["inference_flops_rel_dense"]]
-    shown["wall-clock (s)"] = [_seconds(v, style) for v in table["wall_clock_s"]]
-    shown["step (ms)"] = [_number(v, ".2f", style) for v in table["step_time_ms"]]
+    shown["wall-clock (s)"] = [seconds_text(v, style) for v in table["wall_clock_s"]]
+    shown["step (ms)"] = [number_text(v, ".2f", style) for v in table["step_time_ms"]]
     for status in NOT_IN_MEAN:
         shown[status] = table[status].astype(int).astype(str).tolist()
     out = pd.DataFrame(shown)
@@ -248,7 +168,7 @@ def main_display(table: pd.DataFrame, style: Style = MARKDOWN) -> pd.DataFrame:
         out.columns = [latex_escape(c).replace("×", r"$\times$") for c in out.columns]
         for column in ("95\\% CI", "seeds for 80\\% power", "p vs best (Holm)"):
             if column in out:
-                out[column] = [_latex_math(v) if v != style.missing else v for v in out[column]]
+                out[column] = [latex_math(v) if v != style.missing else v for v in out[column]]
     return out
 
 
@@ -265,7 +185,7 @@ def pivot_display(table: pd.DataFrame, style: Style = MARKDOWN) -> pd.DataFrame:
     rows = []
     for label, group in cells.groupby(keys, dropna=False, sort=False):
         label = label if isinstance(label, tuple) else (label,)
-        row = {({"method_label": "method"}.get(k, k)): _text(v, style) for k, v in zip(keys, label)}
+        row = {({"method_label": "method"}.get(k, k)): value_text(v, style) for k, v in zip(keys, label)}
         by_density = dict(zip(group["density"], group["_text"]))
         for d in densities:
             row[f"sparsity {sparsity_text(d)}"] = by_density.get(d, "")
@@ -274,30 +194,6 @@ def pivot_display(table: pd.DataFrame, style: Style = MARKDOWN) -> pd.DataFrame:
     if style.escape:
         out.columns = [latex_escape(c) for c in out.columns]
     return out
-
-
-def to_markdown(table: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table (no extra dependency)."""
-    if table.empty and not len(table.columns):
-        return ""
-    header = [str(c) for c in table.columns]
-    rows = [[str(v).replace("|", r"\|") for v in row] for row in table.itertuples(index=False)]
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
-    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(header), rule] + [line(r) for r in rows]) + "\n"
-
-
-def to_latex(table: pd.DataFrame, caption: str | None = None) -> str:
-    """A booktabs tabular of already-escaped text cells."""
-    align = "".join("l" if i == 0 or not _numeric_column(table[c]) else "r"
-                    for i, c in enumerate(table.columns))
-    text = table.to_latex(index=False, escape=False, column_format=align)
-    return (f"% {caption}\n" if caption else "") + text
-
-
-def _numeric_column(column: pd.Series) -> bool:
-    return all(str(v)[:1].isdigit() or str(v).startswith(("-", "—")) for v in column if str(v))
 
 
 FOOTNOTE = (f"{MARK}: some runs of this cell are not in the mean (counted as failed, diverged, "
