@@ -6,7 +6,7 @@ import pytest
 from sparsebench.storage import atomic
 from sparsebench.launch import spec as sweep_spec
 from sparsebench.config.schema import to_dict
-from sparsebench.paper import mini
+from sparsebench.paper import mini, mini_spec
 from sparsebench.paper.artifacts import ARTIFACTS, paper_sweeps
 from sparsebench.paper.width import active_connections
 
@@ -14,11 +14,11 @@ from .conftest import needs_fmnist
 
 
 def test_every_full_cell_has_its_miniature_and_only_the_declared_fields_change(tmp_path):
-    spec = mini.MiniSpec.load()
+    spec = mini_spec.MiniSpec.load()
     for name in ("cifar100_densities", "paper_table3_epochs", "paper_table2_imagenet",
                  "paper_table1_baselines"):
         full = sweep_spec.expand(name)
-        derived = mini.derive(name, spec)
+        derived = mini_spec.derive(name, spec)
         kept = [c for c in full.cells if c.config.seed in spec.seeds]
         assert len(derived.spec["include"]) == len(kept) > 0
         for cell, small in zip(kept, derived.spec["include"]):
@@ -42,7 +42,7 @@ def test_every_full_cell_has_its_miniature_and_only_the_declared_fields_change(t
 
 
 def test_the_miniature_width_sweep_keeps_its_active_connections_constant(tmp_path):
-    spec = mini.MiniSpec.load()
+    spec = mini_spec.MiniSpec.load()
     layout = mini.Layout(tmp_path)
     mini.derive_all(layout, spec, ["paper_fig3_width", "cifar100_densities"])
     wide = sweep_spec.expand(str(layout.sweep_file("paper_fig3_width")))
@@ -58,7 +58,7 @@ def test_the_miniature_width_sweep_keeps_its_active_connections_constant(tmp_pat
 
 
 def test_paper_keys_map_a_miniature_cell_back_to_the_full_one():
-    spec = mini.MiniSpec.load()
+    spec = mini_spec.MiniSpec.load()
     keys = spec.paper_keys({"model": "resnet20", "epochs": 3, "width": 0.5, "method": "dense"})
     assert keys == {"model": "resnet56", "epochs": 300, "width": 2.0, "method": "dense"}
 

@@ -17,7 +17,8 @@ Modules, one per kind of artifact:
   flops_model.py   training FLOPs of GSE and RigL vs sparsity, no training (fig4)
   kernels.py       sparse × dense matmul times (fig8), measured by kernel_bench.py
   report.py        writes the artifacts and index.md
-  mini.py          derives the miniature sweeps from the full ones and runs them
+  mini.py          trains the miniature sweeps and writes their report
+  mini_spec.py     sweeps/mini/*.yaml parsed; a full sweep turned cell by cell into its miniature
   fashion_cifar.py Fashion-MNIST in the CIFAR file format: the miniature's data (not CIFAR)
   width.py         densities that keep the active connections constant across widths (fig3)
 
