@@ -72,6 +72,18 @@ the paper in three ways, each a parameter here:
   dtype) instead of an exact top-k; ties at the threshold join the set, so a set can hold a
   few more than its count (FLOPs are counted at the nominal counts). ``topk``: exactly D and
   D_b of |θ|.
+
+Checked against the authors' own functions (``update_active_param_set``, ``weight_decay_loss``
+and ``reset_justbwd_weights`` of ``topkast_training.py``, run from their repository, not copied
+here) on the MLP 3072-512-512-10 at 2 % (ER), from the same initial weights, on the same 70
+batches of Fashion-MNIST, in float64: A, B, θ and the forward weights agree to 3e-16 at every
+step, while about 8,600 connections enter the first layer's A per step. One difference: their
+``torch.quantile`` level comes from the unrounded ER density, so their second layer's A can
+hold one connection more (7,347 against 7,346 here). Their whole script on the same data
+(Fashion-MNIST's images 0-49,999 in CIFAR-10's layout, 10 epochs, this machine's CPU) ended
+at 78.84, 75.84 and 75.91 % (seeds 0-2); this file under ``gse_paper`` at 76.72, 78.80 and
+77.22 % (Welch p = 0.58). In both codes the test accuracy moves by 1-3 points from one epoch
+to the next.
 """
 from __future__ import annotations
 
