@@ -121,7 +121,8 @@ MAY_IMPORT = {
     "config": {"storage"},
     "data": {"torch_versions"},
     "models": set(),
-    "reporting": {"storage", "config", "training"},
+    # methods: a method's parameter defaults, for runs written before a parameter existed
+    "reporting": {"storage", "config", "training", "methods"},
     "launch": {"storage", "config", "training", "resolve", "protocols", "distributed"},
 }
 

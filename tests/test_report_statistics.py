@@ -155,6 +155,52 @@ def test_a_table_whose_runs_differ_in_epochs_shows_the_epochs_column(root, capsy
     assert "epochs" in main.columns
 
 
+def test_a_rerun_of_the_same_config_and_seed_is_counted_once(root, capsys):
+    """A sweep rerun after sparsebench grew a method parameter (Top-KAST's ``entering_weight``,
+    ``keep_momentum_outside_b``, ``sets``) leaves the older runs beside the new ones under other
+    run ids: same method, density and seed, the new fields missing. A missing field is the
+    method's default, so they repeat the new runs: the newest of each counts, once."""
+    import json
+    import shutil
+
+    for seed in (0, 1, 2):
+        write_run(root, "older", "topkast", 0.02, seed, acc=87.0 + seed / 10)
+        write_run(root, "older", "static", 0.02, seed, acc=86.0 + seed / 10)
+    runs = paths.runs_dir("older", root)
+    for run in [d for d in sorted(runs.iterdir())]:
+        result = json.loads((run / "result.json").read_text())
+        if result["config"]["method"]["name"] != "topkast":
+            continue
+        old = runs / f"old{run.name[3:]}"
+        shutil.copytree(run, old)
+        for field in ("entering_weight", "keep_momentum_outside_b", "sets"):
+            result["config"]["method"].pop(field, None)
+        result.update(run_id=old.name, finished_at="2020-01-01T00:00:00+00:00")
+        (old / "result.json").write_text(json.dumps(result))
+    df = load_results("older", root)
+    assert len(df) == 9 and int(df["superseded"].sum()) == 3
+    assert set(df.loc[df["superseded"], "run_id"]) == {d.name for d in runs.iterdir()
+                                                        if d.name.startswith("old")}
+    table = tables.main_table(df).set_index("method_label")
+    assert table.loc["topkast", "n"] == 3 and table.loc["topkast", "acc_std"] == pytest.approx(0.1)
+    assert "config.method.entering_weight" not in cells.extra_keys(df)
+    assert report.main(["older", "--results", str(root), "--no-figures"]) == 0
+    assert "Left out: 3 completed run(s) repeating the config and seed" in capsys.readouterr().out
+
+
+def test_a_field_null_in_some_runs_differs_from_a_value(root):
+    for seed in (0, 1):
+        write_run(root, "nulls", "static", 0.1, seed, acc=80.0 + seed)
+    df = load_results("nulls", root)
+    both = pd.concat([df.assign(**{"config.data.train_subset": 2048}),
+                      df.assign(**{"config.data.train_subset": None, "run_id": df["run_id"] + "f",
+                                   "final_test_acc": df["final_test_acc"] - 10})],
+                     ignore_index=True)
+    assert cells.extra_keys(both) == ["config.data.train_subset"]
+    assert cells.differences(both) == [f"data.train_subset: 2048, {cells.NOT_SET}"]
+    assert tables.main_table(both)["n"].tolist() == [2, 2]
+
+
 def test_a_recipe_field_set_per_method_is_shown_but_compared_across(root):
     for seed in (0, 1):
         write_run(root, "recipe", "static", 0.1, seed, acc=80.0 + seed)

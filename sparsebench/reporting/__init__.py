@@ -9,6 +9,7 @@ numbers in Markdown, LaTeX and CSV text; ``plotting``
 is the one plotting kit and palette every figure (the paper's too) is drawn with; ``spread``
 says how sure a benchmark number is (spreads of repeated ratios and fitted slopes).
 
-May import storage (run files), config and training (the result header of a run still
-training); never launch. Imported by the ``report`` command and by :mod:`sparsebench.paper`.
+May import storage (run files), config, training (the result header of a run still
+training) and methods (a method's parameter defaults, for runs written before a parameter
+existed); never launch. Imported by the ``report`` command and by :mod:`sparsebench.paper`.
 """

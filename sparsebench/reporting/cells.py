@@ -45,14 +45,23 @@ def _candidates(df: pd.DataFrame) -> list[str]:
             and not c.startswith(NOT_CELL_PREFIXES)]
 
 
+# A field that some runs lack (written by a sparsebench before the field existed, or set to
+# null) differs from one they hold: runs of an older definition left in a sweep's folder are a
+# cell of their own, never averaged in beside the current ones (nor counted twice per seed).
+def _spelled(values: pd.Series) -> pd.Series:
+    """Each value as text (lists too), every kind of missing value as one."""
+    return values.map(lambda v: NOT_SET if _missing(v) else repr(v))
+
+
 def _varies_within(df: pd.DataFrame, column: str, by: list[str]) -> bool:
-    values = df[[column] + by].dropna(subset=[column])
-    return bool(len(values)) and \
-        values.groupby(by, dropna=False)[column].nunique().max() > 1
+    if df[column].map(_missing).all():
+        return False
+    spelled = pd.DataFrame({k: _spelled(df[k]) for k in by}).assign(_value=_spelled(df[column]))
+    return spelled.groupby(by)["_value"].nunique().max() > 1
 
 
 def _differs(df: pd.DataFrame, column: str) -> bool:
-    return df[column].dropna().nunique() > 1
+    return _spelled(df[column]).nunique() > 1
 
 
 def extra_keys(df: pd.DataFrame) -> list[str]:
@@ -105,8 +114,13 @@ def differences(df: pd.DataFrame) -> list[str]:
         if column.startswith(METHOD_PARAMS):
             continue
         values = sorted({_value_text(v) for v in df[column] if not _missing(v)})
+        if any(_missing(v) for v in df[column]):
+            values.append(NOT_SET)
         lines.append(f"{display_name(column)}: {', '.join(values)}")
     return lines
+
+
+NOT_SET = "not set (null, or a run written before the field existed)"
 
 
 def _missing(value) -> bool:

@@ -34,7 +34,7 @@ from ..storage import atomic, locks, paths
 from ..storage.run_files import (COMPLETED, RUNNING, STATUSES, STOPPED, UNREADABLE,
                                  ResultsWarning, read_metrics, read_result, read_text, warn_file)
 
-__all__ = ["load_results", "load_metrics", "load_run", "layer_table", "completed",
+__all__ = ["load_results", "load_metrics", "load_run", "layer_table", "completed", "superseded",
            "write_summary", "available_sweeps", "ResultsWarning", "STATUSES"]
 
 # Per-layer maps keyed by layer name: kept as dicts, not flattened into columns.
@@ -200,6 +200,8 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
                    "inference_flops_rel_dense", "dense_forward_flops", "wall_clock_s",
                    "step_time_ms", "update_time_s"):
         df[column] = pd.to_numeric(df[column], errors="coerce").astype(float)
+    df = _with_current_defaults(df)
+    df["superseded"] = superseded(df)
     rest = [c for c in df.columns if c not in LEADING_COLUMNS]
     method_cols = sorted(c for c in rest if c.startswith("method."))
     config_cols = sorted(c for c in rest if c.startswith("config."))
@@ -209,6 +211,56 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
         df = df.sort_values(["dataset", "model", "method_label", "density", "seed", "run_id"],
                             na_position="last", kind="stable").reset_index(drop=True)
     return df
+
+
+# A run written before a config field existed lacks it, and did what its default does: the run
+# id leaves such a field out of the hash at its default (config.schema.HASHED_UNLESS_DEFAULT),
+# and a method parameter added later defaults to the method's earlier behaviour.
+def _with_current_defaults(df: pd.DataFrame) -> pd.DataFrame:
+    import dataclasses
+
+    from ..config.schema import HASHED_UNLESS_DEFAULT
+    from .. import methods
+
+    for field, default in HASHED_UNLESS_DEFAULT.items():
+        column = f"config.{field}"
+        if column in df.columns:
+            df[column] = df[column].where(df[column].notna(), default)
+    if "config.method.name" not in df.columns:
+        return df
+    for name in df["config.method.name"].dropna().unique():
+        try:
+            params = dataclasses.asdict(methods.get(name).Params())
+        except Exception:   # a method this checkout lacks: its runs keep what they recorded
+            continue
+        rows = df["config.method.name"] == name
+        for field, default in params.items():
+            column = f"config.method.{field}"
+            if column in df.columns and not isinstance(default, (list, dict)):
+                missing = rows & df[column].isna()
+                df.loc[missing, column] = default
+    return df
+
+
+def superseded(df: pd.DataFrame) -> pd.Series:
+    """True for a completed run whose config (tracking and bookkeeping fields aside) and seed
+    equal a completed run that finished later: the same experiment twice (a sweep rerun under a
+    newer sparsebench whose run ids changed). Tables, figures and tests count the newest only,
+    so a seed is never counted twice."""
+    from ..config.schema import UNHASHED_FIELDS
+
+    out = pd.Series(False, index=df.index)
+    if df.empty or "finished_at" not in df.columns:
+        return out
+    skip = tuple(f"config.{f}" for f in UNHASHED_FIELDS)
+    columns = [c for c in df.columns if c.startswith("config.") and not c.startswith(skip)]
+    done = df[df["status"] == COMPLETED]
+    if done.empty or not columns:
+        return out
+    order = done.sort_values("finished_at", na_position="first", kind="stable")
+    repeated = order[columns].astype(str).duplicated(keep="last")
+    out.loc[order.index[repeated.to_numpy()]] = True
+    return out
 
 
 def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -243,7 +295,12 @@ def write_summary(sweep: str, root: Path | str | None = None,
 # long-format views for figures
 
 def completed(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["status"] == COMPLETED]
+    """The completed runs a table or figure counts: a run superseded by a later run of the same
+    config and seed (:func:`superseded`) is left out."""
+    keep = df["status"] == COMPLETED
+    if "superseded" in df.columns:
+        keep &= ~df["superseded"].fillna(False).astype(bool)
+    return df[keep]
 
 
 def load_metrics(df: pd.DataFrame, statuses: Iterable[str] = (COMPLETED,)) -> pd.DataFrame:

@@ -27,7 +27,8 @@ from .plotting import sparsity_text
 from .text import (FEW_UPDATES_MARK, LATEX, MARK, MARKDOWN, PLAIN, Style, accuracy_text,
                    interval_text, latex_escape, latex_math, number_text, p_text, seconds_text,
                    to_latex, to_markdown, value_text)
-from ..storage.run_files import COMPLETED, DIVERGED, FAILED, RUNNING, STOPPED
+from ..storage.run_files import DIVERGED, FAILED, RUNNING, STOPPED
+from .results import completed
 # Methods in the order the field introduced them; others follow alphabetically.
 METHOD_ORDER = ["dense", "static", "snip", "magnitude", "set", "rigl", "gse"]
 FEW_UPDATES = 2   # a dynamic method's run with fewer mask updates trained as a static mask
@@ -72,7 +73,7 @@ def main_table(df: pd.DataFrame, keys: list[str] | None = None) -> pd.DataFrame:
         return pd.DataFrame(columns=[display_name(c) for c in columns])
     rows, samples = [], []
     for cell, runs in df.groupby(keys, dropna=False, sort=False):
-        done = runs[runs["status"] == COMPLETED]
+        done = completed(runs)
         acc = done["final_test_acc"].dropna()
         low, high = statistics.mean_interval(acc)
         rows.append({
@@ -261,6 +262,10 @@ def header_lines(df: pd.DataFrame) -> list[str]:
               "values): " + "; ".join(differ)) if differ else
              "Equal budgets: no config field differs between the runs besides the method, its "
              "parameters, the sparsity and the seed."]
+    if "superseded" in df.columns and (old := df[df["superseded"].fillna(False).astype(bool)]).size:
+        lines.append(f"Left out: {len(old)} completed run(s) repeating the config and seed of a "
+                     f"run that finished later (an earlier sparsebench named them differently): "
+                     + ", ".join(old["run_id"].astype(str)))
     if recipe := recipe_differences(df):
         lines.append("Set per method (part of each method's recipe, compared across): "
                      + ", ".join(display_name(c) for c in recipe))
