@@ -244,7 +244,7 @@ def _with_current_defaults(df: pd.DataFrame) -> pd.DataFrame:
 
 def superseded(df: pd.DataFrame) -> pd.Series:
     """True for a completed run whose config (tracking and bookkeeping fields aside) and seed
-    equal a completed run that finished later: the same experiment twice (a sweep rerun under a
+    equal a completed run of the same sweep that finished later: the same experiment twice (a sweep rerun under a
     newer sparsebench whose run ids changed). Tables, figures and tests count the newest only,
     so a seed is never counted twice."""
     from ..config.schema import UNHASHED_FIELDS
@@ -254,6 +254,7 @@ def superseded(df: pd.DataFrame) -> pd.Series:
         return out
     skip = tuple(f"config.{f}" for f in UNHASHED_FIELDS)
     columns = [c for c in df.columns if c.startswith("config.") and not c.startswith(skip)]
+    columns += ["sweep"] if "sweep" in df.columns else []   # within one sweep's folder only
     done = df[df["status"] == COMPLETED]
     if done.empty or not columns:
         return out
