@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..reporting import tables as base
-from ..reporting.cells import differences, display_name, extra_keys
+from ..reporting.cells import differences, display_name, extra_keys, missing
 from ..reporting.text import (LATEX, MARKDOWN, Style, accuracy_text, latex_escape, to_latex,
-    to_markdown)
+    to_markdown, value_text)
 from . import published as pub
 from ..reporting.plotting import sparsity_text
 from .names import METHODS, method_rank
@@ -81,7 +81,12 @@ def _footer(table: pd.DataFrame, tests: bool = False) -> str:
 def _lookup(table: pd.DataFrame, **keys):
     rows = table
     for key, value in keys.items():
-        rows = rows[(rows[key] - value).abs() < 1e-9] if isinstance(value, float) else rows[rows[key] == value]
+        if missing(value):
+            rows = rows[rows[key].map(missing)]
+        elif isinstance(value, float):
+            rows = rows[(rows[key] - value).abs() < 1e-9]
+        else:
+            rows = rows[rows[key] == value]
     return None if rows.empty else rows.iloc[0]
 
 
@@ -115,11 +120,6 @@ def _split_by(runs: pd.DataFrame) -> list[str]:
     return [display_name(k) for k in extra_keys(runs)] if len(runs) else []
 
 
-def _value(v) -> str:
-    return "—" if v is None or (isinstance(v, float) and v != v) else (
-        f"{v:g}" if isinstance(v, float) else str(v))
-
-
 def table1(ev, ctx) -> Table:
     names = ctx.names
     split = _split_by(ev.runs)
@@ -146,15 +146,8 @@ def table1(ev, ctx) -> Table:
 
     def cell(row, dataset, model, density):
         label, values = row
-        d = 1.0 if label == "dense" else density
-        found = _lookup(table, method_label=label, dataset=dataset, model=model, density=d)
-        if found is None or not split:
-            return found
-        match = table[(table["method_label"] == label) & (table["dataset"] == dataset)
-                      & (table["model"] == model) & ((table["density"] - d).abs() < 1e-9)]
-        for key, value in zip(split, values):
-            match = match[match[key].isna()] if _value(value) == "—" else match[match[key] == value]
-        return None if match.empty else match.iloc[0]
+        return _lookup(table, method_label=label, dataset=dataset, model=model,
+                       density=1.0 if label == "dense" else density, **dict(zip(split, values)))
 
     def tied(row, col) -> bool:  # not significantly below the column's best sparse method
         found = cell(row, *col)
@@ -167,7 +160,9 @@ def table1(ev, ctx) -> Table:
     def frame(style: Style, multi: bool) -> pd.DataFrame:
         data = {("", "", "method") if multi else "method": [names.method(m) for m, _ in rows]}
         for i, key in enumerate(split):
-            data[("", "", key) if multi else key] = [_value(values[i]) for _, values in rows]
+            data[("", "", key) if multi else key] = [
+                style.missing if missing(values[i]) else value_text(values[i], style)
+                for _, values in rows]
         for col in columns:
             key = header(col, style) if multi else " · ".join(header(col, style))
             data[key] = [_text(cell(r, *col), style, bold=tied(r, col)) for r in rows]

@@ -50,11 +50,11 @@ def _candidates(df: pd.DataFrame) -> list[str]:
 # cell of their own, never averaged in beside the current ones (nor counted twice per seed).
 def _spelled(values: pd.Series) -> pd.Series:
     """Each value as text (lists too), every kind of missing value as one."""
-    return values.map(lambda v: NOT_SET if _missing(v) else repr(v))
+    return values.map(lambda v: NOT_SET if missing(v) else repr(v))
 
 
 def _varies_within(df: pd.DataFrame, column: str, by: list[str]) -> bool:
-    if df[column].map(_missing).all():
+    if df[column].map(missing).all():
         return False
     spelled = pd.DataFrame({k: _spelled(df[k]) for k in by}).assign(_value=_spelled(df[column]))
     return spelled.groupby(by)["_value"].nunique().max() > 1
@@ -113,8 +113,8 @@ def differences(df: pd.DataFrame) -> list[str]:
     for column in extra_keys(df):
         if column.startswith(METHOD_PARAMS):
             continue
-        values = sorted({_value_text(v) for v in df[column] if not _missing(v)})
-        if any(_missing(v) for v in df[column]):
+        values = sorted({_value_text(v) for v in df[column] if not missing(v)})
+        if any(missing(v) for v in df[column]):
             values.append(NOT_SET)
         lines.append(f"{display_name(column)}: {', '.join(values)}")
     return lines
@@ -123,7 +123,8 @@ def differences(df: pd.DataFrame) -> list[str]:
 NOT_SET = "not set (null, or a run written before the field existed)"
 
 
-def _missing(value) -> bool:
+def missing(value) -> bool:
+    """A config value that is not set: None, or NaN (pandas' empty cell)."""
     return value is None or (isinstance(value, float) and value != value)
 
 

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from ..storage import atomic, paths
 from . import statistics
-from .cells import cell_keys, column_keys, display_name, recipe_differences
+from .cells import cell_keys, column_keys, display_name, missing, recipe_differences
 from .plotting import DENSE, SkipFigure, method_colors, save_figure, sparsity_text, theme
 from .plotting import title as figure_title
 from .results import completed
@@ -45,14 +45,10 @@ def column_samples(df: pd.DataFrame) -> dict:
         for cell, cell_rows in rows.groupby(["method_label"] + variants, dropna=False, sort=False):
             cell = cell if isinstance(cell, tuple) else (cell,)
             name = str(cell[0]) + "".join(f" {display_name(k)}={v}" for k, v in
-                                          zip(variants, cell[1:]) if not _missing(v))
+                                          zip(variants, cell[1:]) if not missing(v))
             cells[name] = cell_rows["final_test_acc"].to_numpy(dtype=float)
         out[label] = cells
     return out
-
-
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def ranks(samples: dict) -> statistics.Ranks | None:

@@ -31,6 +31,7 @@ import pandas as pd
 import yaml
 
 from ..storage import atomic, locks, paths
+from .cells import missing
 from ..storage.run_files import (COMPLETED, RUNNING, STATUSES, STOPPED, UNREADABLE,
                                  ResultsWarning, read_metrics, read_result, read_text, warn_file)
 
@@ -52,12 +53,8 @@ LEADING_COLUMNS = (
 
 def method_label(method: Any, sampler: Any = None) -> str:
     """A readable name for a method variant: ``gse (grabo)`` for GSE with its sampler."""
-    name = "" if _missing(method) else str(method)
-    return f"{name} ({sampler})" if not _missing(sampler) else name
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
+    name = "" if missing(method) else str(method)
+    return f"{name} ({sampler})" if not missing(sampler) else name
 
 
 def flatten(data: dict, prefix: str = "") -> dict:
@@ -219,7 +216,7 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 def _with_current_defaults(df: pd.DataFrame) -> pd.DataFrame:
     import dataclasses
 
-    from ..config.schema import HASHED_UNLESS_DEFAULT
+    from ..config.schema import HASHED_UNLESS_DEFAULT, ConfigError
     from .. import methods
 
     for field, default in HASHED_UNLESS_DEFAULT.items():
@@ -231,22 +228,22 @@ def _with_current_defaults(df: pd.DataFrame) -> pd.DataFrame:
     for name in df["config.method.name"].dropna().unique():
         try:
             params = dataclasses.asdict(methods.get(name).Params())
-        except Exception:   # a method this checkout lacks: its runs keep what they recorded
+        except ConfigError:   # a method this checkout lacks: its runs keep what they recorded
             continue
         rows = df["config.method.name"] == name
         for field, default in params.items():
             column = f"config.method.{field}"
             if column in df.columns and not isinstance(default, (list, dict)):
-                missing = rows & df[column].isna()
-                df.loc[missing, column] = default
+                unset = rows & df[column].isna()
+                df.loc[unset, column] = default
     return df
 
 
 def superseded(df: pd.DataFrame) -> pd.Series:
     """True for a completed run whose config (tracking and bookkeeping fields aside) and seed
-    equal a completed run of the same sweep that finished later: the same experiment twice (a sweep rerun under a
-    newer sparsebench whose run ids changed). Tables, figures and tests count the newest only,
-    so a seed is never counted twice."""
+    equal a completed run of the same sweep that finished later: the same experiment twice (a
+    sweep rerun under a newer sparsebench whose run ids changed). Tables, figures and tests
+    count the newest only, so a seed is never counted twice."""
     from ..config.schema import UNHASHED_FIELDS
 
     out = pd.Series(False, index=df.index)

@@ -262,7 +262,7 @@ def header_lines(df: pd.DataFrame) -> list[str]:
               "values): " + "; ".join(differ)) if differ else
              "Equal budgets: no config field differs between the runs besides the method, its "
              "parameters, the sparsity and the seed."]
-    if "superseded" in df.columns and (old := df[df["superseded"].fillna(False).astype(bool)]).size:
+    if "superseded" in df.columns and len(old := df[df["superseded"].fillna(False).astype(bool)]):
         lines.append(f"Left out: {len(old)} completed run(s) repeating the config and seed of a "
                      f"run that finished later (an earlier sparsebench named them differently): "
                      + ", ".join(old["run_id"].astype(str)))
